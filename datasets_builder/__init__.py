@@ -1,0 +1,1 @@
+"""Everything that makes data: SynthCampus, dataset readers, the text-corpus builder."""

@@ -1,0 +1,7 @@
+"""One module per `tvad` command group.
+
+Each module defines `register(subparsers)`, which adds its sub-command(s) and
+sets `handler=<function(args) -> int>` as the parser default. Modules import
+heavy libraries (torch, transformers, gradio) inside their handlers, so that
+`tvad --help` stays fast.
+"""
