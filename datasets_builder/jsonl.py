@@ -1,0 +1,166 @@
+"""Crash-safe JSON Lines files.
+
+The corpus builder may be killed at any moment (SIGKILL, power loss, Ctrl-C).
+Three rules keep its output usable afterwards:
+
+* a batch of lines is appended with one ``write`` on an ``O_APPEND`` descriptor
+  and fsync'd, so it lands whole or (at worst) as a torn tail;
+* opening a file for appending first cuts a torn tail (bytes after the last
+  newline), so a half-written line never survives into the next run;
+* every line carries an ``id`` and the writer refuses ids it already holds, so
+  re-processing a video whose lines were written before the crash (but whose
+  "done" mark was not) adds nothing twice.
+
+Small whole files (summaries, per-video extraction dumps) go through
+:func:`atomic_write_text` (temporary file + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from tvad_chat.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield the JSON objects of a JSONL file; a malformed line raises DataError naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such JSONL file; check the path")
+    with path.open("r", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg}); fix or remove the line") from err
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            yield obj
+
+
+def repair_tail(path: str | Path) -> int:
+    """Cut bytes after the last newline (a line torn by a crash). Returns how many bytes were cut."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with path.open("rb+") as fh:
+        # Scan backwards in blocks for the last newline; files can be large.
+        block = 1 << 16
+        pos = size
+        keep = 0
+        while pos > 0:
+            start = max(0, pos - block)
+            fh.seek(start)
+            chunk = fh.read(pos - start)
+            idx = chunk.rfind(b"\n")
+            if idx >= 0:
+                keep = start + idx + 1
+                break
+            pos = start
+        cut = size - keep
+        if cut:
+            fh.truncate(keep)
+            fh.flush()
+            os.fsync(fh.fileno())
+            log.warning("%s: removed a torn last line (%d bytes) left by an interrupted run", path, cut)
+    return cut
+
+
+def dumps_line(record: dict[str, Any]) -> str:
+    """One record as one JSONL line (no embedded newlines: json escapes them)."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+class JsonlAppender:
+    """Append-only JSONL file with id de-duplication and torn-tail repair.
+
+    Use as a context manager. ``append_batch`` writes all given records in one
+    system call; records whose ``id`` is already in the file are skipped.
+    """
+
+    def __init__(self, path: str | Path, key: str = "id", fsync: bool = True) -> None:
+        self.path = Path(path)
+        self.key = key
+        self.fsync = fsync
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        repair_tail(self.path)
+        self.ids: set[str] = set()
+        if self.path.exists():
+            for rec in read_jsonl(self.path):
+                if key in rec:
+                    self.ids.add(str(rec[key]))
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __contains__(self, record_id: str) -> bool:
+        return record_id in self.ids
+
+    def append_batch(self, records: Iterable[dict[str, Any]]) -> int:
+        """Append the records not already present; returns how many were written."""
+        lines: list[str] = []
+        new_ids: list[str] = []
+        batch_ids: set[str] = set()
+        for rec in records:
+            if self.key not in rec:
+                raise DataError(f"{self.path}: record without '{self.key}' cannot be appended")
+            rid = str(rec[self.key])
+            if rid in self.ids or rid in batch_ids:
+                continue
+            batch_ids.add(rid)
+            new_ids.append(rid)
+            lines.append(dumps_line(rec))
+        if not lines:
+            return 0
+        data = "".join(lines).encode("utf-8")
+        view = memoryview(data)
+        while view:  # os.write may write less than asked (signals, pipes): finish the batch
+            n = os.write(self._fd, view)
+            view = view[n:]
+        if self.fsync:
+            os.fsync(self._fd)
+        self.ids.update(new_ids)
+        return len(lines)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a whole file so that readers see either the old or the new content, never a mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
+    """Write a whole JSONL file atomically."""
+    atomic_write_text(path, "".join(dumps_line(r) for r in records))
