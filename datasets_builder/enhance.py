@@ -30,6 +30,9 @@ class EnhanceConfig:
     min_observations: int = 2
     min_confidence: float = 0.5  # mean confidence of a kept timeline
     min_coverage: float = 0.5  # share of the masked frames in its span a kept timeline is seen in
+    min_mean_overlap: float = 0.5  # mean mask cover of a kept timeline's boxes (drops passers-by)
+    # Ground truth says which instance is anomalous: then a normal target crossing the mask is not kept.
+    trust_backend_flags: bool = False
 
 
 def mask_and_blur(image: np.ndarray, mask: np.ndarray, sigma: float = 9.0, dilate_px: int = 5) -> np.ndarray:
@@ -92,11 +95,14 @@ def anomaly_focused_pass(
         m = masks[rec.frame_index]
         kept = []
         for inst in rec.instances:
-            if mask_box_overlap(m, inst.box) >= cfg.min_mask_overlap:
-                inst.anomalous = True  # the mask is the evidence here
-                kept.append(inst)
+            if mask_box_overlap(m, inst.box) < cfg.min_mask_overlap:
+                continue
+            if cfg.trust_backend_flags and inst.anomalous is False:
+                continue
+            inst.anomalous = True  # the mask is the evidence here
+            kept.append(inst)
         rec.instances = kept
-    timelines = associate(records, association)
+    timelines = associate(records, association, prefix="a")
     masked = sorted(rec.frame_index for rec in records)
     good: list[Timeline] = []
     rejected: list[tuple[Timeline, str]] = []
@@ -104,12 +110,15 @@ def anomaly_focused_pass(
         span = [f for f in masked if tl.start_frame <= f <= tl.end_frame]
         coverage = len(tl.observations) / max(1, len(span))
         need = min(cfg.min_observations, len(masked))
+        overlap = float(np.mean([mask_box_overlap(masks[o.frame_index], o.box) for o in tl.observations]))
         if len(tl.observations) < need:
             rejected.append((tl, f"seen in {len(tl.observations)} frame(s) < {need}"))
         elif tl.confidence < cfg.min_confidence:
             rejected.append((tl, f"mean confidence {tl.confidence:.2f} < {cfg.min_confidence}"))
         elif coverage < cfg.min_coverage:
             rejected.append((tl, f"seen in {coverage:.0%} of its masked frames < {cfg.min_coverage:.0%}"))
+        elif overlap < cfg.min_mean_overlap:
+            rejected.append((tl, f"mask covers {overlap:.0%} of its boxes on average < {cfg.min_mean_overlap:.0%}"))
         else:
             good.append(tl)
     # most salient first: longest, then most confident

@@ -430,6 +430,7 @@ class ExtractionBackend:
     """Interface of every backend: ``extract(task)`` and ``extract_many(tasks)`` (same order)."""
 
     name = "base"
+    needs_images = True  # the corpus runner decodes frames only for backends that look at them
 
     def extract(self, task: FrameTask) -> FrameRecord:  # pragma: no cover - interface
         raise NotImplementedError
@@ -445,6 +446,7 @@ class GroundTruthBackend(ExtractionBackend):
     """Annotations -> records: exact boxes, categories, attributes and track ids."""
 
     name = "gt"
+    needs_images = False
 
     def extract(self, task: FrameTask) -> FrameRecord:
         if task.annotations is None:

@@ -169,8 +169,9 @@ def _vote_attributes(obs: Sequence[Observation]) -> dict[str, str]:
     return {k: c.most_common(1)[0][0] for k, c in sorted(votes.items())}
 
 
-def associate(records: Sequence[FrameRecord], config: AssociationConfig | None = None) -> list[Timeline]:
-    """Link the instances of frame records (any order; sorted by frame) into timelines."""
+def associate(records: Sequence[FrameRecord], config: AssociationConfig | None = None,
+              prefix: str = "t") -> list[Timeline]:
+    """Link the instances of frame records (any order; sorted by frame) into timelines ``{prefix}0, ...``."""
     cfg = config or AssociationConfig()
     recs = sorted((r for r in records if r.ok), key=lambda r: r.frame_index)
     active: list[_Track] = []
@@ -220,7 +221,7 @@ def associate(records: Sequence[FrameRecord], config: AssociationConfig | None =
     timelines = []
     for n, t in enumerate(finished):
         cat = Counter(o.category for o in t.obs).most_common(1)[0][0]
-        timelines.append(Timeline(target_id=f"t{n}", category=cat, attributes=_vote_attributes(t.obs),
+        timelines.append(Timeline(target_id=f"{prefix}{n}", category=cat, attributes=_vote_attributes(t.obs),
                                   observations=t.obs))
     return timelines
 

@@ -1,0 +1,346 @@
+"""The corpus runner: videos -> extraction -> timelines -> anomaly pass -> QA -> JSONL.
+
+Output folder layout::
+
+    sft.jsonl          one SFT sample per line (DESIGN.md section 4)
+    eval_refs.jsonl    evaluation references for `tvad eval text`
+    done.jsonl         one line per finished video (the resume manifest)
+    failures.jsonl     videos that failed, with the reason (retried on the next run)
+    videos/<split>/<video_id>.json   extraction records, timelines and trajectories of one video
+    summary.json       counts (recomputed from the files, so it is right after a resume)
+
+A video's lines are appended only after the video is fully processed, then
+its id goes to done.jsonl. A run killed at any point loses at most the video
+in progress; the next run skips finished videos, repairs a torn last line,
+and the writer's id check drops lines already written for the video in progress.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datasets_builder.enhance import EnhanceConfig, anomaly_focused_pass
+from datasets_builder.extract import ExtractionBackend, FrameRecord, FrameTask, GTObject
+from datasets_builder.jsonl import JsonlAppender, atomic_write_text, read_jsonl
+from datasets_builder.qa import TargetFacts, VideoFacts, build_video_qa, label_segments
+from datasets_builder.timeline import (
+    AssociationConfig,
+    Timeline,
+    TrajectoryConfig,
+    associate,
+    box_iou,
+    describe_trajectory,
+)
+from tvad_chat.errors import ConfigError, DataError, TVADError
+
+log = logging.getLogger(__name__)
+
+SFT_FILE = "sft.jsonl"
+REFS_FILE = "eval_refs.jsonl"
+DONE_FILE = "done.jsonl"
+FAIL_FILE = "failures.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class VideoItem:
+    """One video as the builder sees it, whatever the source."""
+
+    video_id: str
+    split: str
+    video: str  # video file or frame folder (goes into the samples)
+    fps: float
+    width: int
+    height: int
+    num_frames: int
+    read_frames: Callable[[Sequence[int]], np.ndarray] | None = None  # RGB (N, H, W, 3) for frame indices
+    annotations: Callable[[int], list[GTObject]] | None = None  # ground-truth objects of a frame
+    masks: Callable[[int], np.ndarray | None] | None = None  # anomaly mask of a frame (bool H x W) or None
+    frame_labels: Sequence[int] | None = None  # 0/1 per frame, when labelled
+    mask_dir: str | None = None
+    event: str | None = None
+    extract_indices: Sequence[int] | None = None  # override the builder's frame choice
+    timestamps: Sequence[float] | None = None  # per source frame, when not index / fps
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.split}/{self.video_id}"
+
+    def time_of(self, index: int) -> float:
+        if self.timestamps is not None and 0 <= index < len(self.timestamps):
+            return float(self.timestamps[index])
+        return index / self.fps if self.fps > 0 else float(index)
+
+
+@dataclass
+class CorpusConfig:
+    out_dir: Path
+    source: str = "custom"
+    stride: int | None = None  # extract every k-th frame; None: all frames (gt) or extract_fps (models)
+    extract_fps: float = 2.0  # frames per second extracted by model backends when stride is None
+    model_frames: int = 16  # frames the model sees per sample
+    anomaly_pass: bool = True
+    max_normal_targets: int = 3
+    min_normal_observations: int = 3  # shorter normal timelines get no questions
+    min_anomaly_confidence: float = 0.5  # without masks: mean confidence of a flagged timeline to count
+    limit: int | None = None  # process at most this many new videos
+    progress: bool = True
+    association: AssociationConfig = field(default_factory=AssociationConfig)
+    trajectory: TrajectoryConfig = field(default_factory=TrajectoryConfig)
+    enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
+
+
+@dataclass
+class CorpusSummary:
+    videos_total: int = 0
+    videos_done_now: int = 0
+    videos_skipped: int = 0  # already finished by an earlier run
+    videos_failed: int = 0
+    frames_extracted: int = 0
+    frames_rejected: int = 0
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+    samples: dict[str, int] = field(default_factory=dict)  # by kind, over the whole file
+    samples_by_split: dict[str, int] = field(default_factory=dict)
+    anomaly_focused_samples: int = 0
+    references: dict[str, int] = field(default_factory=dict)
+    videos_in_corpus: int = 0
+    anomalous_videos: int = 0
+    seconds: float = 0.0
+    backend_stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def sample_indices(num_frames: int, count: int) -> list[int]:
+    """`count` frame indices spread uniformly over the clip (centres of equal bins)."""
+    if num_frames <= 0:
+        return []
+    if count >= num_frames:
+        return list(range(num_frames))
+    return [int(math.floor((i + 0.5) * num_frames / count)) for i in range(count)]
+
+
+def _extract_indices(item: VideoItem, cfg: CorpusConfig, needs_images: bool) -> list[int]:
+    if item.extract_indices is not None:
+        return [int(i) for i in item.extract_indices]
+    if cfg.stride:
+        stride = cfg.stride
+    elif needs_images:
+        stride = max(1, round(item.fps / cfg.extract_fps)) if item.fps > 0 else 1
+    else:
+        stride = 1
+    return list(range(0, item.num_frames, stride))
+
+
+def _overlaps(a: Timeline, b: Timeline, thr: float = 0.3) -> bool:
+    """Do two timelines follow the same target (mean IoU over shared frames)?"""
+    bb = {o.frame_index: o.box for o in b.observations}
+    ious = [box_iou(o.box, bb[o.frame_index]) for o in a.observations if o.frame_index in bb]
+    return bool(ious) and float(np.mean(ious)) >= thr
+
+
+@dataclass
+class VideoResult:
+    records: list[FrameRecord]
+    timelines: list[Timeline]
+    facts: VideoFacts
+    focus_records: list[FrameRecord] = field(default_factory=list)
+    rejected_focus: list[tuple[Timeline, str]] = field(default_factory=list)
+
+
+def process_video(item: VideoItem, backend: ExtractionBackend, cfg: CorpusConfig) -> VideoResult:
+    """Extraction, timelines, the anomaly-focused pass and the facts the QA is built from."""
+    needs_images = bool(getattr(backend, "needs_images", True))
+    indices = _extract_indices(item, cfg, needs_images)
+    if not indices:
+        raise DataError(f"{item.key}: the video has no frames")
+    frames = item.read_frames(indices) if (needs_images and item.read_frames is not None) else None
+    if needs_images and frames is None:
+        raise DataError(f"{item.key}: this backend needs frames but the source gives none")
+    tasks = []
+    for n, fi in enumerate(indices):
+        ann = item.annotations(fi) if item.annotations is not None else None
+        tasks.append(FrameTask(video_id=item.video_id, frame_index=fi, timestamp=item.time_of(fi),
+                               width=item.width, height=item.height,
+                               image=None if frames is None else frames[n], annotations=ann))
+    records = backend.extract_many(tasks)
+    if records and not any(r.ok for r in records):
+        reasons = Counter(r.error for r in records)
+        raise DataError(f"{item.key}: every frame was rejected ({reasons.most_common(1)[0][0]})")
+    timelines = associate(records, cfg.association)
+    first, last = indices[0], indices[-1]
+
+    def facts_of(tl: Timeline, anomalous: bool, focused: bool) -> TargetFacts:
+        tr = describe_trajectory(tl, item.width, item.height, clip_start_frame=first, clip_end_frame=last,
+                                 config=cfg.trajectory)
+        return TargetFacts(timeline=tl, trajectory=tr, anomalous=anomalous, anomaly_focused=focused)
+
+    anomaly_targets: list[TargetFacts] = []
+    focus_records: list[FrameRecord] = []
+    rejected: list[tuple[Timeline, str]] = []
+    masks: dict[int, np.ndarray] = {}
+    if cfg.anomaly_pass and item.masks is not None:
+        for fi in indices:
+            m = item.masks(fi)
+            if m is not None and np.any(m):
+                masks[fi] = m
+    if masks:
+        ecfg = replace(cfg.enhance, trust_backend_flags=cfg.enhance.trust_backend_flags
+                       or getattr(backend, "name", "") == "gt")
+        res = anomaly_focused_pass(tasks, masks, backend, ecfg, cfg.association)
+        focus_records, rejected = res.records, res.rejected
+        anomaly_targets = [facts_of(tl, True, True) for tl in res.timelines]
+    else:
+        flagged = [tl for tl in timelines if tl.anomalous and tl.confidence >= cfg.min_anomaly_confidence]
+        flagged.sort(key=lambda t: (-len(t.observations), -t.confidence, t.start_frame))
+        anomaly_targets = [facts_of(tl, True, False) for tl in flagged]
+    anomaly_tls = [t.timeline for t in anomaly_targets]
+    normal = [tl for tl in timelines
+              if not tl.anomalous and len(tl.observations) >= cfg.min_normal_observations
+              and not any(_overlaps(tl, a) for a in anomaly_tls)]
+    normal.sort(key=lambda t: (-len(t.observations), t.start_frame))
+    normal_targets = [facts_of(tl, False, False) for tl in normal]
+
+    if item.frame_labels is not None:
+        labels = [int(bool(v)) for v in item.frame_labels]
+        anomalous = any(labels)
+        segments = label_segments(labels) if anomalous else None
+    else:
+        anomalous = bool(anomaly_targets)
+        segments = None
+    if not anomalous:
+        anomaly_targets = []
+    facts = VideoFacts(
+        video_id=item.key, split=item.split, video=item.video,
+        frame_indices=sample_indices(item.num_frames, cfg.model_frames), anomalous=anomalous,
+        mask_dir=item.mask_dir, fps=item.fps, event=item.event, anomaly_segments=segments,
+        targets=anomaly_targets, normal_targets=normal_targets,
+        extra_meta={"source": cfg.source, "backend": getattr(backend, "name", "custom")},
+    )
+    return VideoResult(records=records, timelines=timelines, facts=facts, focus_records=focus_records,
+                       rejected_focus=rejected)
+
+
+def _video_dump(item: VideoItem, res: VideoResult) -> dict[str, Any]:
+    f = res.facts
+    return {
+        "video_id": item.video_id, "split": item.split, "video": item.video, "fps": item.fps,
+        "width": item.width, "height": item.height, "num_frames": item.num_frames,
+        "anomalous": f.anomalous, "anomaly_segments": f.anomaly_segments, "event": item.event,
+        "records": [r.to_dict() for r in res.records],
+        "timelines": [tl.to_dict() for tl in res.timelines],
+        "anomaly_targets": [{"timeline": t.timeline.to_dict(), "trajectory": t.trajectory.to_dict(),
+                             "anomaly_focused": t.anomaly_focused} for t in f.targets],
+        "normal_targets": [{"timeline": t.timeline.to_dict(), "trajectory": t.trajectory.to_dict()}
+                           for t in f.normal_targets],
+        "focus_records": [r.to_dict() for r in res.focus_records],
+        "rejected_focus_timelines": [{"timeline": tl.to_dict(), "reason": why} for tl, why in res.rejected_focus],
+    }
+
+
+def summarize(out_dir: Path) -> CorpusSummary:
+    """Counts over the files in out_dir (whole corpus, all runs)."""
+    s = CorpusSummary()
+    sft, refs, done = out_dir / SFT_FILE, out_dir / REFS_FILE, out_dir / DONE_FILE
+    kinds: Counter = Counter()
+    splits: Counter = Counter()
+    if sft.exists():
+        for rec in read_jsonl(sft):
+            kinds[rec["meta"]["kind"]] += 1
+            splits[rec["meta"]["split"]] += 1
+            s.anomaly_focused_samples += bool(rec["meta"].get("anomaly_focused"))
+    if refs.exists():
+        s.references = dict(Counter(r["kind"] for r in read_jsonl(refs)))
+    if done.exists():
+        ds = list(read_jsonl(done))
+        s.videos_in_corpus = len(ds)
+        s.anomalous_videos = sum(bool(d.get("anomalous")) for d in ds)
+    s.samples, s.samples_by_split = dict(kinds), dict(splits)
+    return s
+
+
+def build_corpus(items: Iterable[VideoItem], backend: ExtractionBackend, cfg: CorpusConfig) -> CorpusSummary:
+    """Process every video not yet done in cfg.out_dir; returns the summary (also written to summary.json)."""
+    t0 = time.monotonic()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.model_frames < 1:
+        raise ConfigError("--frames must be >= 1")
+    if cfg.stride is not None and cfg.stride < 1:
+        raise ConfigError("--stride must be >= 1")
+    items = list(items)
+    done_ids: set[str] = set()
+    if (out / DONE_FILE).exists():
+        done_ids = {str(d["id"]) for d in read_jsonl(out / DONE_FILE)}
+    counters = {"done": 0, "skipped": 0, "failed": 0, "frames": 0, "rejected": 0}
+    reasons: Counter = Counter()
+    todo = [it for it in items if it.key not in done_ids]
+    counters["skipped"] = len(items) - len(todo)
+    if cfg.limit is not None:
+        todo = todo[: cfg.limit]
+    bar = None
+    if cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="build-corpus", unit="video")
+    with JsonlAppender(out / SFT_FILE) as sft, JsonlAppender(out / REFS_FILE) as refs, \
+            JsonlAppender(out / DONE_FILE) as done, JsonlAppender(out / FAIL_FILE) as fails:
+        for item in todo:
+            try:
+                res = process_video(item, backend, cfg)
+                qa = build_video_qa(res.facts, cfg.max_normal_targets)
+            except TVADError as err:
+                counters["failed"] += 1
+                log.warning("%s: %s", item.key, err)
+                fails.append_batch([{"id": f"{item.key}@{time.time():.6f}", "video_id": item.key,
+                                     "reason": str(err)}])
+                if bar is not None:
+                    bar.update(1)
+                continue
+            counters["frames"] += len(res.records) + len(res.focus_records)
+            for r in res.records + res.focus_records:
+                if not r.ok:
+                    counters["rejected"] += 1
+                    reasons[(r.error or "unknown").split(":")[0]] += 1
+            dump_path = out / "videos" / item.split / f"{_safe_name(item.video_id)}.json"
+            atomic_write_text(dump_path, json.dumps(_video_dump(item, res), ensure_ascii=False))
+            sft.append_batch(qa.samples)
+            refs.append_batch(qa.references)
+            done.append_batch([{"id": item.key, "samples": len(qa.samples), "references": len(qa.references),
+                                "anomalous": res.facts.anomalous}])
+            counters["done"] += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(samples=len(sft.ids), failed=counters["failed"])
+    if bar is not None:
+        bar.close()
+    summary = summarize(out)
+    summary.videos_total = len(items)
+    summary.videos_done_now = counters["done"]
+    summary.videos_skipped = counters["skipped"]
+    summary.videos_failed = counters["failed"]
+    summary.frames_extracted = counters["frames"]
+    summary.frames_rejected = counters["rejected"]
+    summary.reject_reasons = dict(reasons)
+    stats = getattr(backend, "stats", None)
+    if stats is not None:
+        summary.backend_stats = dict(vars(stats))
+    summary.seconds = round(time.monotonic() - t0, 3)
+    atomic_write_text(out / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2))
+    return summary
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
