@@ -176,6 +176,7 @@ class Backbone:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.vision_passes = 0  # counts encode_video calls (tests prove follow-ups do not re-run it)
+        self.peft_model = None  # set by tvad_chat.lora.apply_lora while adapters are unmerged
         self._class_vector_cache: dict[tuple, Tensor] = {}
         self.anomaly_tokens = tuple(anomaly_tokens)
         self.anomaly_token_ids = self._ensure_anomaly_tokens()
@@ -252,6 +253,9 @@ class Backbone:
         return cls(model.to(device or "cpu"), processor)
 
     def save_pretrained(self, directory: str | Path) -> None:
+        """Write model (safetensors) + processor; LoRA adapters must be merged first (tvad_chat.lora.merge_lora)."""
+        if self.peft_model is not None:
+            raise ConfigError("merge the LoRA adapters (tvad_chat.lora.merge_lora) before saving the backbone")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(directory)
