@@ -71,6 +71,8 @@ class VideoItem:
     event: str | None = None
     extract_indices: Sequence[int] | None = None  # override the builder's frame choice
     timestamps: Sequence[float] | None = None  # per source frame, when not index / fps
+    # sources that choose their own frames (decoded videos): () -> (frames, indices, timestamps)
+    load_sampled: Callable[[], tuple[np.ndarray, Sequence[int], Sequence[float]]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -163,16 +165,24 @@ class VideoResult:
 def process_video(item: VideoItem, backend: ExtractionBackend, cfg: CorpusConfig) -> VideoResult:
     """Extraction, timelines, the anomaly-focused pass and the facts the QA is built from."""
     needs_images = bool(getattr(backend, "needs_images", True))
-    indices = _extract_indices(item, cfg, needs_images)
+    times: dict[int, float] = {}
+    if needs_images and item.load_sampled is not None:
+        frames, idx, ts = item.load_sampled()
+        indices = [int(i) for i in idx]
+        times = {int(i): float(t) for i, t in zip(idx, ts)}
+        if len(frames):
+            item.height, item.width = int(frames.shape[1]), int(frames.shape[2])
+    else:
+        indices = _extract_indices(item, cfg, needs_images)
+        frames = item.read_frames(indices) if (needs_images and item.read_frames is not None and indices) else None
     if not indices:
         raise DataError(f"{item.key}: the video has no frames")
-    frames = item.read_frames(indices) if (needs_images and item.read_frames is not None) else None
     if needs_images and frames is None:
         raise DataError(f"{item.key}: this backend needs frames but the source gives none")
     tasks = []
     for n, fi in enumerate(indices):
         ann = item.annotations(fi) if item.annotations is not None else None
-        tasks.append(FrameTask(video_id=item.video_id, frame_index=fi, timestamp=item.time_of(fi),
+        tasks.append(FrameTask(video_id=item.video_id, frame_index=fi, timestamp=times.get(fi, item.time_of(fi)),
                                width=item.width, height=item.height,
                                image=None if frames is None else frames[n], annotations=ann))
     records = backend.extract_many(tasks)
@@ -344,3 +354,55 @@ def build_corpus(items: Iterable[VideoItem], backend: ExtractionBackend, cfg: Co
 
 def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+# --------------------------------------------------------------------------- sources
+
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+
+
+def folder_items(data: str | Path, split: str = "test", extract_fps: float | None = 2.0) -> list[VideoItem]:
+    """Every video file and frame folder directly under ``data`` (no annotations)."""
+    from tvad_chat.video import load_clip, probe
+
+    root = Path(data)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder; pass --data with a folder of videos or frame folders")
+    entries = []
+    for p in sorted(root.iterdir()):
+        if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS:
+            entries.append(p)
+        elif p.is_dir() and any(c.suffix.lower() in IMAGE_EXTENSIONS for c in p.iterdir()):
+            entries.append(p)
+    if not entries:
+        raise DataError(f"{root}: no video files or frame folders found")
+    items = []
+    for p in entries:
+        info = probe(p)
+
+        def load(p: Path = p) -> tuple[np.ndarray, Sequence[int], Sequence[float]]:
+            clip = load_clip(p, num_frames=None, fps=extract_fps)
+            return clip.frames, clip.frame_indices.tolist(), clip.timestamps.tolist()
+
+        items.append(VideoItem(video_id=p.stem if p.is_file() else p.name, split=split, video=str(p),
+                               fps=float(info.fps), width=int(info.width), height=int(info.height),
+                               num_frames=int(info.num_frames), load_sampled=load))
+    return items
+
+
+def source_items(source: str, data: str | Path | None, split: str, extract_fps: float | None = 2.0,
+                 need_frames: bool = False) -> list[VideoItem]:
+    """The videos of a source as VideoItems: synth, ped2, avenue (annotated) or folder."""
+    if source == "folder":
+        if data is None:
+            raise ConfigError("--source folder needs --data DIR")
+        return folder_items(data, split, extract_fps)
+    if source in ("synth", "ped2", "avenue"):
+        return dataset_items(source, data, split)
+    raise ConfigError(f"unknown --source {source!r}; choose synth, ped2, avenue or folder")
+
+
+def dataset_items(source: str, data: str | Path | None, split: str) -> list[VideoItem]:
+    """Annotated datasets through the readers of datasets_builder.sources."""
+    raise ConfigError(f"--source {source}: the dataset reader is not available in this build yet")

@@ -706,7 +706,9 @@ class OpenAICompatibleBackend(ExtractionBackend):
             self._count(rejected=1)
             return rec
         last_parse_error = ""
-        for _ in range(self.config.parse_retries + 1):
+        for attempt in range(self.config.parse_retries + 1):
+            if attempt:  # at temperature 0 the same request tends to give the same broken answer
+                payload = {**payload, "temperature": max(self.config.temperature, 0.3)}
             try:
                 answer = self.complete(payload)
             except _Fatal as err:

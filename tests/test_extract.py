@@ -169,3 +169,22 @@ def test_instance_dict_round_trip_keeps_values():
                     confidence=0.5, anomalous=None, track_id=None)
     again = Instance.from_dict(json.loads(json.dumps(inst.to_dict())))
     assert again.box == (1.23, 2.0, 30.5, 40.0) and again.attributes == {"color": "red"}
+
+
+@pytest.mark.slow
+def test_local_backend_runs_a_real_tiny_qwen25vl_from_a_local_dir(tmp_path):
+    """The transformers path (AutoProcessor + AutoModelForImageTextToText, chat template, generate).
+
+    The tiny model has random weights, so its answer is noise: the frame must come back rejected
+    with the parser's reason, not crash and not invent objects.
+    """
+    from tvad_chat.tiny import build_tiny
+
+    build_tiny(save_dir=tmp_path / "tiny")
+    be = LocalVLMBackend(model_dir=tmp_path / "tiny", max_new_tokens=12, image_max_side=112)
+    img = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    rec = be.extract(FrameTask("v", 0, 0.0, 160, 120, image=img))
+    assert rec.backend == "local" and rec.instances == []
+    assert not rec.ok and rec.error.startswith("unparseable answer:")
+    raw = be._hf_generate(img[:84, :112], extraction_prompt(112, 84))
+    assert isinstance(raw, str)
