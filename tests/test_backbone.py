@@ -312,3 +312,14 @@ def test_4bit_loading_on_cpu_quantises_only_the_language_model(tmp_path):
     assert not torch.equal(lf, lq)
     assert torch.corrcoef(torch.stack([lf, lq]))[0, 1] > 0.9  # NF4 error is small
     assert len(q.generate(inq, vq, max_new_tokens=4).token_ids) == 4
+
+
+def test_labels_cover_exactly_the_answers(bb, clip_vision):
+    dialogue = [{"role": "user", "content": "Is there an anomaly?"}, {"role": "assistant", "content": "Yes, a cyclist ûé."},
+                {"role": "user", "content": "Where?"}, {"role": "assistant", "content": "Left."}]
+    inp = bb.build_inputs(clip_vision, dialogue, num_prompt_tokens=2, add_generation_prompt=False, with_labels=True)
+    labelled = inp.labels[0] != -100
+    assert torch.equal(inp.labels[0, labelled], inp.input_ids[0, labelled])
+    assert bb.tokenizer.decode(inp.input_ids[0, labelled]) == "Yes, a cyclist ûé.<|im_end|>Left.<|im_end|>"
+    runs = torch.diff(labelled.int()).eq(1).sum()  # two separate answer spans
+    assert int(runs) == 2

@@ -63,6 +63,7 @@ class BackboneInputs:
     second_per_grid_ts: Tensor
     prefix_len: int  # tokens up to and including the video block and the anomaly-prompt block
     num_prompt_tokens: int  # <|anomaly_pad|> rows to receive P_An
+    labels: Tensor | None = None  # (1, L): assistant answers (+ their <|im_end|>), -100 elsewhere
 
     def model_kwargs(self) -> dict[str, Tensor]:
         return {
@@ -445,11 +446,13 @@ class Backbone:
         num_prompt_tokens: int = 0,
         system_prompt: str | None = None,
         add_generation_prompt: bool = True,
+        with_labels: bool = False,
     ) -> BackboneInputs:
         """Token ids of [system, user: <video block><anomaly block>first question, assistant, user, ...].
 
         ``dialogue`` alternates {"role": "user"|"assistant", "content": str}, starting with the user. The anomaly
         placeholder block sits right after the video block, so everything up to it is a per-clip prefix.
+        ``with_labels`` marks the assistant answers (and the <|im_end|> closing each) as SFT targets.
         """
         if not dialogue or dialogue[0].get("role") != "user":
             raise ConfigError("the dialogue must start with a user turn")
@@ -468,7 +471,11 @@ class Backbone:
         # The prefix ends after a special token, so it tokenizes identically on its own and inside `text`.
         end_marker = self.anomaly_tokens[2] if num_prompt_tokens > 0 else "<|vision_end|>"
         prefix_text = text[: text.index(end_marker) + len(end_marker)]
-        ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        enc = self.tokenizer(text, add_special_tokens=False, return_tensors="pt", return_offsets_mapping=with_labels)
+        ids = enc["input_ids"]
+        labels = None
+        if with_labels:
+            labels = self._answer_labels(text, ids, enc["offset_mapping"][0], dialogue)
         prefix_ids = self.tokenizer(prefix_text, add_special_tokens=False)["input_ids"]
         if ids[0, : len(prefix_ids)].tolist() != list(prefix_ids):
             raise ConfigError("the clip prefix does not tokenize as a prefix of the conversation")
@@ -489,7 +496,28 @@ class Backbone:
             second_per_grid_ts=vision.second_per_grid_ts.to(dev),
             prefix_len=len(prefix_ids),
             num_prompt_tokens=num_prompt_tokens,
+            labels=labels.to(dev) if labels is not None else None,
         )
+
+    def _answer_labels(self, text: str, ids: Tensor, offsets: Tensor, dialogue: Sequence[dict[str, str]]) -> Tensor:
+        """-100 everywhere except the tokens of each assistant answer and its closing <|im_end|>."""
+        head, end = "<|im_start|>assistant\n", "<|im_end|>"
+        spans, pos = [], 0
+        for message in dialogue:
+            if message["role"] != "assistant":
+                continue
+            start = text.find(head + message["content"] + end, pos)
+            if start < 0:
+                raise ConfigError("an assistant turn was not rendered by the chat template as expected")
+            begin = start + len(head)
+            pos = begin + len(message["content"]) + len(end)
+            spans.append((begin, pos))
+        labels = torch.full_like(ids, -100)
+        starts = offsets[:, 0].tolist()
+        for i, s in enumerate(starts):
+            if any(b <= s < e for b, e in spans):
+                labels[0, i] = ids[0, i]
+        return labels
 
     def inputs_embeds(self, inputs: BackboneInputs, vision: VisionOutput, prompt_embeds: Tensor | None = None) -> Tensor:
         """Token embeddings with the video tokens and P_An scattered into their rows (masked_scatter)."""
