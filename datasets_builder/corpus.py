@@ -362,8 +362,12 @@ VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".m
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 
 
-def folder_items(data: str | Path, split: str = "test", extract_fps: float | None = 2.0) -> list[VideoItem]:
-    """Every video file and frame folder directly under ``data`` (no annotations)."""
+def folder_items(data: str | Path, split: str = "test", extract_fps: float | None = 2.0,
+                 stride: int | None = None) -> list[VideoItem]:
+    """Every video file and frame folder directly under ``data`` (no annotations).
+
+    Frames are decoded at ``extract_fps`` per second, or every ``stride``-th frame when given.
+    """
     from tvad_chat.video import load_clip, probe
 
     root = Path(data)
@@ -382,8 +386,13 @@ def folder_items(data: str | Path, split: str = "test", extract_fps: float | Non
         info = probe(p)
 
         def load(p: Path = p) -> tuple[np.ndarray, Sequence[int], Sequence[float]]:
-            clip = load_clip(p, num_frames=None, fps=extract_fps)
-            return clip.frames, clip.frame_indices.tolist(), clip.timestamps.tolist()
+            if stride:
+                clip = load_clip(p, num_frames=None, fps=None)
+                sl = slice(None, None, stride)
+            else:
+                clip = load_clip(p, num_frames=None, fps=extract_fps)
+                sl = slice(None)
+            return clip.frames[sl], clip.frame_indices[sl].tolist(), clip.timestamps[sl].tolist()
 
         items.append(VideoItem(video_id=p.stem if p.is_file() else p.name, split=split, video=str(p),
                                fps=float(info.fps), width=int(info.width), height=int(info.height),
@@ -392,12 +401,12 @@ def folder_items(data: str | Path, split: str = "test", extract_fps: float | Non
 
 
 def source_items(source: str, data: str | Path | None, split: str, extract_fps: float | None = 2.0,
-                 need_frames: bool = False) -> list[VideoItem]:
+                 stride: int | None = None) -> list[VideoItem]:
     """The videos of a source as VideoItems: synth, ped2, avenue (annotated) or folder."""
     if source == "folder":
         if data is None:
             raise ConfigError("--source folder needs --data DIR")
-        return folder_items(data, split, extract_fps)
+        return folder_items(data, split, extract_fps, stride)
     if source in ("synth", "ped2", "avenue"):
         return dataset_items(source, data, split)
     raise ConfigError(f"unknown --source {source!r}; choose synth, ped2, avenue or folder")

@@ -290,3 +290,43 @@ def test_api_key_in_no_file_and_no_log_line(server, tmp_path: Path, caplog, caps
     assert KEY not in log_text  # ... without the key
     out, err = capsys.readouterr()
     assert KEY not in out and KEY not in err
+
+
+@pytest.mark.slow
+def test_cli_folder_source_on_real_footage_keeps_the_key_out_of_everything(server, tmp_path: Path):
+    """`tvad build-corpus --source folder --backend openai` as a user runs it, with --verbose logging."""
+    import shutil
+    import subprocess
+    import sys
+
+    data = tmp_path / "videos"
+    (data / "ped2_01").mkdir(parents=True)
+    for i in range(12):  # a real Ped2 frame folder (a bicycle enters later in this clip)
+        shutil.copy(f"/work/shared/data/ucsd_ped2/testing/frames/01/{i:03d}.jpg", data / "ped2_01")
+    shutil.copy("/work/shared/data/cuhk_avenue/testing_videos/08.avi", data / "avenue_08.avi")
+    server.script.extend([("status", 503, {"Retry-After": "0"})])
+    out = tmp_path / "corpus"
+    root = Path(__file__).resolve().parents[1]
+    env = dict(__import__("os").environ, PYTHONPATH=str(root), **{ENV: KEY})
+    cmd = [sys.executable, "-m", "tvad_chat.cli", "--verbose", "build-corpus", "--source", "folder",
+           "--backend", "openai", "--data", str(data), "--out", str(out), "--base-url", server.url,
+           "--model", "test-vlm", "--api-key-env", ENV, "--concurrency", "2", "--retries", "2",
+           "--extract-fps", "5", "--timeout", "5"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert KEY not in proc.stdout and KEY not in proc.stderr
+    assert "retry" in proc.stderr  # the 503 was logged and retried
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["videos_in_corpus"] == 2 and summary["frames_rejected"] == 0
+    # 36 Avenue frames at 25 fps sampled at 5 fps, 12 folder frames at the folder rate
+    assert summary["frames_extracted"] >= 8 + 2
+    assert all(r["auth"] == f"Bearer {KEY}" for r in server.requests)
+    for p in out.rglob("*"):
+        if p.is_file():
+            assert KEY.encode() not in p.read_bytes(), p
+    dump = json.loads((out / "videos" / "test" / "avenue_08.json").read_text())
+    assert dump["width"] == 640 and dump["records"][0]["instances"][0]["box"][2] > dump["records"][0]["instances"][0]["box"][0]
+    # a second run resumes: nothing new is requested
+    n_requests = len(server.requests)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, timeout=120)
+    assert proc.returncode == 0 and len(server.requests) == n_requests and "2 already done" in proc.stdout

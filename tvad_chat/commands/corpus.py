@@ -96,8 +96,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--extract-fps must be > 0")
     backend = make_backend(args)
     split = args.split or ("train" if args.source == "synth" else "test")
-    items = source_items(args.source, args.data, split, extract_fps=None if args.stride else args.extract_fps,
-                         need_frames=backend.needs_images)
+    items = source_items(args.source, args.data, split, extract_fps=args.extract_fps, stride=args.stride)
     cfg = CorpusConfig(out_dir=Path(args.out), source=args.source, stride=args.stride,
                        extract_fps=args.extract_fps, model_frames=args.frames,
                        anomaly_pass=not args.no_anomaly_pass, max_normal_targets=args.max_normal_targets,
