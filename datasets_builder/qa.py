@@ -234,6 +234,10 @@ def build_video_qa(facts: VideoFacts, max_normal_targets: int = 3) -> QAOutput:
             meta["trajectory"] = target.trajectory.to_dict()
             meta["category"] = target.timeline.category
             meta["attributes"] = target.timeline.attributes
+            tid, share = target.timeline.majority_track_id()
+            if tid is not None:  # ground truth: which annotated track this is (lets checks find its geometry)
+                meta["track_id"] = tid
+                meta["track_purity"] = round(share, 3)
         meta.update(facts.extra_meta)
         return {"id": f"{vid}/{sid}", "video_id": vid, "video": facts.video,
                 "frame_indices": list(facts.frame_indices), "fps": facts.fps, "mask_dir": facts.mask_dir,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import pytest
 from datasets_builder.corpus import CorpusConfig, VideoItem, build_corpus, sample_indices
 from datasets_builder.extract import GroundTruthBackend, GTObject
 from datasets_builder.jsonl import JsonlAppender, read_jsonl, repair_tail
+from datasets_builder.timeline import TrajectoryConfig
 from tvad_chat.errors import DataError
 
 TESTS = Path(__file__).resolve().parent
@@ -30,7 +33,10 @@ def make_item(n_video: int, split: str = "test", frames: int = 40) -> VideoItem:
     speed = 2 + n_video % 3
 
     def ann(f: int) -> list[GTObject]:
-        objs = [GTObject("1", "person", (10 + speed * f, 90, 30 + speed * f, 150),
+        x, y = 10 + speed * f, 90
+        if n_video % 3 == 2 and f > 20:  # this walker turns right (down the frame) at frame 20
+            x, y = 10 + speed * 20, 90 + speed * (f - 20)
+        objs = [GTObject("1", "person", (x, y, x + 20, y + 60),
                          {"upper_color": ["red", "green", "white"][n_video % 3], "lower_color": "blue"}, False)]
         if anomalous and f >= 10:
             x = W - 8 * (f - 10)
@@ -185,3 +191,188 @@ def test_sigkill_mid_run_then_restart_loses_and_duplicates_nothing(tmp_path):
     assert sorted(json.loads(x)["id"] for x in _lines(out, "done.jsonl")) == [f"test/{i:03d}" for i in range(n)]
     for p in (ref / "videos" / "test").iterdir():
         assert (out / "videos" / "test" / p.name).read_text() == p.read_text()
+
+
+# --------------------------------------------------------------------------- statement checks
+# A reader of the corpus, written independently of the generator: it parses each claim of a
+# statement with its own vocabulary and checks it against the annotated boxes of the track.
+
+HEADING_PHRASES = {  # phrase -> heading (degrees, counter-clockwise, y up)
+    "from left to right": 0, "to the right": 0, "rightwards": 0,
+    "from right to left": 180, "to the left": 180, "leftwards": 180,
+    "from the bottom of the frame towards the top": 90, "upwards in the frame": 90,
+    "up the frame, away from the camera": 90,
+    "from the top of the frame towards the bottom": 270, "downwards in the frame": 270,
+    "down the frame, towards the camera": 270,
+    "diagonally towards the top right": 45, "up and to the right": 45, "towards the upper right": 45,
+    "diagonally towards the top left": 135, "up and to the left": 135, "towards the upper left": 135,
+    "diagonally towards the bottom right": 315, "down and to the right": 315, "towards the lower right": 315,
+    "diagonally towards the bottom left": 225, "down and to the left": 225, "towards the lower left": 225,
+}
+SPEED_PHRASES = {"very fast": "very fast", "very quickly": "very fast", "at very high speed": "very fast",
+                 "fast": "fast", "quickly": "fast", "at high speed": "fast",
+                 "at walking pace": "walking", "at a normal walking speed": "walking", "at an ordinary pace": "walking",
+                 "slowly": "slow", "at a slow pace": "slow"}
+_HEAD_RE = "|".join(sorted(map(re.escape, HEADING_PHRASES), key=len, reverse=True))
+_SPEED_RE = "|".join(sorted(map(re.escape, SPEED_PHRASES), key=len, reverse=True))
+MOVE = re.compile(rf"(?:moves|moving|heads|heading|goes) ({_HEAD_RE})(?: ({_SPEED_RE}))?")
+ENTRY = re.compile(r"(?:enters from|comes in from|appears at) the (left|right|top|bottom)(?: side| edge)? at ([\d.]+) s")
+EXIT = re.compile(r"(?:leaves on|exits through|disappears at) the (left|right|top|bottom)(?: side| edge)? at ([\d.]+) s")
+TURN = re.compile(r"(?:turns (left|right|back) at ([\d.]+) s|at ([\d.]+) s it turns (left|right)"
+                  r"|makes a (left|right) turn at ([\d.]+) s)")
+STAYS = re.compile(r"stays in roughly the same place|keeps to one spot|hardly moves")
+COLOURS = {"red", "blue", "green", "yellow", "black", "white", "grey", "gray", "orange", "purple", "brown", "pink"}
+
+
+def _centre(b):
+    return ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
+
+
+def _heading_deg(p, q):
+    return math.degrees(math.atan2(-(q[1] - p[1]), q[0] - p[0])) % 360
+
+
+def _ang_diff(a, b):
+    return abs((a - b + 180) % 360 - 180)
+
+
+def check_trajectory_statement(text: str, track: dict[int, tuple], fps: float, width: int, height: int) -> int:
+    """Assert every claim of `text` against the annotated track {frame: box}; returns how many were checked."""
+    frames = sorted(track)
+    f0, f1 = frames[0], frames[-1]
+    checked = 0
+    for side, t in ENTRY.findall(text):
+        b = track[f0]
+        touch = {"left": b[0] <= 0.05 * width, "right": b[2] >= 0.95 * width,
+                 "top": b[1] <= 0.05 * height, "bottom": b[3] >= 0.95 * height}
+        assert touch[side], f"claims entry from the {side} but the first box {b} does not touch it: {text}"
+        assert abs(float(t) - f0 / fps) <= 0.051, text
+        checked += 1
+    for side, t in EXIT.findall(text):
+        b = track[f1]
+        touch = {"left": b[0] <= 0.05 * width, "right": b[2] >= 0.95 * width,
+                 "top": b[1] <= 0.05 * height, "bottom": b[3] >= 0.95 * height}
+        assert touch[side], f"claims exit on the {side} but the last box {b} does not touch it: {text}"
+        assert abs(float(t) - f1 / fps) <= 0.051, text
+        checked += 1
+    turns = []
+    for m in TURN.findall(text):
+        sense = m[0] or m[3] or m[4]
+        t = float(m[1] or m[2] or m[5])
+        turns.append((t, sense))
+    moves = MOVE.findall(text)
+    bounds = [f0] + [min(frames, key=lambda f: abs(f / fps - t)) for t, _ in turns] + [f1]
+    assert len(moves) == len(turns) + 1 or (not moves and STAYS.search(text)), f"unparsed motion: {text}"
+    heights = [track[f][3] - track[f][1] for f in frames]
+    h_med = sorted(heights)[len(heights) // 2]
+    for k, (phrase, speed) in enumerate(moves):
+        a, b = bounds[k], bounds[k + 1]
+        claimed = HEADING_PHRASES[phrase]
+        actual = _heading_deg(_centre(track[a]), _centre(track[b]))
+        assert _ang_diff(claimed, actual) <= 22.5 + 8, f"leg {k}: claims {phrase!r}, boxes go {actual:.0f} deg: {text}"
+        checked += 1
+        if speed:
+            path = sum(math.dist(_centre(track[frames[i]]), _centre(track[frames[i + 1]]))
+                       for i in range(len(frames) - 1))
+            s = path / max((f1 - f0) / fps, 1e-9) / h_med
+            cls = SPEED_PHRASES[speed]
+            lims = [0.0] + [lim for lim, _ in TrajectoryConfig().speed_classes]
+            names = [n for _, n in TrajectoryConfig().speed_classes]
+            i = names.index(cls)
+            assert lims[i] * 0.8 <= s <= lims[i + 1] * 1.25, f"claims {speed!r} at {s:.2f} heights/s: {text}"
+            checked += 1
+    for (t, sense), (a, mid, b) in zip(turns, zip(bounds, bounds[1:], bounds[2:])):
+        h_in = _heading_deg(_centre(track[a]), _centre(track[mid]))
+        h_out = _heading_deg(_centre(track[mid]), _centre(track[b]))
+        delta = (h_out - h_in + 180) % 360 - 180
+        want = {"left": delta > 30, "right": delta < -30, "back": abs(delta) > 120}[sense]
+        assert want, f"claims a {sense} turn at {t} s, boxes turn {delta:.0f} deg: {text}"
+        checked += 1
+    if STAYS.search(text):
+        net = math.dist(_centre(track[f0]), _centre(track[f1]))
+        assert net < 0.75 * h_med, f"claims it stays in place but it moved {net:.0f} px: {text}"
+        checked += 1
+    return checked
+
+
+def check_appearance_statement(text: str, category: str, attributes: dict[str, str]) -> None:
+    words = set(re.findall(r"[a-z]+", text.lower()))
+    assert category in text.lower(), f"{category!r} not named: {text}"
+    for k, v in attributes.items():
+        if k == "carrying" and v in ("nothing", "none"):
+            continue
+        assert v.lower() in text.lower(), f"{k}={v!r} missing: {text}"
+    want = {v.lower() for k, v in attributes.items() if "color" in k}
+    assert words & COLOURS <= want, f"colours {words & COLOURS - want} not in the attributes: {text}"
+
+
+def check_corpus_against_tracks(out: Path, tracks: dict, meta_of: dict) -> dict[str, int]:
+    """Every trajectory and appearance statement of a built corpus against the annotations.
+
+    tracks: {(video_key, track_id): {frame: box}}; meta_of: {video_key: (fps, width, height, category_attrs)}
+    where category_attrs: {track_id: (category, attributes)}.
+    """
+    counts = {"trajectory": 0, "appearance": 0, "claims": 0}
+    refs = {r["id"]: r for r in read_jsonl(out / "eval_refs.jsonl")}
+    for s in read_jsonl(out / "sft.jsonl"):
+        m = s["meta"]
+        if "track_id" not in m:
+            continue
+        vkey = s["video_id"]
+        fps, w, h, cats = meta_of[vkey]
+        track = tracks[(vkey, m["track_id"])]
+        answer = s["conversation"][-1]["content"]
+        texts = [answer] + (refs[s["id"]]["references"] if s["id"] in refs else [])
+        if m["kind"] == "trajectory":
+            for t in texts:
+                counts["claims"] += check_trajectory_statement(t, track, fps, w, h)
+                counts["trajectory"] += 1
+        elif m["kind"] == "target":
+            cat, attrs = cats[m["track_id"]]
+            for t in texts:
+                check_appearance_statement(t, cat, attrs)
+                counts["appearance"] += 1
+        # motion clauses elsewhere: the judgement answer, the question of a motion->appearance item
+        if m["kind"] != "trajectory":
+            for t in [c["content"] for c in s["conversation"]]:
+                if TURN.search(t):  # a full trajectory answer in the context: checked as a trajectory item
+                    continue
+                for clause in MOVE.finditer(t):
+                    counts["claims"] += check_trajectory_statement(clause.group(0), track, fps, w, h)
+                    counts["motion_clauses"] = counts.get("motion_clauses", 0) + 1
+    return counts
+
+
+def test_every_statement_agrees_with_the_annotated_geometry_and_attributes(tmp_path):
+    items = [make_item(i) for i in range(6)]
+    out = tmp_path / "out"
+    build_corpus(items, GroundTruthBackend(), CorpusConfig(out_dir=out, progress=False))
+    tracks, meta_of = {}, {}
+    for it in items:
+        cats = {}
+        for f in range(it.num_frames):
+            for o in it.annotations(f):
+                tracks.setdefault((it.key, o.track_id), {})[f] = o.box
+                cats[o.track_id] = (o.category, o.attributes)
+        meta_of[it.key] = (it.fps, it.width, it.height, cats)
+    counts = check_corpus_against_tracks(out, tracks, meta_of)
+    assert counts["trajectory"] >= 20 and counts["appearance"] >= 10 and counts["claims"] >= 40
+    assert counts["motion_clauses"] >= 6
+    turned = [s for s in read_jsonl(out / "sft.jsonl") if s["meta"].get("trajectory", {}).get("turns")]
+    assert turned and any("turns right" in s["conversation"][-1]["content"] or "right turn" in
+                          s["conversation"][-1]["content"] for s in turned if s["meta"]["kind"] == "trajectory")
+
+
+def test_the_checker_catches_false_statements():
+    track = {f: (10 + 4 * f, 100, 30 + 4 * f, 160) for f in range(40)}
+    good = "It moves from left to right fast, and it is still in view at the end."
+    assert check_trajectory_statement(good, track, 25.0, 320, 240) >= 2
+    for bad in ["It moves from right to left fast.", "It moves upwards in the frame fast.",
+                "It moves from left to right slowly.", "It enters from the right at 0.0 s, moves to the right fast.",
+                "It hardly moves."]:
+        with pytest.raises(AssertionError):
+            check_trajectory_statement(bad, track, 25.0, 320, 240)
+    with pytest.raises(AssertionError):
+        check_appearance_statement("A person in a red top.", "person", {"upper_color": "blue"})
+    with pytest.raises(AssertionError):
+        check_appearance_statement("A person in a blue top and green trousers.", "person", {"upper_color": "blue"})
