@@ -376,3 +376,69 @@ def test_the_checker_catches_false_statements():
         check_appearance_statement("A person in a red top.", "person", {"upper_color": "blue"})
     with pytest.raises(AssertionError):
         check_appearance_statement("A person in a blue top and green trousers.", "person", {"upper_color": "blue"})
+
+
+# --------------------------------------------------------------------------- anomaly-focused pass
+
+
+def _ped2(frame: int):
+    import cv2
+
+    img = cv2.imread(f"/work/shared/data/ucsd_ped2/testing/frames/01/{frame:03d}.jpg")[:, :, ::-1].copy()
+    mask = cv2.imread(f"/work/shared/data/ucsd_ped2/testing/masks/01/{frame:03d}.png", 0) > 0
+    return img, mask
+
+
+def test_mask_and_blur_on_real_footage_keeps_the_anomaly_sharp():
+    import cv2
+
+    from datasets_builder.enhance import mask_and_blur
+
+    img, mask = _ped2(120)
+    out = mask_and_blur(img, mask, sigma=9, dilate_px=5)
+    assert out.shape == img.shape and out.dtype == np.uint8 and img is not out
+    assert np.array_equal(out[mask], img[mask])
+    grey_in, grey_out = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)
+    far = cv2.dilate(mask.astype(np.uint8), np.ones((41, 41), np.uint8)) == 0
+    sharp_in = cv2.Laplacian(grey_in, cv2.CV_64F)[far].var()
+    sharp_out = cv2.Laplacian(grey_out, cv2.CV_64F)[far].var()
+    assert sharp_out < sharp_in / 10  # the background lost its detail
+    assert cv2.Laplacian(grey_out, cv2.CV_64F)[mask].var() == pytest.approx(
+        cv2.Laplacian(grey_in, cv2.CV_64F)[mask].var(), rel=0.35)  # the cyclist did not
+
+
+def test_anomaly_pass_keeps_only_masked_targets_and_rejects_weak_timelines():
+    from datasets_builder.enhance import EnhanceConfig, anomaly_focused_pass
+    from datasets_builder.extract import ExtractionBackend, FrameRecord, FrameTask, Instance
+
+    frames = list(range(100, 130))
+    data = {f: _ped2(f) for f in frames}
+    seen_images = []
+
+    class FakeVLM(ExtractionBackend):
+        """Sees the masked target (from the mask's box), a pedestrian elsewhere, and now and then a ghost."""
+
+        name = "fake"
+
+        def extract(self, task: FrameTask) -> FrameRecord:
+            seen_images.append(task.image)
+            ys, xs = np.nonzero(data[task.frame_index][1])
+            inst = [Instance("cyclist", (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), {"color": "dark"},
+                             confidence=0.9),
+                    Instance("person", (10, 100, 25, 140), {}, confidence=0.9)]
+            if task.frame_index == 111:  # a one-frame ghost on the anomaly
+                inst.append(Instance("dog", (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), confidence=0.9))
+            return FrameRecord(task.video_id, task.frame_index, task.timestamp, task.width, task.height, inst,
+                               self.name)
+
+    tasks = [FrameTask("01", f, f / 25, 360, 240, image=data[f][0]) for f in frames]
+    masks = {f: data[f][1] for f in frames if f % 5}  # every fifth frame has no mask: skipped
+    res = anomaly_focused_pass(tasks, masks, FakeVLM(), EnhanceConfig(min_observations=3))
+    assert res.masked_frames == len(masks) == len(seen_images)
+    for img, f in zip(seen_images, sorted(masks)):
+        assert not np.array_equal(img, data[f][0]) and np.array_equal(img[data[f][1]], data[f][0][data[f][1]])
+    assert len(res.timelines) == 1
+    tl = res.timelines[0]
+    assert tl.category == "cyclist" and tl.anomalous and len(tl.observations) == len(masks)
+    assert all(inst.category != "person" for r in res.records for inst in r.instances)
+    assert [why for t, why in res.rejected if t.category == "dog"] == ["seen in 1 frame(s) < 3"]
