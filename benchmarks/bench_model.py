@@ -1,0 +1,168 @@
+"""Latency of the T-VAD model core on a tiny model: analyze(), first answer, follow-ups, cost of the heads.
+
+Run:  HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_model.py [--frames 16] [--new-tokens 32] [--repeats 5]
+
+Uses a real clip (UCSD Ped2 test clip 01 from ../shared/data when present, else synthetic frames) and a tiny
+random Qwen2.5-VL (tvad_chat.tiny). Every answer generates exactly --new-tokens tokens so the timings compare.
+Prints medians in milliseconds and checks the targets of issue #5:
+  * a cached follow-up costs at most a third of the first answer on a new clip (analyze + answer);
+  * the heads add at most 10% to the backbone-only answer latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PED2 = Path("/work/shared/data/ucsd_ped2/testing/frames/01")
+
+
+def load_frames(n: int):
+    """(frames uint8 (n, H, W, 3), timestamps): Ped2 clip 01 around the bicycle, or synthetic frames."""
+    if PED2.is_dir():
+        from PIL import Image
+
+        files = sorted(PED2.glob("*.jpg"))[60 : 60 + n]
+        frames = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+        return frames, np.arange(len(frames)) / 10.0, "UCSD Ped2 test 01, frames 60.."
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (n, 240, 360, 3), dtype=np.uint8), np.arange(n) / 10.0, "synthetic 360x240"
+
+
+def make_clip(frames: np.ndarray, timestamps: np.ndarray):
+    try:
+        from tvad_chat.video import Clip
+
+        return Clip(frames=frames, timestamps=timestamps, frame_indices=np.arange(len(frames)), source=PED2,
+                    source_fps=10.0, source_size=(frames.shape[2], frames.shape[1]),
+                    num_source_frames=len(frames), duration_s=len(frames) / 10.0)
+    except ImportError:  # video.py not there yet: the pipeline needs only these attributes
+        from types import SimpleNamespace
+
+        return SimpleNamespace(frames=frames, timestamps=timestamps, source_fps=10.0)
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return (time.perf_counter() - t) * 1000, out
+
+
+def build(variant: str, backbone):
+    from heads.ahd import AHDConfig, AnomalyHeatmapDecoder
+    from heads.rae import RAEConfig, RegionAwareAnomalyEncoder
+
+    from tvad_chat.pipeline import TVAD, TVADConfig
+
+    depth = backbone.vision_depth
+    taps = [1, depth // 4 * 2, depth * 3 // 4, depth] if depth >= 4 else list(range(1, depth + 1))
+    ahd = rae = None
+    if variant in ("ahd", "ahd+rae"):
+        torch.manual_seed(0)
+        ahd = AnomalyHeatmapDecoder(AHDConfig(vision_dim=backbone.vision_dim, text_dim=backbone.text_dim,
+                                              tap_layers=taps))
+    if variant == "ahd+rae":
+        rae = RegionAwareAnomalyEncoder(RAEConfig(text_dim=backbone.text_dim))
+    return TVAD(backbone, ahd=ahd, rae=rae, config=TVADConfig(max_pixels=ARGS.max_pixels))
+
+
+def main() -> int:
+    from tvad_chat.backbone import Backbone
+
+    torch.set_num_threads(ARGS.threads)
+    frames, timestamps, source = load_frames(ARGS.frames)
+    clip = make_clip(frames, timestamps)
+    backbone = Backbone.from_tiny(seed=0)
+    gen = {"max_new_tokens": ARGS.new_tokens, "min_new_tokens": ARGS.new_tokens}
+    q1, q2 = "Is there an anomaly in this video?", "What does the anomalous target look like?"
+    print(f"clip: {source}, {len(frames)} frames {frames.shape[2]}x{frames.shape[1]}; torch threads {ARGS.threads}; "
+          f"{ARGS.new_tokens} new tokens per answer; median of {ARGS.repeats}")
+    variants = ("backbone", "ahd", "ahd+rae")
+    models = {v: build(v, backbone) for v in variants}
+    for model in models.values():  # warm-up
+        model.answer(model.analyze(clip), [], q1, **gen)
+    samples: dict[str, dict[str, list[float]]] = {v: {} for v in variants}
+    info: dict[str, str] = {}
+    # Variants interleaved inside each repeat, so load from other processes hits them alike.
+    one = {"max_new_tokens": 1, "min_new_tokens": 1}
+    for _ in range(ARGS.repeats):
+        for variant, model in models.items():
+            s = samples[variant]
+            passes = model.vision_passes
+            t_an, analysis = timed(lambda m=model: m.analyze(clip))
+            cache = analysis.state.clip_cache
+            cache.latest = None
+            t_first_ttft, _ = timed(lambda m=model, a=analysis: m.answer(a, [], q1, **one))
+            cache.latest = None  # time the first answer from the analysed clip, as a user would get it
+            t_first, a1 = timed(lambda m=model, a=analysis: m.answer(a, [], q1, **gen))
+            after_first = cache.latest
+            history = [(q1, a1)]
+            t_follow_ttft, _ = timed(lambda m=model, a=analysis, h=history: m.answer(a, h, q2, **one))
+            cache.latest = after_first
+            t_follow, _ = timed(lambda m=model, a=analysis, h=history: m.answer(a, h, q2, **gen))
+            follow_tokens = analysis.last_generation.new_tokens_processed
+            assert model.vision_passes == passes + 1, "an answer re-ran the vision pass"
+
+            def rerun(m=model, h=history):  # what a follow-up would cost without the per-clip state
+                return m.answer(m.analyze(clip), h, q2, **gen)
+
+            t_rerun, _ = timed(rerun)
+            for key, value in (("analyze", t_an), ("first", t_first), ("first_e2e", t_an + t_first),
+                               ("first_ttft", t_an + t_first_ttft), ("follow_ttft", t_follow_ttft),
+                               ("follow", t_follow), ("rerun", t_rerun), ("follow_tokens", follow_tokens)):
+                s.setdefault(key, []).append(value)
+            for key, value in analysis.timings.items():
+                s.setdefault(key, []).append(value * 1000)
+            st = analysis.state
+            info[variant] = (f"T={analysis.model_frames_shape[0]} frames at {analysis.model_frames_shape[1]}x"
+                             f"{analysis.model_frames_shape[2]}, {st.vision.num_video_tokens} video tokens, "
+                             f"{st.num_prompt_tokens} anomaly-prompt tokens, prefix {st.clip_cache.prefix.ids.shape[1]} "
+                             f"tokens")
+    med = {v: {k: statistics.median(x) for k, x in s.items()} for v, s in samples.items()}
+    low = {v: {k: min(x) for k, x in s.items()} for v, s in samples.items()}
+    rows = (("analyze", "analyze()"), ("first_ttft", "first token on a new clip (analyze + 1 token)"),
+            ("follow_ttft", "first token of a follow-up (cached)"), ("first", "first answer (after analyze)"),
+            ("first_e2e", "first answer on a new clip (analyze + answer)"), ("follow", "follow-up (cached)"),
+            ("rerun", "follow-up without the clip state (analyze + answer)"))
+    for variant in variants:
+        print(f"\n[{variant}] {info[variant]}")
+        print("  " + " ".join(f"{k}={med[variant][k]:.1f}" for k in ("vision_s", "heads_s", "evidence_s", "prefix_s"))
+              + " ms (analyze parts, medians)")
+        for key, label in rows:
+            print(f"  {label:<52} median {med[variant][key]:8.1f} ms   min {low[variant][key]:8.1f} ms")
+        print(f"  language-model tokens run by the follow-up: {med[variant]['follow_tokens']:.0f}")
+    ok = True
+    print("\nTargets (medians)")
+    for variant in variants:
+        ratio = med[variant]["follow"] / med[variant]["first_e2e"]
+        ttft = med[variant]["follow_ttft"] / med[variant]["first_ttft"]
+        ok &= ratio <= 1 / 3
+        print(f"  [{variant}] follow-up / first answer on a new clip = {ratio:.3f} (<= 1/3: {ratio <= 1 / 3}); "
+              f"time to first token: {ttft:.3f}")
+    for key, label in (("first", "answer (after analyze)"), ("follow", "follow-up")):
+        extra = med["ahd+rae"][key] / med["backbone"][key] - 1
+        ok &= extra <= 0.10
+        print(f"  AHD+RAE add {extra * 100:+.1f}% to the backbone-only {label} latency (<= 10%: {extra <= 0.10})")
+    extra = med["ahd+rae"]["analyze"] / med["backbone"]["analyze"] - 1
+    print(f"  AHD+RAE add {extra * 100:+.1f}% to analyze() (informational: heads, evidence, longer prefix)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--max-pixels", type=int, default=448 * 448, help="model-frame budget (TVADConfig default)")
+    parser.add_argument("--threads", type=int, default=2)
+    ARGS = parser.parse_args()
+    sys.exit(main())
