@@ -442,3 +442,12 @@ def test_anomaly_pass_keeps_only_masked_targets_and_rejects_weak_timelines():
     assert tl.category == "cyclist" and tl.anomalous and len(tl.observations) == len(masks)
     assert all(inst.category != "person" for r in res.records for inst in r.instances)
     assert [why for t, why in res.rejected if t.category == "dog"] == ["seen in 1 frame(s) < 3"]
+
+
+def test_the_builder_does_not_import_the_model_pipeline():
+    code = ("import sys, datasets_builder.corpus, datasets_builder.enhance, tvad_chat.commands.corpus; "
+            "bad = [m for m in sys.modules if m.startswith(('tvad_chat.pipeline', 'torch', 'transformers'))]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
