@@ -289,6 +289,8 @@ def test_load_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="config.json"):
         Backbone.load(tmp_path / "empty")
+    with pytest.raises(CheckpointError, match="offline"):  # a hub id that is not in the local cache
+        Backbone.load("tvad-tests/no-such-model")
 
 
 @pytest.mark.slow

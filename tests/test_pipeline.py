@@ -110,6 +110,7 @@ def test_followups_reuse_the_clip_and_match_full_reruns(bb, full):
         full.answer(analysis, history, "   ")
 
 
+@pytest.mark.slow
 def test_gradients_reach_heads_lora_and_token_rows_only(bb):
     from tvad_chat.lora import apply_lora, merge_lora
     from tvad_chat.pipeline import TVAD, TVADConfig

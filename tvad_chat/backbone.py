@@ -10,8 +10,10 @@ mutable state that a cached follow-up must restore.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +150,17 @@ def _default_dtype(dtype: str | torch.dtype | None, device: torch.device) -> tor
     return dtype
 
 
+def _serialised(method):
+    """Run a Backbone method under the instance lock (rope_deltas must not change mid-call)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") != 1 or os.sep != "/" and os.sep in name
 
@@ -178,6 +191,8 @@ class Backbone:
         self.tokenizer = processor.tokenizer
         self.vision_passes = 0  # counts encode_video calls (tests prove follow-ups do not re-run it)
         self.peft_model = None  # set by tvad_chat.lora.apply_lora while adapters are unmerged
+        # model.model.rope_deltas is shared mutable state: one language-model call at a time (UI sessions).
+        self._lock = threading.RLock()
         self._class_vector_cache: dict[tuple, Tensor] = {}
         self.anomaly_tokens = tuple(anomaly_tokens)
         self.anomaly_token_ids = self._ensure_anomaly_tokens()
@@ -543,6 +558,7 @@ class Backbone:
         return embeds.masked_scatter(mask, flat)
 
     # ------------------------------------------------------------------ language model
+    @_serialised
     def forward(self, inputs: BackboneInputs, vision: VisionOutput, prompt_embeds: Tensor | None = None,
                 labels: Tensor | None = None, **kwargs):
         """Teacher-forced forward pass (training / scoring) with 3D rotary positions."""
@@ -550,6 +566,7 @@ class Backbone:
         self.model.model.rope_deltas = None  # never let a previous clip's offset leak in
         return self.model(inputs_embeds=embeds, labels=labels, **inputs.model_kwargs(), **kwargs)
 
+    @_serialised
     def prefill(self, inputs: BackboneInputs, vision: VisionOutput, prompt_embeds: Tensor | None = None) -> ClipCache:
         """Run the per-clip prefix (system, video, anomaly prompts) once and keep its KV cache."""
         n = inputs.prefix_len
@@ -570,6 +587,7 @@ class Backbone:
         return ClipCache(prefix=CacheState(ids=prefix.input_ids.clone(), cache=out.past_key_values,
                                            rope_deltas=rope_deltas))
 
+    @_serialised
     def generate(
         self,
         inputs: BackboneInputs,
