@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-BARCODE_BITS = 10  # frame indices up to 1023
+BARCODE_BITS = 12  # frame indices up to 4095
 
 
 def frame_image(index: int, width: int, height: int, gray: bool = False) -> np.ndarray:

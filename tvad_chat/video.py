@@ -42,6 +42,10 @@ DEFAULT_FOLDER_FPS = 25.0
 SCAN_MAX_FRAMES = 3000
 # Clips this short are decoded front to back: seeking saves nothing there.
 SEQUENTIAL_MAX_FRAMES = 64
+# Decoder threading ("AUTO": frame and slice threads). Decoding dominates the cost of sampling.
+DECODER_THREADS = "AUTO"
+# Packets checked for even spacing before trusting a header's constant frame rate.
+VFR_CHECK_PACKETS = 120
 # Until we have seen two keyframes, assume they are at most this far apart.
 DEFAULT_GOP_S = 2.0
 
@@ -487,7 +491,7 @@ class _VideoFile:
                 "re-encode it to H.264 (e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`)"
             )
         self.codec = codec_name
-        ctx.thread_type = "AUTO"  # frame + slice threads: decoding dominates the cost
+        ctx.thread_type = DECODER_THREADS
         self.time_base = self.stream.time_base or Fraction(1, 90000)
         rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
         self.header_fps = float(rate) if rate else None
@@ -537,7 +541,7 @@ class _VideoFile:
             self.container.close()
             self.container = self._open()
             self.stream = next(s for s in self.container.streams if s.index == index)
-            self.stream.codec_context.thread_type = "AUTO"
+            self.stream.codec_context.thread_type = DECODER_THREADS
         self.stream.codec_context.flush_buffers()
 
     def _rotation(self, frame: Any) -> int:
@@ -598,12 +602,50 @@ class _VideoFile:
             assert count is not None and fps is not None
             step = 1.0 / (fps * float(self.time_base))
             timeline = _Timeline(start=int(start), step=step, count=count)
-            self.fps = fps
-            self.duration_s = duration if duration is not None else count / fps
-            self.vfr: bool | None = False
-            self.count_source = "header"
-            return timeline
+            problem = self._check_header_timeline(timeline)
+            if problem is None:
+                self.fps = fps
+                self.duration_s = duration if duration is not None else count / fps
+                self.vfr: bool | None = False
+                self.count_source = "header"
+                return timeline
+            log.info("%s: %s; scanning the file for exact timestamps", self.path.name, problem)
         return self._scan()
+
+    def _check_header_timeline(self, tl: _Timeline) -> str | None:
+        """Cheap checks of a constant-rate timeline from the header (demuxing only, constant cost).
+
+        The first packets must be evenly spaced (else the rate varies), and the packets after
+        the last keyframe must end at the header's last frame (else the count or duration is wrong,
+        or the file was cut short). Returns what is wrong, or None.
+        """
+        import av
+
+        try:
+            self._rewind()
+            head = []
+            for packet in self.container.demux(self.stream):
+                if packet.pts is not None:
+                    head.append(packet.pts)
+                if len(head) >= VFR_CHECK_PACKETS:
+                    break
+            diffs = np.diff(np.unique(np.asarray(head, dtype=np.int64)))
+            if len(diffs) and (np.abs(diffs - tl.step) > max(1.0, 0.02 * tl.step)).any():
+                return "frame timestamps are not evenly spaced (variable frame rate)"
+            last = tl.pts_of(tl.count - 1)
+            self.container.seek(int(last), stream=self.stream, backward=True, any_frame=False)
+            tail = [p.pts for p in self.container.demux(self.stream) if p.pts is not None]
+            if not tail:
+                return "no packets at the end the header gives"
+            if tl.index_of(max(tail)) != tl.count - 1:
+                return (
+                    f"the header gives {tl.count} frames but the last one is frame {tl.index_of(max(tail))}"
+                )
+            return None
+        except av.error.FFmpegError as err:
+            return f"the end of the stream cannot be read ({err})"
+        finally:
+            self._rewind()
 
     def _scan(self) -> _Timeline:
         """Demux every packet of the stream (no decoding) for exact frame timestamps and keyframes."""
@@ -738,8 +780,6 @@ class _VideoFile:
             indices = self._plan(num_frames, fps)
             _check_clip_bytes(len(indices), out_w, out_h, self.limits, self.path)
             try:
-                if not self.timeline.exact and not self.stream.frames:
-                    self._verify_end()
                 frames, pts = self._decode_indices(indices, (out_w, out_h))
                 break
             except _ModelBroken as why:
@@ -765,20 +805,6 @@ class _VideoFile:
             num_source_frames=self.timeline.count,
             duration_s=float(self.duration_s),
         )
-
-    def _verify_end(self) -> None:
-        """A count estimated from a duration can be off either way: check the last frame is the last one.
-
-        Costs one seek and at most one keyframe interval of decoding, whatever the clip's length.
-        """
-        tl = self.timeline
-        reader = _Reader(self, tl)
-        last = reader.get(tl.pts_of(tl.count - 1))
-        if tl.index_of(last.pts) != tl.count - 1:
-            raise _ModelBroken(f"the last frame should be at pts {tl.pts_of(tl.count - 1)}, found {last.pts}")
-        extra = reader._next()
-        if extra is not None:
-            raise _ModelBroken(f"frames continue after the header's end (pts {extra.pts})")
 
     def _decode_indices(
         self, indices: np.ndarray, out_size: tuple[int, int]
@@ -889,12 +915,26 @@ class _Reader:
             return True
         if self.last_pts is None or target <= self.last_pts - self.tolerance:
             return True  # target is behind us (or we know nothing): only a seek goes back
+        key = self._keyframe_before(target)
+        if key is not None:
+            # Seek only if a keyframe lies between here and the target: decoding on is never worse otherwise.
+            return key > self.last_pts
+        return target - self.last_pts > self.gop
+
+    def _keyframe_before(self, target: int) -> int | None:
+        """Timestamp of the last keyframe at or before `target`, when an index tells it."""
         kf = self.tl.keyframes
         if kf is not None and len(kf):
-            # Seek only if a keyframe lies between here and the target: decoding on is never worse otherwise.
             j = int(np.searchsorted(kf, target + self.tolerance, side="right")) - 1
-            return j >= 0 and kf[j] > self.last_pts
-        return target - self.last_pts > self.gop
+            return int(kf[j]) if j >= 0 else None
+        entries = self.stream.index_entries
+        # A full sample index (MP4, AVI): one entry per frame, keyframes flagged. Its timestamps
+        # are decode times, a frame or two before presentation with B-frames: close enough here.
+        # Partial indexes (Matroska cues load lazily) would hide keyframes, so they are not used.
+        if self.video.stream.frames and len(entries) >= self.video.stream.frames:
+            j = entries.search_timestamp(target + self.tolerance, backward=True, any_frame=False)
+            return int(entries[j].timestamp) if j >= 0 else None
+        return None
 
     def _seek_and_land(self, target: int) -> Any:
         """Seek to the keyframe before `target`; the first frame decoded there, or None if seeking fails.
