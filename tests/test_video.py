@@ -54,7 +54,21 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_video(root / "odd.webm", codec="libvpx-vp9", num_frames=5, width=33, height=17, fmt="webm")
     write_video(root / "4k.mp4", num_frames=3, width=3840, height=2160)
     _write_with_audio(root / "audio_longer.ts", "mpegts", video_frames=50, audio_s=4.0)
+    _write_faststart(root / "faststart.mp4", 100)
     return root
+
+
+def _write_faststart(path: Path, num_frames: int) -> None:
+    """MP4 with its index (moov) before the data: a cut copy still opens, with frames missing."""
+    with av.open(str(path), "w", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        stream.options = {"preset": "ultrafast", "g": "10"}
+        for i in range(num_frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame_image(i, 160, 96), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
 
 
 def _write_live_mkv(path: Path, num_frames: int) -> None:
@@ -237,6 +251,16 @@ def test_one_frame_clip(media: Path) -> None:
         assert read_barcode(clip.frames[0]) == 0
 
 
+def test_single_image_file_is_a_one_frame_clip(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(frame_image(3, 160, 96)).save(tmp_path / "still.jpg", quality=95)
+    info = probe(tmp_path / "still.jpg")
+    assert (info.num_frames, info.width, info.height) == (1, 160, 96)
+    clip = load_clip(tmp_path / "still.jpg", num_frames=8)
+    assert clip.frames.shape == (1, 96, 160, 3) and read_barcode(clip.frames[0]) == 3
+
+
 def test_greyscale_video_becomes_three_equal_channels(media: Path) -> None:
     clip = load_clip(media / "gray.mkv", num_frames=None)  # FFV1 is lossless: exact pixels expected
     assert clip.frames.shape == (5, 96, 160, 3)
@@ -319,9 +343,12 @@ def _broken(media: Path, tmp_path: Path) -> dict[str, tuple[Path, list[str]]]:
     mp4 = (media / "h264.mp4").read_bytes()
     avi = (media / "mjpeg.avi").read_bytes()
     mkv = (media / "vp9.mkv").read_bytes()
+    faststart = (media / "faststart.mp4").read_bytes()
+    assert faststart[4:8] == b"ftyp" and b"moov" in faststart[:100]
     files = {
         "truncated.mp4": (mp4[: len(mp4) // 2], ["corrupted or truncated", "copy or export it again"]),
         "truncated.avi": (avi[: len(avi) // 2], ["truncated", "40 frames"]),
+        "truncated_faststart.mp4": (faststart[: len(faststart) * 6 // 10], ["truncated", "100 frames"]),
         "truncated.mkv": (mkv[: len(mkv) // 2], ["truncated", "3.2 s"]),
         "random.mp4": (np.random.default_rng(0).bytes(20000), ["not a video", "give a video file"]),
         "notes.mp4": (b"this is a shopping list, not a film\n" * 50, ["text file", "give a video file"]),

@@ -51,6 +51,10 @@ DEFAULT_GOP_S = 2.0
 
 # Containers that carry an elementary stream with no index or timing of their own.
 _RAW_FORMATS = {"h264", "hevc", "mjpeg", "mpegvideo", "m4v", "rawvideo", "h263", "cavsvideo", "vc1", "ivf"}
+# Single images and image sequences opened through FFmpeg: seeking back does not rewind them.
+_REOPEN_FORMATS = {"image2", "image2pipe"} | {
+    f"{c}_pipe" for c in ("jpeg", "png", "bmp", "tiff", "webp", "gif")
+}
 # Leading bytes of containers we know: a file that starts like one but will not open is broken, not foreign.
 _CONTAINER_MAGIC = {
     b"\x1a\x45\xdf\xa3": "Matroska/WebM",
@@ -86,7 +90,9 @@ class VideoInfo:
     height: int
     rotation: int  # degrees counter-clockwise applied to the coded frames to make them upright
     codec: str | None
-    variable_frame_rate: bool | None  # None: unknown (header only, no exact scan)
+    variable_frame_rate: (
+        bool | None
+    )  # from every timestamp (short clips) or the first VFR_CHECK_PACKETS; None: unknown
 
 
 @dataclass
@@ -533,16 +539,19 @@ class _VideoFile:
     def _rewind(self) -> None:
         import av
 
-        try:
-            self.container.seek(0, backward=True, any_frame=False)
-        except av.error.FFmpegError:
-            # Cannot seek back: reopen (raw streams and pipes).
-            index = self.stream.index
-            self.container.close()
-            self.container = self._open()
-            self.stream = next(s for s in self.container.streams if s.index == index)
-            self.stream.codec_context.thread_type = DECODER_THREADS
-        self.stream.codec_context.flush_buffers()
+        # Image demuxers accept a seek to 0 but do not go back: reopen those, and whatever refuses.
+        if self.container.format.name not in _REOPEN_FORMATS:
+            try:
+                self.container.seek(0, backward=True, any_frame=False)
+                self.stream.codec_context.flush_buffers()
+                return
+            except av.error.FFmpegError:
+                pass  # cannot seek back (raw streams and pipes): reopen
+        index = self.stream.index
+        self.container.close()
+        self.container = self._open()
+        self.stream = next(s for s in self.container.streams if s.index == index)
+        self.stream.codec_context.thread_type = DECODER_THREADS
 
     def _rotation(self, frame: Any) -> int:
         rotation = 0
