@@ -159,8 +159,9 @@ def test_crossing_targets_keep_their_identity():
     a = [(i, (50 + 6 * i, 150, 80 + 6 * i, 230)) for i in range(80)]
     b = [(i, (530 - 6 * i, 152, 560 - 6 * i, 232)) for i in range(80)]
     recs = _records_from_tracks({"a": a, "b": b}, {"a": {"upper_color": "red"}, "b": {"upper_color": "green"}})
-    tls = associate(recs)
+    tls = associate(recs, AssociationConfig(use_track_ids=False))
     assert len(tls) == 2
+    assert [len(t.observations) for t in associate(recs)] == [80, 80]  # grouped by the annotated ids
     for tl in tls:
         tid, share = tl.majority_track_id()
         assert share == 1.0 and len(tl.observations) == 80
@@ -170,10 +171,11 @@ def test_crossing_targets_keep_their_identity():
 def test_gap_is_bridged_but_far_jump_starts_a_new_timeline():
     seq = [(i, (100 + 5 * i, 100, 130 + 5 * i, 180)) for i in range(30) if i not in (10, 11, 12)]
     recs = _records_from_tracks({"a": seq}, {"a": {}})
-    assert len(associate(recs)) == 1
-    assert len(associate(recs, AssociationConfig(max_gap_steps=2))) == 2
+    cfg = AssociationConfig(use_track_ids=False)
+    assert len(associate(recs, cfg)) == 1
+    assert len(associate(recs, AssociationConfig(max_gap_steps=2, use_track_ids=False))) == 2
     jump = [(i, (100, 100, 130, 180)) for i in range(10)] + [(i, (500, 100, 530, 180)) for i in range(10, 20)]
-    assert len(associate(_records_from_tracks({"a": jump}, {"a": {}}))) == 2
+    assert len(associate(_records_from_tracks({"a": jump}, {"a": {}}), cfg)) == 2
 
 
 def test_categories_never_merge():
@@ -205,7 +207,7 @@ def test_random_scenes_association_purity():
                                  "lower_color": str(rng.choice(["black", "grey"]))}
         if not tracks:
             continue
-        tls = associate(_records_from_tracks(tracks, attrs))
+        tls = associate(_records_from_tracks(tracks, attrs), AssociationConfig(use_track_ids=False))
         n_tracks += len(tracks)
         n_timelines += len(tls)
         for tl in tls:
