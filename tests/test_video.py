@@ -370,6 +370,8 @@ def _broken(media: Path, tmp_path: Path) -> dict[str, tuple[Path, list[str]]]:
         for packet in [*stream.encode(frame), *stream.encode()]:
             container.mux(packet)
     out["audio.m4a"] = (tmp_path / "audio.m4a", ["no video stream", "audio"])
+    _write_with_audio(tmp_path / "zero_frames.mkv", "matroska", video_frames=0, audio_s=1.0)
+    out["zero_frames.mkv"] = (tmp_path / "zero_frames.mkv", ["zero frames"])
     return out
 
 
