@@ -682,3 +682,46 @@ def score_figure(analysis: Any, model_info: ModelInfo | None = None):
         title += " (UNTRAINED model: noise)"
     ax.set_title(title, fontsize=10)
     return fig
+
+
+# --------------------------------------------------------------------------- example clips
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def default_cache_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("TVAD_CACHE", Path.home() / ".cache" / "tvad_chat")).expanduser()
+
+
+def build_example_clips(data_dir: str | Path = SHARED_DATA, cache_dir: str | Path | None = None) -> list[Path]:
+    """Encode the real test clips found under ``data_dir`` to small browser-playable mp4s (once, cached).
+
+    Returns [] when the data folder is absent, so the app simply shows no examples.
+    """
+    from tvad_chat.video import load_clip
+
+    data_dir = Path(data_dir)
+    out_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "examples"
+    wanted = [  # (source, folder fps, output name); Ped2 is filmed at 10 fps
+        (data_dir / "ucsd_ped2" / "testing" / "frames" / "01", 10.0, "ped2_test01_bicycle.mp4"),
+        (data_dir / "ucsd_ped2" / "testing" / "frames" / "04", 10.0, "ped2_test04_cart.mp4"),
+        (data_dir / "cuhk_avenue" / "testing_videos" / "21.avi", None, "avenue_test21.mp4"),
+    ]
+    clips = []
+    for source, fps, name in wanted:
+        target = out_dir / name
+        if not source.exists():
+            continue
+        if not target.is_file():
+            try:
+                clip = load_clip(source, num_frames=None, folder_fps=fps)
+                tmp = target.with_suffix(".part.mp4")
+                write_video(clip.frames, tmp, fps=fps or clip.source_fps)
+                tmp.replace(target)
+            except (TVADError, OSError) as exc:
+                logger.warning("example %s skipped: %s", source, exc)
+                continue
+        clips.append(target)
+    return clips

@@ -1,0 +1,166 @@
+"""`tvad app`, `tvad ask VIDEO "question" [--follow-up ...]`, `tvad analyze VIDEO --out report.json`.
+
+All three run on tvad_chat.chat.ChatEngine, the same path the web page uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def _frames(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 2 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be between 2 and 64, got {value}")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, metavar="DIR_OR_ID",
+                        help="model directory or hub id (default checkpoints/tvad-tiny; an untrained tiny model "
+                             "is built when it does not exist, and the output says so)")
+    parser.add_argument("--frames", type=_frames, default=16, metavar="N", help="frames sampled per clip (2-64)")
+    parser.add_argument("--events", default="", metavar="LIST",
+                        help="extra anomaly categories to look for, comma separated (e.g. 'bicycle, cart')")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when present)")
+    parser.add_argument("--dtype", default=None, help="float32, bfloat16... (default: bf16 on CUDA, fp32 on CPU)")
+    parser.add_argument("--load-in-4bit", action="store_true", help="quantise the language model (bitsandbytes)")
+
+
+def register(subparsers: Any) -> None:
+    app = subparsers.add_parser("app", help="serve the chat web page",
+                                description="Serve the T-VAD Chat page (Gradio) on a loopback address by default.")
+    app.add_argument("--host", default=None, help="address to bind (default TVAD_HOST or 127.0.0.1)")
+    app.add_argument("--port", type=int, default=None, help="port (default TVAD_PORT or 7860)")
+    app.add_argument("--model", default=None, metavar="DIR_OR_ID", help="model directory or hub id")
+    app.set_defaults(handler=run_app)
+
+    ask = subparsers.add_parser(
+        "ask", help="ask questions about a clip",
+        description="Analyse a clip once, then answer a question and any follow-ups (answers stream to stdout).")
+    ask.add_argument("video", metavar="VIDEO", help="a video file or a folder of numbered frames")
+    ask.add_argument("question", nargs="?", default=None,
+                     help='the first question (default: "Is there an anomaly in this video?")')
+    ask.add_argument("--follow-up", action="append", default=[], metavar="QUESTION",
+                     help="a follow-up question (repeatable; asked in order, with the dialogue so far)")
+    ask.add_argument("--max-new-tokens", type=int, default=None, metavar="N", help="answer length limit")
+    ask.add_argument("--json", action="store_true", help="print one JSON object (answers, judgement, timings)")
+    _model_options(ask)
+    ask.set_defaults(handler=run_ask)
+
+    analyze = subparsers.add_parser(
+        "analyze", help="analyse a clip: JSON report and heatmap-overlay video",
+        description="Analyse a clip (judgement, per-frame scores, tracks, timeline) and write a JSON report, "
+                    "optionally the heatmap overlay as mp4.")
+    analyze.add_argument("video", metavar="VIDEO", help="a video file or a folder of numbered frames")
+    analyze.add_argument("--out", required=True, metavar="REPORT.json", help="where to write the report")
+    analyze.add_argument("--overlay", default=None, metavar="OUT.mp4", help="also write the overlay video")
+    analyze.add_argument("--plot", default=None, metavar="OUT.png", help="also write the score plot")
+    _model_options(analyze)
+    analyze.set_defaults(handler=run_analyze)
+
+
+def _engine(args: argparse.Namespace):
+    from tvad_chat.chat import DEFAULT_MODEL, ChatEngine, EngineConfig, parse_events
+
+    config = EngineConfig(model=args.model or DEFAULT_MODEL, num_frames=args.frames,
+                          extra_events=parse_events(args.events), device=args.device, dtype=args.dtype,
+                          load_in_4bit=args.load_in_4bit)
+    engine = ChatEngine(config)
+    session = engine.new_session()
+    return engine, session
+
+
+def _progress(stage: float, text: str) -> None:
+    print(f"[{stage:4.0%}] {text}", file=sys.stderr)
+
+
+def _warn_untrained(session) -> None:
+    if session.model_info is not None and not session.model_info.trained:
+        print(f"warning: {session.model_info.note}", file=sys.stderr)
+
+
+def run_ask(args: argparse.Namespace) -> int:
+    from tvad_chat.chat import JUDGEMENT_QUESTION
+    from tvad_chat.errors import ConfigError
+
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise ConfigError("--max-new-tokens must be at least 1")
+    engine, session = _engine(args)
+    engine.load_video(session, args.video, progress=None if args.json else _progress)
+    _warn_untrained(session)
+    questions = [args.question or JUDGEMENT_QUESTION, *args.follow_up]
+    answers = []
+    for q in questions:
+        if args.json:
+            answers.append(engine.ask(session, q, max_new_tokens=args.max_new_tokens))
+            continue
+        print(f"Q: {q}\nA: ", end="", flush=True)
+        answers.append(engine.ask(session, q, stream=lambda chunk: print(chunk, end="", flush=True),
+                                  max_new_tokens=args.max_new_tokens))
+        print(flush=True)
+    if args.json:
+        a = session.analysis
+        print(json.dumps({
+            "video": str(args.video),
+            "model": session.model_info.source if session.model_info else None,
+            "trained": session.model_info.trained if session.model_info else None,
+            "judgement": a.judgement, "score": None if a.score is None else float(a.score),
+            "dialogue": [{"question": q, "answer": ans} for q, ans in zip(questions, answers, strict=True)],
+            "vision_passes": session.vision_passes,
+        }))
+    return 0
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tvad_chat.chat import score_figure, write_overlay_video, write_report
+
+    engine, session = _engine(args)
+    engine.load_video(session, args.video, progress=_progress)
+    _warn_untrained(session)
+    report = write_report(session, args.out)
+    print(f"report: {report}")
+    if args.overlay:
+        print(f"overlay: {write_overlay_video(session.analysis, args.overlay)}")
+    if args.plot:
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        score_figure(session.analysis, session.model_info).savefig(args.plot)
+        print(f"plot: {args.plot}")
+    a = session.analysis
+    verdict = {True: "anomaly", False: "no anomaly", None: "no judgement (no heatmap head)"}[a.judgement]
+    print(f"judgement: {verdict}" + (f" (score {float(a.score):.3f})" if a.score is not None else ""))
+    return 0
+
+
+def run_app(args: argparse.Namespace) -> int:
+    import os
+    import runpy
+    from pathlib import Path
+
+    if args.host:
+        os.environ["TVAD_HOST"] = args.host
+    if args.port:
+        os.environ["TVAD_PORT"] = str(args.port)
+    if args.model:
+        os.environ["TVAD_MODEL"] = args.model
+    app = Path(__file__).resolve().parents[2] / "app.py"
+    runpy.run_path(str(app), run_name="__main__")
+    return 0
