@@ -1,0 +1,187 @@
+"""Stage 0 (tiny models only): a small Qwen2.5-VL trained from scratch on a corpus, so stages 1 and 2 have a backbone.
+
+The tokenizer is a byte-level BPE trained on the corpus texts (every conversation, plus the anomaly text prompts
+and a few generic sentences). Every parameter trains: vision tower, merger, language model; the loss is the
+language-model loss on assistant answers only (each sample's whole conversation, as the corpus writes it).
+
+    tvad train stage0 corpus=data/synth_corpus out_dir=runs/stage0 max_steps=600
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tvad_chat.errors import DataError
+from tvad_chat.train.common import TrainConfig, Trainer, batch_indices, config_to_dict
+from tvad_chat.train.data import ClipStore, Sample, load_samples
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Stage0Config(TrainConfig):
+    corpus: str = "data/synth_corpus"
+    out_dir: str = "runs/stage0"
+    train_split: str = "train"
+    val_split: str = "val"
+    max_steps: int = 600
+    batch_size: int = 1
+    grad_accum: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    eval_every: int = 100
+    save_every: int = 50
+    val_samples: int = 48
+    max_pixels: int = 112 * 168  # model-frame pixel budget
+    min_pixels: int = 56 * 56
+    # architecture of the tiny Qwen2.5-VL (tvad_chat.tiny.TinyModelConfig)
+    text_hidden: int = 128
+    text_layers: int = 4
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    text_intermediate: int = 256
+    vision_hidden: int = 64
+    vision_depth: int = 8
+    vision_heads: int = 4
+    vision_intermediate: int = 128
+    vocab_size: int = 1024
+    system_prompt: str = ""  # empty: the prompt set's system prompt (when prompts/loader exists)
+
+    def tiny_config(self):
+        from tvad_chat.tiny import TinyModelConfig
+
+        return TinyModelConfig(
+            text_hidden=self.text_hidden, text_layers=self.text_layers, text_heads=self.text_heads,
+            text_kv_heads=self.text_kv_heads, text_intermediate=self.text_intermediate,
+            vision_hidden=self.vision_hidden, vision_depth=self.vision_depth, vision_heads=self.vision_heads,
+            vision_intermediate=self.vision_intermediate, tokenizer_vocab_size=self.vocab_size,
+            min_pixels=self.min_pixels, max_pixels=self.max_pixels,
+        )
+
+
+def corpus_texts(samples: list[Sample]) -> list[str]:
+    """Every text the model will read or write: conversations, the anomaly prompts, the system prompt."""
+    texts = [m["content"] for s in samples for m in s.conversation]
+    try:
+        from prompts.loader import load_prompts
+
+        p = load_prompts()
+        texts += list(p.normal_texts) + list(p.abnormal_texts) + [p.system_prompt]
+    except ImportError:
+        logger.warning("prompts.loader is missing: the tokenizer is trained without the anomaly text prompts")
+    from tvad_chat.tiny import DEFAULT_CORPUS
+
+    return texts + list(DEFAULT_CORPUS)
+
+
+def system_prompt(cfg_prompt: str) -> str | None:
+    if cfg_prompt:
+        return cfg_prompt
+    try:
+        from prompts.loader import load_prompts
+
+        return load_prompts().system_prompt or None
+    except ImportError:
+        return None
+
+
+def build_initial_backbone(cfg: Stage0Config, samples: list[Sample]):
+    """A fresh tiny model whose tokenizer is trained on the corpus (deterministic for a given corpus and seed)."""
+    from tvad_chat.backbone import Backbone
+    from tvad_chat.tiny import build_tiny
+
+    model, processor = build_tiny(cfg.tiny_config(), corpus=corpus_texts(samples), seed=cfg.seed)
+    return Backbone(model, processor)
+
+
+def sample_loss(backbone, store: ClipStore, sample: Sample, system: str | None, grad: bool = True) -> torch.Tensor:
+    """Answer loss of one sample, with the vision tower in the graph (it trains in stage 0)."""
+    clip = store.get(sample)
+    vision = backbone.encode_video(clip.frames, clip.fps, (), grad=grad)
+    inputs = backbone.build_inputs(vision, sample.conversation, 0, system_prompt=system,
+                                   add_generation_prompt=False, with_labels=True)
+    return backbone.forward(inputs, vision, None, labels=inputs.labels).loss
+
+
+def run(cfg: Stage0Config) -> Path:
+    """Train stage 0; returns the directory of the trained backbone (``out_dir/model``)."""
+    from tvad_chat.backbone import Backbone
+
+    out = Path(cfg.out_dir)
+    train = load_samples(cfg.corpus, split=cfg.train_split)
+    if not train:
+        raise DataError(f"{cfg.corpus}: no samples in split {cfg.train_split!r}")
+    val = load_samples(cfg.corpus, split=cfg.val_split, limit=cfg.val_samples) if cfg.val_split else []
+    init_dir = out / "init"
+    if (init_dir / "config.json").is_file():  # a resumed run: same tokenizer and start weights
+        backbone = Backbone.load(init_dir, dtype="float32", device="cpu")
+    else:
+        backbone = build_initial_backbone(cfg, load_samples(cfg.corpus))
+        backbone.save_pretrained(init_dir)
+    system = system_prompt(cfg.system_prompt)
+    store = ClipStore(cfg.max_pixels, cfg.min_pixels)
+
+    model = backbone.model
+    model.train()
+    for p in model.parameters():
+        p.requires_grad_(True)
+
+    def batch_fn(step: int, micro: int, rank: int, world: int) -> list[Sample]:
+        idx = batch_indices(len(train), step, micro, rank, world, cfg.batch_size, cfg.grad_accum, cfg.seed)
+        return [train[i] for i in idx]
+
+    def loss_fn(batch: list[Sample]) -> torch.Tensor:
+        return sum(sample_loss(backbone, store, s, system) for s in batch) / len(batch)
+
+    def evaluate(step: int) -> dict[str, float]:
+        if not val:
+            return {}
+        with torch.no_grad():
+            losses = [float(sample_loss(backbone, store, s, system, grad=False)) for s in val]
+        return {"val_loss": sum(losses) / len(losses)}
+
+    def on_best(step: int, metrics: dict[str, float]) -> None:
+        _save_model(backbone, out / "best", cfg)
+
+    trainer = Trainer(cfg, {"model": model}, loss_fn, batch_fn, evaluate=evaluate if val else None,
+                      select_metric="val_loss" if val else None, select_mode="min", on_best=on_best, desc="stage0")
+    backbone.model = backbone.model.to(trainer.accelerator.device)
+    trainer.fit()
+    if trainer.step < cfg.max_steps:
+        logger.warning("stage0 stopped at step %d of %d; run again to resume", trainer.step, cfg.max_steps)
+        return out
+    final = out / "model"
+    if val and (out / "best" / "config.json").is_file():
+        best = Backbone.load(out / "best", dtype="float32", device="cpu")
+        _save_model(best, final, cfg)
+        logger.info("stage0: kept the step-%s weights (best val_loss %.4f)", trainer.best_step, trainer.best)
+    else:
+        _save_model(backbone, final, cfg)
+    return final
+
+
+def _save_model(backbone, directory: Path, cfg: Stage0Config) -> None:
+    backbone.model.eval()
+    tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    backbone.save_pretrained(tmp)
+    (tmp / "stage0_config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    if directory.exists():
+        import shutil
+
+        shutil.rmtree(directory)
+    tmp.rename(directory)
+    backbone.model.train()
+
+
+def default_config() -> Stage0Config:
+    return Stage0Config()
+

@@ -1,0 +1,247 @@
+"""Stage 2: RAE + LoRA + the anomaly-token rows, two SFT phases, LoRA merged after each.
+
+Phase A trains on every sample (overall + appearance + motion dialogues) with LoRA on q_proj/v_proj of all
+decoder layers; phase B on the anomaly-focused subset with LoRA on the last four layers only. The loss covers
+assistant tokens only (tvad_chat.backbone labels). The backbone and the AHD stay frozen, so the vision pass and
+the AHD class maps of each clip are computed once and cached. On a GPU the backbone runs in bf16 with gradient
+checkpointing. Each phase keeps the weights with the lowest validation loss, merges LoRA into the backbone and
+writes the full model (backbone + ahd/ + rae/ + tvad_config.json): ``out_dir/phase_a/model`` then
+``out_dir/model``. A finished phase A is not rerun when the command is repeated.
+
+    tvad train stage2 backbone=runs/stage0/model ahd=runs/stage1/ahd corpus=data/synth_corpus out_dir=runs/stage2
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tvad_chat.errors import ConfigError, DataError
+from tvad_chat.train.common import (
+    TrainConfig,
+    Trainer,
+    batch_indices,
+    load_state,
+    load_trainable_state,
+    save_checkpoint,
+    trainable_state,
+)
+from tvad_chat.train.data import ClipStore, Sample, load_samples
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Stage2Config(TrainConfig):
+    backbone: str = "runs/stage0/model"
+    ahd: str = "runs/stage1/ahd"
+    corpus: str = "data/synth_corpus"
+    out_dir: str = "runs/stage2"
+    train_split: str = "train"
+    val_split: str = "val"
+    max_steps: int = 200  # phase A steps
+    phase_b_steps: int = 100  # 0 skips phase B
+    grad_accum: int = 8
+    lr: float = 2e-4
+    phase_b_lr: float = 1e-4
+    eval_every: int = 50
+    save_every: int = 50
+    val_samples: int = 48
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    phase_b_layers: int = 4
+    rae_hidden: int = 32
+    rae_base_prompts: int = 4
+    max_pixels: int = 112 * 168
+    min_pixels: int = 56 * 56
+    gradient_checkpointing: str = "auto"  # auto (on with CUDA) | on | off
+
+
+@dataclass
+class ClipHeads:
+    vision: object  # backbone.VisionOutput (no grad, on device)
+    class_probs: torch.Tensor  # frozen AHD (T', 2, H', W')
+
+
+class HeadCache:
+    """Per clip: the frozen vision pass and the frozen AHD class maps."""
+
+    def __init__(self, tvad, store: ClipStore):
+        self.tvad = tvad
+        self.store = store
+        self._items: dict[tuple, ClipHeads] = {}
+
+    def get(self, sample: Sample) -> ClipHeads:
+        hit = self._items.get(sample.clip_key)
+        if hit is not None:
+            return hit
+        clip = self.store.get(sample)
+        taps = tuple(self.tvad.ahd.config.tap_layers)
+        with torch.no_grad():
+            vision = self.tvad.backbone.encode_video(clip.frames, clip.fps, taps)
+            probs = self.tvad.heatmap_outputs(vision).class_probs.detach()
+        vision.grids = []  # the grids are not needed any more: keep the cache small
+        item = ClipHeads(vision=vision, class_probs=probs)
+        self._items[sample.clip_key] = item
+        return item
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+def _gc_enabled(cfg: Stage2Config) -> bool:
+    if cfg.gradient_checkpointing not in ("auto", "on", "off"):
+        raise ConfigError("gradient_checkpointing must be auto, on or off")
+    if cfg.gradient_checkpointing == "auto":
+        return torch.cuda.is_available() and not cfg.cpu
+    return cfg.gradient_checkpointing == "on"
+
+
+def build_tvad(cfg: Stage2Config, backbone_dir: str, rae_dir: Path | None = None):
+    """Backbone (frozen) + AHD (frozen) + RAE (new or from ``rae_dir``)."""
+    from heads.ahd import AnomalyHeatmapDecoder
+    from heads.rae import RAEConfig, RegionAwareAnomalyEncoder
+    from tvad_chat.backbone import Backbone
+    from tvad_chat.lora import freeze
+    from tvad_chat.pipeline import TVAD, TVADConfig
+
+    cuda = torch.cuda.is_available() and not cfg.cpu
+    backbone = Backbone.load(backbone_dir, dtype="bfloat16" if cuda else "float32", device="cuda" if cuda else "cpu")
+    freeze(backbone.model)
+    ahd = AnomalyHeatmapDecoder.from_pretrained(cfg.ahd)
+    if rae_dir is not None:
+        rae = RegionAwareAnomalyEncoder.from_pretrained(rae_dir)
+    else:
+        torch.manual_seed(cfg.seed)
+        rae = RegionAwareAnomalyEncoder(RAEConfig(text_dim=backbone.text_dim, hidden_channels=cfg.rae_hidden,
+                                                  num_base_prompts=cfg.rae_base_prompts))
+    tvad = TVAD(backbone, ahd=ahd, rae=rae, config=TVADConfig(max_pixels=cfg.max_pixels, min_pixels=cfg.min_pixels))
+    freeze(tvad.ahd)
+    return tvad
+
+
+def sample_loss(tvad, cache: HeadCache, sample: Sample) -> torch.Tensor:
+    item = cache.get(sample)
+    return tvad.lm_loss(item.vision, sample.conversation, class_probs=item.class_probs)
+
+
+def run_phase(cfg: Stage2Config, tvad, phase: str, train: list[Sample], val: list[Sample], steps: int, lr: float,
+              last_layers: int | None, store: ClipStore) -> None:
+    """One SFT phase: LoRA on, train RAE + LoRA + token rows, keep the best by val loss, merge, save."""
+    from tvad_chat.lora import LoraSettings, apply_lora, merge_lora
+
+    out = Path(cfg.out_dir) / phase
+    backbone = tvad.backbone
+    apply_lora(backbone, LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                                      last_layers=last_layers))
+    if _gc_enabled(cfg):
+        backbone.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        backbone.model.enable_input_require_grads()
+    tvad.rae.train()
+    for p in tvad.rae.parameters():
+        p.requires_grad_(True)
+    cache = HeadCache(tvad, store)
+    modules = {"rae": tvad.rae, "lora": backbone.peft_model}
+    phase_cfg = _phase_config(cfg, out, steps, lr)
+
+    def batch_fn(step: int, micro: int, rank: int, world: int) -> list[Sample]:
+        return [train[i] for i in batch_indices(len(train), step, micro, rank, world, phase_cfg.batch_size,
+                                                phase_cfg.grad_accum, phase_cfg.seed)]
+
+    def loss_fn(batch: list[Sample]) -> torch.Tensor:
+        return sum(sample_loss(tvad, cache, s) for s in batch) / len(batch)
+
+    def evaluate(step: int) -> dict[str, float]:
+        backbone.model.eval()
+        with torch.no_grad():
+            losses = [float(sample_loss(tvad, cache, s)) for s in val]
+        backbone.model.train()
+        return {"val_loss": sum(losses) / len(losses)}
+
+    def on_best(step: int, metrics: dict[str, float]) -> None:
+        save_checkpoint(out / "best", step, {"modules": trainable_state(modules), "metrics": metrics}, keep=1)
+
+    backbone.model.train()
+    trainer = Trainer(phase_cfg, modules, loss_fn, batch_fn, evaluate=evaluate if val else None,
+                      select_metric="val_loss" if val else None, select_mode="min", on_best=on_best,
+                      desc=f"stage2/{phase}")
+    tvad.rae.to(trainer.accelerator.device)
+    trainer.fit()
+    if trainer.step < steps:
+        raise _Interrupted(phase, trainer.step, steps)
+    best = out / "best" / "latest"
+    if val and best.is_file():
+        from tvad_chat.train.common import latest_checkpoint
+
+        load_trainable_state(modules, load_state(latest_checkpoint(out / "best"))["modules"])
+        logger.info("stage2/%s: kept the step-%s weights (val_loss %.4f)", phase, trainer.best_step, trainer.best)
+    if _gc_enabled(cfg):
+        backbone.model.gradient_checkpointing_disable()
+    merge_lora(backbone)
+    tvad.rae.eval()
+    _save_tvad(tvad, out / "model")
+
+
+class _Interrupted(Exception):
+    def __init__(self, phase: str, step: int, total: int):
+        super().__init__(f"stage2/{phase} stopped at step {step} of {total}; run again to resume")
+
+
+def _phase_config(cfg: Stage2Config, out: Path, steps: int, lr: float) -> TrainConfig:
+    base = {f: getattr(cfg, f) for f in TrainConfig.__dataclass_fields__}
+    base.update(out_dir=str(out), max_steps=steps, lr=lr, min_lr=min(cfg.min_lr, lr))
+    return TrainConfig(**base)
+
+
+def _save_tvad(tvad, directory: Path) -> None:
+    tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tvad.save_pretrained(tmp)
+    if directory.exists():
+        shutil.rmtree(directory)
+    tmp.rename(directory)
+
+
+def run(cfg: Stage2Config) -> Path:
+    """Both phases; returns ``out_dir/model`` (the full T-VAD model)."""
+    out = Path(cfg.out_dir)
+    train = load_samples(cfg.corpus, split=cfg.train_split)
+    if not train:
+        raise DataError(f"{cfg.corpus}: no samples in split {cfg.train_split!r}")
+    val = load_samples(cfg.corpus, split=cfg.val_split, limit=cfg.val_samples) if cfg.val_split else []
+    store = ClipStore(cfg.max_pixels, cfg.min_pixels)
+    phase_a_model = out / "phase_a" / "model"
+    try:
+        if (phase_a_model / "config.json").is_file():
+            logger.info("stage2: phase A already finished (%s)", phase_a_model)
+        else:
+            tvad = build_tvad(cfg, cfg.backbone)
+            run_phase(cfg, tvad, "phase_a", train, val, cfg.max_steps, cfg.lr, None, store)
+        if cfg.phase_b_steps <= 0:
+            final_src = phase_a_model
+        else:
+            focused = [s for s in train if s.meta.get("anomaly_focused")]
+            if not focused:
+                logger.warning("stage2: the corpus marks no anomaly-focused samples; phase B uses anomalous videos")
+                focused = [s for s in train if s.anomalous_video]
+            if not focused:
+                raise DataError(f"{cfg.corpus}: no anomaly-focused or anomalous samples for phase B")
+            val_b = [s for s in val if s.meta.get("anomaly_focused") or s.anomalous_video] or val
+            tvad = build_tvad(cfg, str(phase_a_model), rae_dir=phase_a_model / "rae")
+            layers = min(cfg.phase_b_layers, int(tvad.backbone.model.config.text_config.num_hidden_layers))
+            run_phase(cfg, tvad, "phase_b", focused, val_b, cfg.phase_b_steps, cfg.phase_b_lr, layers, store)
+            final_src = out / "phase_b" / "model"
+    except _Interrupted as stop:
+        logger.warning("%s", stop)
+        return out
+    final = out / "model"
+    if final.exists():
+        shutil.rmtree(final)
+    shutil.copytree(final_src, final)
+    return final
