@@ -303,14 +303,15 @@ class ChatEngine:
             raise ConfigError("no video given: upload a clip or pick an example")
         progress = progress or (lambda _f, _d: None)
         with session.lock:
-            progress(0.05, "loading the model")
-            model, info = self.model(session.model_source)
-            progress(0.15, "decoding and sampling frames")
+            # Decode first: a bad upload is refused before any model work.
+            progress(0.05, "decoding and sampling frames")
             limits = VideoLimits(max_file_bytes=self.config.max_file_bytes, max_duration_s=self.config.max_duration_s)
             num = None if session.fps else session.num_frames
             clip = load_clip(video, num_frames=num, fps=session.fps, limits=limits)
             if len(clip.frames) == 0:
                 raise ConfigError("the clip has no frames to analyse")
+            progress(0.25, "loading the model")
+            model, info = self.model(session.model_source)
             progress(0.35, "waiting for the model" if self._model_lock.locked() else "analysing the clip")
             with self._model_turn():
                 progress(0.4, "analysing: vision pass, heatmaps, anomaly prompts")
@@ -548,40 +549,35 @@ def write_report(session_or_analysis: Any, path: str | Path, model_info: ModelIn
 
 
 def frame_heatmaps(analysis: Any) -> np.ndarray | None:
-    """(T, H, W) float heatmap for every sampled frame at display size (one temporal patch spans 2 frames)."""
-    import cv2
+    """(T, H, W) float heatmap for every sampled frame at display size (tvad_chat.evidence conventions)."""
+    from tvad_chat.evidence import upsample_heatmaps
 
     heat = getattr(analysis, "heatmaps", None)
     if heat is None:
         return None
-    heat = np.asarray(heat, dtype=np.float32)
     frames = analysis.clip.frames
-    t, h, w = frames.shape[:3]
-    tp = heat.shape[0]
-    idx = np.minimum((np.arange(t) * tp) // max(t, 1), tp - 1)
-    return np.stack([cv2.resize(heat[i], (w, h), interpolation=cv2.INTER_LINEAR) for i in idx])
+    return upsample_heatmaps(np.asarray(heat), len(frames), (int(frames.shape[2]), int(frames.shape[1])))
 
 
-def overlay_frames(analysis: Any, alpha: float = 0.45) -> np.ndarray:
-    """Sampled frames with the anomaly heatmap blended in (JET colours), tracked boxes drawn; uint8 (T,H,W,3)."""
+def overlay_frames(analysis: Any, alpha: float = 0.5) -> np.ndarray:
+    """Sampled frames with the anomaly heatmap blended in and tracked boxes drawn; uint8 (T, H, W, 3)."""
     import cv2
+
+    from tvad_chat.evidence import render_overlay
 
     frames = np.asarray(analysis.clip.frames)
     heat = frame_heatmaps(analysis)
     if heat is None:
         return frames.copy()
-    out = np.empty_like(frames)
-    for i, (frame, hm) in enumerate(zip(frames, heat, strict=True)):
-        colour = cv2.applyColorMap(np.clip(hm * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-        weight = (alpha * np.clip(hm, 0, 1))[..., None]  # blend by score: normal regions stay readable
-        out[i] = (frame * (1 - weight) + colour * weight).astype(np.uint8)
+    out = np.ascontiguousarray(render_overlay(frames, heat, alpha=alpha))
     for track in getattr(analysis, "tracks", None) or []:
-        d = _as_dict(track)
-        frame, box = d.get("frame"), d.get("box")
-        if frame is None or box is None or not 0 <= int(frame) < len(out):
-            continue
-        x0, y0, x1, y1 = (int(round(v)) for v in box)
-        cv2.rectangle(out[int(frame)], (x0, y0), (x1, y1), (255, 255, 255), 2)
+        for frame, box in zip(getattr(track, "frames", []), getattr(track, "boxes", []), strict=False):
+            if not 0 <= int(frame) < len(out):
+                continue
+            x0, y0, x1, y1 = (int(round(v)) for v in box)
+            cv2.rectangle(out[int(frame)], (x0, y0), (x1, y1), (255, 255, 255), 1)
+            cv2.putText(out[int(frame)], str(track.id), (x0 + 2, max(10, y0 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                        (255, 255, 255), 1, cv2.LINE_AA)
     return out
 
 

@@ -1,0 +1,248 @@
+"""ChatEngine on the real T-VAD pipeline (tiny model, random weights) and real clips from ../shared/data."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import av
+import numpy as np
+import pytest
+
+from tvad_chat import chat
+from tvad_chat.errors import ConfigError, VideoError
+
+DATA = chat.SHARED_DATA
+needs_data = pytest.mark.skipif(not (DATA / "ucsd_ped2").is_dir(), reason="../shared/data not present")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    paths = chat.build_example_clips(DATA, tmp_path_factory.mktemp("examples"))
+    return {p.stem: p for p in paths}
+
+
+@pytest.fixture(scope="module")
+def engine() -> chat.ChatEngine:
+    eng = chat.ChatEngine(chat.EngineConfig(num_frames=8, max_new_tokens=6))
+    model, info = eng.model()
+    assert info.trained is False and "RANDOM weights" in info.note  # no checkpoint: said plainly
+    assert model.variant == "ahd+rae"
+    return eng
+
+
+@needs_data
+def test_follow_up_reuses_the_vision_pass(engine, clips):
+    model, _ = engine.model()
+    session = engine.new_session()
+    before = model.vision_passes
+    analysis = engine.load_video(session, clips["ped2_test01_bicycle"])
+    assert model.vision_passes == before + 1 and session.vision_passes == 1
+    assert analysis.frame_scores.shape == (8,) and len(session.history) == 0
+    prefix_len = analysis.state.clip_cache.prefix.ids.shape[1]
+    first = engine.ask(session, chat.JUDGEMENT_QUESTION)
+    # The clip prefix (system, video tokens, anomaly prompts) is cached: only the question is run.
+    assert analysis.last_generation.new_tokens_processed < prefix_len / 2
+    for q in chat.FOLLOW_UPS_ANOMALY[:2]:
+        engine.ask(session, q)
+        assert analysis.last_generation.new_tokens_processed < prefix_len / 2
+    assert model.vision_passes == before + 1 and session.vision_passes == 1  # counted, not timed
+    assert [t["content"] for t in session.history[::2]] == [chat.JUDGEMENT_QUESTION, *chat.FOLLOW_UPS_ANOMALY[:2]]
+    assert session.turns[0] == (chat.JUDGEMENT_QUESTION, first)
+    # A new clip is a new vision pass and a fresh dialogue.
+    engine.load_video(session, clips["ped2_test04_cart"])
+    assert model.vision_passes == before + 2 and session.history == []
+
+
+@needs_data
+def test_streamed_chunks_add_up_to_the_answer(engine, clips):
+    session = engine.new_session()
+    engine.load_video(session, clips["ped2_test01_bicycle"])
+    chunks: list[str] = []
+    answer = engine.ask(session, chat.JUDGEMENT_QUESTION, stream=chunks.append)
+    # Chunks arrive at word boundaries (transformers' TextStreamer); together they are the answer.
+    assert chunks and "".join(chunks).strip() == answer
+    partials = list(engine.ask_stream(session, chat.FOLLOW_UPS_ANOMALY[0]))
+    assert all(b.startswith(a) for a, b in zip(partials, partials[1:], strict=False))
+    assert partials[-1].strip() == session.history[-1]["content"].strip()
+
+
+@needs_data
+@pytest.mark.slow
+def test_two_sessions_at_once_get_their_own_answers(engine, clips):
+    a_clip, b_clip = clips["ped2_test01_bicycle"], clips["avenue_test21"]
+    qa, qb = chat.JUDGEMENT_QUESTION, "What does the anomalous target look like?"
+    # References, one session at a time.
+    ref = {}
+    for name, clip, q in (("a", a_clip, qa), ("b", b_clip, qb)):
+        s = engine.new_session()
+        engine.load_video(s, clip)
+        ref[name] = (engine.ask(s, q), engine.ask(s, "When does it happen?"))
+    assert ref["a"] != ref["b"], "the two references coincide: this test could not tell sessions apart"
+    sa, sb = engine.new_session(), engine.new_session()
+    results: dict[str, tuple[str, str]] = {}
+    errors: list[BaseException] = []
+
+    def user(name, session, clip, q):
+        try:
+            engine.load_video(session, clip)
+            results[name] = (engine.ask(session, q), engine.ask(session, "When does it happen?"))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=user, args=("a", sa, a_clip, qa)),
+               threading.Thread(target=user, args=("b", sb, b_clip, qb))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert results == ref
+    assert sa.analysis.clip.source.name == a_clip.name and sb.analysis.clip.source.name == b_clip.name
+    assert [t["content"] for t in sa.history[::2]] == [qa, "When does it happen?"]
+    assert [t["content"] for t in sb.history[::2]] == [qb, "When does it happen?"]
+
+
+def test_engine_lock_serialises_model_calls():
+    """Test double: a model that records overlapping calls (the real model cannot tell us)."""
+
+    class Recorder:
+        vision_passes = 0
+
+        def __init__(self):
+            self.active = self.most = 0
+            self.guard = threading.Lock()
+
+        def _enter(self):
+            with self.guard:
+                self.active += 1
+                self.most = max(self.most, self.active)
+            time.sleep(0.02)
+            with self.guard:
+                self.active -= 1
+
+        def analyze(self, clip):
+            self._enter()
+            self.vision_passes += 1
+            return SimpleNamespace(clip=clip, judgement=None)
+
+        def answer(self, analysis, history, question, stream=None, **kw):
+            self._enter()
+            return f"{analysis.clip.source}:{question}:{len(history)}"
+
+    rec = Recorder()
+    eng = chat.ChatEngine(chat.EngineConfig(), model=rec)
+    sessions = [eng.new_session() for _ in range(4)]
+    for i, s in enumerate(sessions):
+        s.analysis, s.model = SimpleNamespace(clip=SimpleNamespace(source=f"clip{i}")), rec
+
+    def work(s):
+        for k in range(3):
+            eng.ask(s, f"q{k}")
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in sessions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert rec.most == 1
+    for i, s in enumerate(sessions):
+        assert [t["content"] for t in s.history[1::2]] == [f"clip{i}:q{k}:{2 * k}" for k in range(3)]
+
+
+@needs_data
+def test_broken_upload_then_good_upload(engine, clips, tmp_path):
+    session = engine.new_session()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"this is not a video" * 100)
+    with pytest.raises(VideoError):
+        engine.load_video(session, broken)
+    assert session.analysis is None
+    with pytest.raises(ConfigError, match="no clip analysed"):
+        engine.ask(session, chat.JUDGEMENT_QUESTION)
+    engine.load_video(session, clips["avenue_test21"])
+    assert engine.ask(session, chat.JUDGEMENT_QUESTION) == session.history[-1]["content"].strip()
+    with pytest.raises(ConfigError, match="empty"):
+        engine.ask(session, "   ")
+
+
+@needs_data
+def test_reset_and_new_conversation(engine, clips):
+    session = engine.new_session()
+    engine.load_video(session, clips["ped2_test04_cart"])
+    engine.ask(session, chat.JUDGEMENT_QUESTION)
+    session.clear_history()
+    assert session.history == [] and session.analysis is not None
+    engine.reset(session)
+    assert session.analysis is None
+    with pytest.raises(ConfigError):
+        engine.ask(session, chat.JUDGEMENT_QUESTION)
+
+
+@needs_data
+def test_report_and_overlay_export(engine, clips, tmp_path):
+    session = engine.new_session()
+    analysis = engine.load_video(session, clips["ped2_test01_bicycle"])
+    engine.ask(session, chat.JUDGEMENT_QUESTION)
+    report = json.loads(chat.write_report(session, tmp_path / "r.json").read_text())
+    assert report["model"]["trained"] is False
+    assert len(report["frame_scores"]) == len(report["sampled_timestamps_s"]) == 8
+    assert report["judgement"] == bool(analysis.judgement)
+    assert report["dialogue"][0]["question"] == chat.JUDGEMENT_QUESTION
+    assert len(report["targets"]) == len(analysis.timeline)
+    scores = np.asarray(report["frame_scores"])
+    times = np.asarray(report["sampled_timestamps_s"])
+    for a, b in report["anomaly_intervals_s"]:  # every frame inside a span is above the threshold
+        inside = (times >= a) & (times <= b)
+        assert inside.any() and (scores[inside] >= chat.INTERVAL_THRESHOLD).all()
+    outside = np.ones(len(times), bool)
+    for a, b in report["anomaly_intervals_s"]:
+        outside &= ~((times >= a) & (times <= b))
+    assert (scores[outside] < chat.INTERVAL_THRESHOLD).all()
+
+    out = chat.write_overlay_video(analysis, tmp_path / "o.mp4")
+    with av.open(str(out)) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    frames = analysis.clip.frames
+    assert len(decoded) == len(frames)
+    assert decoded[0].shape == (frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2, 3)
+    overlay = chat.overlay_frames(analysis)
+    # Lossy H.264, but close to what we rendered, and the rendering differs from the raw frames.
+    assert np.abs(decoded[3].astype(int) - overlay[3, : decoded[3].shape[0], : decoded[3].shape[1]]).mean() < 8
+    assert np.abs(overlay.astype(int) - frames).mean() > 5
+
+
+def test_anomaly_intervals_by_hand():
+    analysis = SimpleNamespace(frame_scores=np.array([0.1, 0.6, 0.7, 0.2, 0.5, 0.9]),
+                               clip=SimpleNamespace(timestamps=np.arange(6) * 0.5))
+    assert chat.anomaly_intervals(analysis) == [(0.5, 1.0), (2.0, 2.5)]
+    assert chat.anomaly_intervals(analysis, threshold=0.95) == []
+    analysis.frame_scores = None
+    assert chat.anomaly_intervals(analysis) == []
+
+
+def test_settings_are_validated_per_session():
+    eng = chat.ChatEngine(chat.EngineConfig())
+    a, b = eng.new_session(), eng.new_session()
+    eng.configure(a, num_frames=24, extra_events="bicycle; cart,  Bicycle\nskate board")
+    assert a.num_frames == 24 and a.extra_events == ["bicycle", "cart", "skate board"]
+    assert b.num_frames == 16 and b.extra_events == []
+    with pytest.raises(ConfigError, match="between"):
+        eng.configure(a, num_frames=500)
+    with pytest.raises(ConfigError, match="empty"):
+        eng.configure(a, model="  ")
+    assert eng.session(a.id) is a and eng.session("expired") is not a
+    eng.close_session(a.id)
+    assert eng.session(a.id) is not a
+
+
+def test_follow_up_suggestions_skip_what_was_asked():
+    yes = SimpleNamespace(judgement=True)
+    first = chat.suggest_follow_ups(yes)
+    assert first[0] == chat.JUDGEMENT_QUESTION and len(first) == 3
+    history = [{"role": "user", "content": chat.JUDGEMENT_QUESTION}, {"role": "assistant", "content": "Yes"}]
+    assert chat.suggest_follow_ups(yes, history) == list(chat.FOLLOW_UPS_ANOMALY)
+    assert chat.suggest_follow_ups(SimpleNamespace(judgement=False), history) == list(chat.FOLLOW_UPS_NORMAL)
