@@ -1,1 +1,10 @@
+"""Evaluation metrics, one family per module (anomalib style), each checked against a reference:
 
+- text.py     BLEU-4 (T-VAD best-reference per video; captioning corpus BLEU) and Yes/No accuracy
+- frames.py   frame-level micro / macro ROC-AUC
+- objects.py  RBDC / TBDC (Ramachandra & Jones, WACV 2020)
+- pixels.py   pixel AUROC, AP, AUPRO, max-F1 and the TAO paper's per-frame protocol
+- curves.py   binned ROC / PR curves shared by the pixel metrics
+- io.py       readers of the JSONL / JSON / text / image inputs, with errors naming file and line
+- report.py   JSON reports (percent, 0-100) and readable tables
+"""

@@ -1,0 +1,149 @@
+"""`tvad eval text|frames|objects|pixels` (and `run`, registered by tvad_chat.train.evaluate).
+
+Each prints a table and, with --json OUT, writes every metric in percent (0-100).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+from pathlib import Path
+
+# Modules that add more `tvad eval` sub-commands through `register_eval(eval_subparsers)`.
+EXTRA_EVAL_MODULES = ["tvad_chat.train.evaluate"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("eval", help="evaluate predictions: text, frames, objects, pixels, run")
+    eval_sub = parser.add_subparsers(dest="eval_command", metavar="WHAT")
+    parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
+
+    text = eval_sub.add_parser("text", help="BLEU-4 (target, trajectory) and Yes/No accuracy")
+    text.add_argument("--pred", required=True, type=Path, help='JSONL lines {"id", "prediction"}')
+    text.add_argument("--ref", required=True, type=Path, help='JSONL lines {"id", "video_id", "kind", "references"}')
+    text.add_argument("--tokenize", choices=["13a", "whitespace"], default="13a")
+    text.add_argument("--case-sensitive", action="store_true", help="do not lowercase before BLEU")
+    text.add_argument("--smooth", choices=["none", "floor", "add-k", "exp"], default="exp")
+    text.add_argument("--json", type=Path, help="write the report here")
+    text.set_defaults(handler=run_text)
+
+    frames = eval_sub.add_parser("frames", help="frame-level micro and macro ROC-AUC")
+    frames.add_argument("--scores", required=True, type=Path, help="JSON {video_id: [per-frame scores]}")
+    frames.add_argument("--labels", required=True, type=Path, help="JSON {video_id: [0/1 per frame]}")
+    frames.add_argument("--one-class", choices=["skip", "pad"], default="skip",
+                        help="videos with one class: skip them in the macro mean, or pad as UBnormal's script")
+    frames.add_argument("--sigma", type=float, default=0.0, help="Gaussian smoothing of scores over time (frames)")
+    frames.add_argument("--json", type=Path)
+    frames.set_defaults(handler=run_frames)
+
+    objects = eval_sub.add_parser("objects", help="RBDC and TBDC")
+    objects.add_argument("--gt-tracks", required=True, type=Path, help="folder: per video `track_id, frame, x1, y1, x2, y2`")
+    objects.add_argument("--detections", required=True, type=Path, help="folder: per video `frame, x1, y1, x2, y2, score`")
+    objects.add_argument("--num-frames", required=True, type=int, help="number of test frames over all videos")
+    objects.add_argument("--continuous-iou", action="store_true", help="IoU without the +1 of inclusive pixel boxes")
+    objects.add_argument("--json", type=Path)
+    objects.set_defaults(handler=run_objects)
+
+    pixels = eval_sub.add_parser("pixels", help="pixel AUROC, AP, AUPRO, max-F1 and the TAO protocol")
+    pixels.add_argument("--pred", required=True, type=Path, help="folder of per-frame score maps (PNG or .npy)")
+    pixels.add_argument("--gt", required=True, type=Path, help="folder of mask PNGs, same relative names")
+    pixels.add_argument("--bins", type=int, default=4096, help="thresholds for float maps (uint8 maps are exact)")
+    pixels.add_argument("--json", type=Path)
+    pixels.set_defaults(handler=run_pixels)
+
+    for name in EXTRA_EVAL_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            module = importlib.import_module(name)
+            if hasattr(module, "register_eval"):
+                module.register_eval(eval_sub)
+
+
+def _finish(title: str, report: dict, notes: list[str], json_path: Path | None) -> int:
+    from tvad_chat.eval.report import format_table, write_json
+
+    print(format_table(title, report, notes))
+    if json_path is not None:
+        write_json(report, json_path)
+        print(f"report written to {json_path}")
+    return 0
+
+
+def run_text(args: argparse.Namespace) -> int:
+    from tvad_chat.errors import DataError
+    from tvad_chat.eval.io import read_text_items
+    from tvad_chat.eval.text import BleuSettings, best_reference_bleu4, corpus_bleu4, yes_no_metrics
+
+    settings = BleuSettings(tokenize=args.tokenize, lowercase=not args.case_sensitive, smooth=args.smooth)
+    items = read_text_items(args.pred, args.ref)
+    if not items:
+        raise DataError(f"{args.ref} holds no references")
+    report: dict = {}
+    for kind in ("target", "trajectory"):
+        chosen = [i for i in items if i["kind"] == kind]
+        if chosen:
+            scored = best_reference_bleu4(((i["video_id"], i["prediction"], i["references"]) for i in chosen), settings)
+            report[f"bleu4.{kind}"] = scored["bleu4"]
+            report[f"bleu4.{kind}.items"] = scored["items"]
+            report[f"bleu4_corpus.{kind}"] = corpus_bleu4([i["prediction"] for i in chosen],
+                                                          [i["references"] for i in chosen])
+    yesno = [i for i in items if i["kind"] == "yesno"]
+    if yesno:
+        metrics = yes_no_metrics([i["prediction"] for i in yesno], [i["references"][0] for i in yesno])
+        report["yesno.accuracy"] = metrics["accuracy"]
+        report["yesno.balanced_accuracy"] = metrics["balanced_accuracy"]
+        report["yesno.count"] = metrics["count"]
+        report["yesno.confusion"] = metrics["confusion"]
+    report["settings"] = {"bleu4": "T-VAD: best reference per item, mean per video, mean over videos; "
+                                   + settings.describe(),
+                          "bleu4_corpus": "captioning: whitespace tokens, case kept, multi-reference clipping, "
+                                          "one brevity penalty, no smoothing",
+                          "yesno": "free text normalised to yes/no/unknown; unknown counts as wrong"}
+    return _finish("Text metrics (percent)", report, list(report["settings"].values()), args.json)
+
+
+def run_frames(args: argparse.Namespace) -> int:
+    from tvad_chat.eval.frames import frame_auc
+    from tvad_chat.eval.io import read_json_series
+
+    report = frame_auc(read_json_series(args.scores), read_json_series(args.labels), args.one_class, args.sigma)
+    notes = [f"one-class videos: {args.one_class}; temporal Gaussian sigma = {args.sigma} frames"]
+    return _finish("Frame-level AUC (percent)", report, notes, args.json)
+
+
+def run_objects(args: argparse.Namespace) -> int:
+    from tvad_chat.eval.io import read_object_files
+    from tvad_chat.eval.objects import rbdc_tbdc
+
+    regions, detections, videos = read_object_files(args.gt_tracks, args.detections)
+    report = rbdc_tbdc(regions, detections, args.num_frames, args.continuous_iou)
+    report["videos"] = len(videos)
+    notes = ["detections sorted by score (stable); IoU >= 0.1; region counted once; track detected at >= 10% "
+             "of its regions; x = false positives per frame; area for FPR in [0, 1], flat to 1"]
+    return _finish("Object-level RBDC / TBDC (percent)", report, notes, args.json)
+
+
+def run_pixels(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from tvad_chat.errors import DataError
+    from tvad_chat.eval.io import IMAGE_SUFFIXES, list_frame_files, read_map
+    from tvad_chat.eval.pixels import PixelFrame, pooled_pixel_metrics, tao_protocol
+
+    masks = list_frame_files(args.gt, IMAGE_SUFFIXES)
+    preds = list_frame_files(args.pred, IMAGE_SUFFIXES + (".npy",))
+    if not masks:
+        raise DataError(f"{args.gt} holds no mask images")
+    extra = sorted(set(preds) - set(masks))
+    if extra:
+        raise DataError(f"{args.pred} has maps without masks: {extra[:5]}")
+    frames = []
+    for key in tqdm(sorted(masks), desc="reading maps", unit="frame", disable=len(masks) < 200):
+        mask = read_map(masks[key]) > 0
+        score = read_map(preds[key]) if key in preds else None  # no prediction: lowest score everywhere
+        frames.append(PixelFrame(score, mask))
+    report = pooled_pixel_metrics(frames, bins=args.bins)
+    report.update(tao_protocol(frames))
+    report["frames_without_prediction"] = sum(f.score is None for f in frames)
+    notes = [report["thresholds"], "AUPRO: 8-connected regions, FPR <= 0.3, normalised", report["tao.note"]]
+    return _finish("Pixel-level metrics (percent)", report, notes, args.json)

@@ -1,0 +1,157 @@
+"""Readers of the evaluation inputs. Every malformed line raises DataError naming the file and line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tvad_chat.errors import DataError
+from tvad_chat.eval.objects import Detections, Regions
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def read_jsonl(path: str | Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for every non-blank line; each record must be an object with ``required`` keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist")
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as err:
+                raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object")
+            missing = [key for key in required if key not in record]
+            if missing:
+                raise DataError(f"{path}:{number}: missing key(s) {missing}")
+            yield number, record
+
+
+def read_text_items(pred_path: str | Path, ref_path: str | Path) -> list[dict[str, Any]]:
+    """Join predictions {"id", "prediction"} with references {"id", "video_id", "kind", "references"}."""
+    predictions: dict[str, str] = {}
+    for number, record in read_jsonl(pred_path, ("id", "prediction")):
+        key = str(record["id"])
+        if key in predictions:
+            raise DataError(f"{pred_path}:{number}: duplicate id {key!r}")
+        if not isinstance(record["prediction"], str):
+            raise DataError(f"{pred_path}:{number}: prediction must be a string")
+        predictions[key] = record["prediction"]
+    items, seen = [], set()
+    for number, record in read_jsonl(ref_path, ("id", "video_id", "kind", "references")):
+        key = str(record["id"])
+        if key in seen:
+            raise DataError(f"{ref_path}:{number}: duplicate id {key!r}")
+        seen.add(key)
+        kind = record["kind"]
+        if kind not in ("target", "trajectory", "yesno"):
+            raise DataError(f"{ref_path}:{number}: kind must be target, trajectory or yesno, got {kind!r}")
+        refs = record["references"]
+        if isinstance(refs, str):
+            refs = [refs]
+        if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs) or not refs:
+            raise DataError(f"{ref_path}:{number}: references must be a non-empty list of strings")
+        if key not in predictions:
+            raise DataError(f"{ref_path}:{number}: no prediction with id {key!r} in {pred_path}")
+        items.append({"id": key, "video_id": str(record["video_id"]), "kind": kind, "references": refs,
+                      "prediction": predictions[key]})
+    return items
+
+
+def read_json_series(path: str | Path) -> dict[str, list[float]]:
+    """{video_id: [per-frame values]} from a JSON file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise DataError(f"{path} does not exist") from err
+    except ValueError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise DataError(f"{path}: expected {{video_id: [per-frame values]}}")
+    return {str(k): v for k, v in data.items()}
+
+
+def _read_rows(path: Path, width: int) -> Iterator[tuple[int, list[float]]]:
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        parts = text.replace(",", " ").split()
+        if len(parts) != width:
+            raise DataError(f"{path}:{number}: expected {width} numbers, got {len(parts)}")
+        try:
+            yield number, [float(p) for p in parts]
+        except ValueError as err:
+            raise DataError(f"{path}:{number}: not a number ({err})") from err
+
+
+def read_object_files(gt_dir: str | Path, det_dir: str | Path) -> tuple[Regions, Detections, list[str]]:
+    """Per-video text files, same file name in both folders: tracks `track_id, frame, x1, y1, x2, y2`,
+    detections `frame, x1, y1, x2, y2, score`. A video without a detection file has no detections."""
+    gt_dir, det_dir = Path(gt_dir), Path(det_dir)
+    for folder in (gt_dir, det_dir):
+        if not folder.is_dir():
+            raise DataError(f"{folder} is not a folder")
+    videos = sorted(p.name for p in gt_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not videos:
+        raise DataError(f"{gt_dir} holds no ground-truth track files")
+    unknown = sorted({p.name for p in det_dir.iterdir() if p.is_file()} - set(videos))
+    if unknown:
+        raise DataError(f"{det_dir} has detection files without ground truth: {unknown[:5]}")
+    reg_rows, det_rows = [], []
+    track_keys: dict[tuple[int, float], int] = {}
+    for v, name in enumerate(videos):
+        for number, (track, frame, x1, y1, x2, y2) in _read_rows(gt_dir / name, 6):
+            if x2 < x1 or y2 < y1:
+                raise DataError(f"{gt_dir / name}:{number}: box has x2 < x1 or y2 < y1")
+            gid = track_keys.setdefault((v, track), len(track_keys))
+            reg_rows.append((v, int(frame), gid, x1, y1, x2, y2))
+        det_file = det_dir / name
+        if det_file.is_file():
+            for number, (frame, x1, y1, x2, y2, score) in _read_rows(det_file, 6):
+                if x2 < x1 or y2 < y1:
+                    raise DataError(f"{det_file}:{number}: box has x2 < x1 or y2 < y1")
+                det_rows.append((v, int(frame), x1, y1, x2, y2, score))
+    reg = np.array(reg_rows, dtype=np.float64).reshape(-1, 7)
+    det = np.array(det_rows, dtype=np.float64).reshape(-1, 7)
+    regions = Regions(reg[:, 0].astype(np.int64), reg[:, 1].astype(np.int64), reg[:, 2].astype(np.int64), reg[:, 3:7])
+    detections = Detections(det[:, 0].astype(np.int64), det[:, 1].astype(np.int64), det[:, 2:6], det[:, 6])
+    return regions, detections, videos
+
+
+def read_map(path: Path) -> np.ndarray:
+    """A score map (.npy float/uint8, or an 8/16-bit image) or a mask image."""
+    if path.suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise DataError(f"{path}: not a readable .npy array ({err})") from err
+    else:
+        import cv2
+
+        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if array is None:
+            raise DataError(f"{path}: not a readable image")
+        if array.ndim == 3:
+            array = array[..., 0]
+    if array.ndim != 2:
+        raise DataError(f"{path}: expected a 2-D map, got shape {array.shape}")
+    return array
+
+
+def list_frame_files(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """Relative path without suffix -> file, recursively (videos as sub-folders)."""
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder")
+    return {str(p.relative_to(folder).with_suffix("")): p for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.suffix.lower() in suffixes}

@@ -1,0 +1,46 @@
+"""Evaluation reports: a JSON file (metrics in percent, 0-100) and a readable table."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 4)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json(report: dict[str, Any], path: str | Path) -> Path:
+    """Write atomically; NaN (undefined metric) becomes null."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_clean(report), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def format_table(title: str, metrics: dict[str, Any], notes: list[str] | None = None) -> str:
+    """Metric | value rows (floats with 2 decimals, "n/a" when undefined), then the convention notes."""
+    rows = []
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            continue
+        if isinstance(value, float):
+            shown = "n/a" if math.isnan(value) else f"{value:.2f}"
+        else:
+            shown = str(value)
+        rows.append((key, shown))
+    width = max([len(k) for k, _ in rows] + [6])
+    lines = [title, "-" * len(title)] + [f"{k:<{width}}  {v}" for k, v in rows]
+    lines += [f"note: {n}" for n in notes or []]
+    return "\n".join(lines)

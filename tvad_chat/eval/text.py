@@ -1,0 +1,194 @@
+"""Text metrics: BLEU-4 in the T-VAD and captioning conventions, and Yes/No accuracy.
+
+T-VAD convention (``best_reference_bleu4``): each prediction is scored against each of its
+references alone with sentence BLEU-4; the best-matching reference counts; scores are averaged
+per video, then over videos (macro). Captioning convention (``corpus_bleu4``): whitespace tokens,
+n-gram counts clipped by the maximum over all references, one brevity penalty for the corpus
+with the closest reference length. N-gram statistics are counted here (fast, vectorisable over
+samples); the BLEU formula and smoothing are sacrebleu's (``BLEU.compute_bleu``), and tests
+cross-check both against sacrebleu, nltk and pycocoevalcap.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from sacrebleu.metrics import BLEU
+from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+from tvad_chat.errors import ConfigError
+
+MAX_ORDER = 4
+SMOOTH_METHODS = ("none", "floor", "add-k", "exp")
+
+
+@dataclass(frozen=True)
+class BleuSettings:
+    tokenize: str = "13a"  # "13a" (sacrebleu's default, splits punctuation) or "whitespace"
+    lowercase: bool = True
+    smooth: str = "exp"  # sacrebleu's sentence-BLEU default
+    smooth_value: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.tokenize not in ("13a", "whitespace"):
+            raise ConfigError(f"tokenize must be '13a' or 'whitespace', got {self.tokenize!r}")
+        if self.smooth not in SMOOTH_METHODS:
+            raise ConfigError(f"smooth must be one of {SMOOTH_METHODS}, got {self.smooth!r}")
+
+    def describe(self) -> str:
+        value = "" if self.smooth_value is None else f"({self.smooth_value})"
+        return f"tokenize={self.tokenize} lowercase={self.lowercase} smooth={self.smooth}{value} max_order={MAX_ORDER}"
+
+
+_tokenizer_13a = Tokenizer13a()
+
+
+@lru_cache(maxsize=200_000)
+def _tokens(text: str, tokenize: str, lowercase: bool) -> tuple[str, ...]:
+    if lowercase:
+        text = text.lower()
+    if tokenize == "13a":
+        text = _tokenizer_13a(text)
+    return tuple(text.split())
+
+
+def _ngrams(tokens: Sequence[str]) -> Counter:
+    counts: Counter = Counter()
+    for n in range(1, MAX_ORDER + 1):
+        for i in range(len(tokens) - n + 1):
+            counts[tuple(tokens[i : i + n])] += 1
+    return counts
+
+
+@dataclass
+class BleuStats:
+    """Sufficient statistics of BLEU: clipped matches and totals per order, lengths."""
+
+    correct: list[int] = field(default_factory=lambda: [0] * MAX_ORDER)
+    total: list[int] = field(default_factory=lambda: [0] * MAX_ORDER)
+    hyp_len: int = 0
+    ref_len: int = 0
+
+    def add(self, other: BleuStats) -> None:
+        for n in range(MAX_ORDER):
+            self.correct[n] += other.correct[n]
+            self.total[n] += other.total[n]
+        self.hyp_len += other.hyp_len
+        self.ref_len += other.ref_len
+
+    def score(self, smooth: str = "none", smooth_value: float | None = None, effective_order: bool = False) -> float:
+        """BLEU in 0-100 through sacrebleu's formula."""
+        if self.hyp_len == 0:
+            return 0.0
+        result = BLEU.compute_bleu(self.correct, self.total, self.hyp_len, self.ref_len, smooth_method=smooth,
+                                   smooth_value=smooth_value, effective_order=effective_order)
+        return float(result.score)
+
+
+def bleu_stats(hypothesis: Sequence[str], references: Sequence[Sequence[str]]) -> BleuStats:
+    """Stats of one tokenised hypothesis against tokenised references (multi-reference clipping,
+    closest reference length with ties to the shorter, as sacrebleu, nltk and coco do)."""
+    hyp_counts = _ngrams(hypothesis)
+    max_ref: Counter = Counter()
+    for ref in references:
+        for gram, count in _ngrams(ref).items():
+            if count > max_ref[gram]:
+                max_ref[gram] = count
+    stats = BleuStats(hyp_len=len(hypothesis))
+    for gram, count in hyp_counts.items():
+        order = len(gram) - 1
+        stats.total[order] += count
+        stats.correct[order] += min(count, max_ref.get(gram, 0))
+    if references:
+        stats.ref_len = min((abs(len(r) - len(hypothesis)), len(r)) for r in references)[1]
+    return stats
+
+
+def sentence_bleu4(prediction: str, references: Sequence[str], settings: BleuSettings = BleuSettings()) -> float:
+    """Sentence BLEU-4 (0-100) of one prediction against one or more references."""
+    hyp = _tokens(prediction, settings.tokenize, settings.lowercase)
+    refs = [_tokens(r, settings.tokenize, settings.lowercase) for r in references]
+    return bleu_stats(hyp, refs).score(settings.smooth, settings.smooth_value, effective_order=True)
+
+
+def best_reference_bleu4(items: Iterable[tuple[str, str, Sequence[str]]],
+                         settings: BleuSettings = BleuSettings()) -> dict[str, float | int]:
+    """T-VAD BLEU-4. items: (video_id, prediction, references). Best reference per item, mean per
+    video, mean over videos. An item without references is an error (nothing to compare with)."""
+    per_video: dict[str, list[float]] = defaultdict(list)
+    for video_id, prediction, references in items:
+        if not references:
+            raise ConfigError(f"video {video_id!r} has an item with no references: add at least one")
+        per_video[video_id].append(max(sentence_bleu4(prediction, [ref], settings) for ref in references))
+    if not per_video:
+        return {"bleu4": float("nan"), "videos": 0, "items": 0}
+    video_means = [sum(v) / len(v) for v in per_video.values()]
+    return {"bleu4": sum(video_means) / len(video_means), "videos": len(per_video),
+            "items": sum(len(v) for v in per_video.values())}
+
+
+def corpus_bleu4(predictions: Sequence[str], references: Sequence[Sequence[str]], lowercase: bool = False,
+                 tokenize: str = "whitespace") -> float:
+    """Captioning-convention corpus BLEU-4 (0-100): summed clipped counts, one brevity penalty, no smoothing."""
+    if len(predictions) != len(references):
+        raise ConfigError(f"{len(predictions)} predictions but {len(references)} reference lists")
+    total = BleuStats()
+    for prediction, refs in zip(predictions, references):
+        total.add(bleu_stats(_tokens(prediction, tokenize, lowercase), [_tokens(r, tokenize, lowercase) for r in refs]))
+    return total.score("none")
+
+
+# ---------------------------------------------------------------- Yes / No
+YES, NO, UNKNOWN = "yes", "no", "unknown"
+_NEGATIVE = re.compile(
+    r"\b(no|not|nothing|none|never|without)\b[^.]*\b(anomal\w*|unusual|abnormal|strange|suspicious|wrong|odd)\b"
+    r"|\b(nothing|no)\b\s+(unusual|abnormal|strange|suspicious|odd|wrong)"
+    r"|\b(everything|all|scene|video|clip|it)\b[^.]*\b(is|looks|seems|appears)\s+(normal|fine|ordinary)\b"
+    r"|^\s*normal\b"
+)
+_POSITIVE = re.compile(r"\b(anomal\w*|abnormal|unusual|suspicious)\b")
+
+
+def normalize_yes_no(text: str) -> str:
+    """Map a free-text judgement to yes / no / unknown ("Yes, a cyclist ..." -> yes; "There is no anomaly" -> no)."""
+    lowered = " ".join(str(text).lower().split())
+    words = re.findall(r"[a-z']+", lowered)
+    if not words:
+        return UNKNOWN
+    if words[0] in ("yes", "yeah", "yep", "correct", "true"):
+        return YES
+    if words[0] in ("no", "nope", "false"):
+        return NO
+    if _NEGATIVE.search(lowered):
+        return NO
+    if _POSITIVE.search(lowered) or re.search(r"\bthere (is|are) an?\b", lowered):
+        return YES
+    return UNKNOWN
+
+
+def yes_no_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float | dict]:
+    """Accuracy and balanced accuracy (mean recall of the reference classes present); unknown is wrong."""
+    if len(predictions) != len(references):
+        raise ConfigError(f"{len(predictions)} predictions but {len(references)} references")
+    refs = [normalize_yes_no(r) for r in references]
+    if UNKNOWN in refs:
+        bad = references[refs.index(UNKNOWN)]
+        raise ConfigError(f"reference {bad!r} is neither yes nor no: fix the reference file")
+    preds = [normalize_yes_no(p) for p in predictions]
+    confusion = {f"{r}->{p}": 0 for r in (YES, NO) for p in (YES, NO, UNKNOWN)}
+    for r, p in zip(refs, preds):
+        confusion[f"{r}->{p}"] += 1
+    if not refs:
+        return {"accuracy": float("nan"), "balanced_accuracy": float("nan"), "confusion": confusion, "count": 0}
+    correct = sum(r == p for r, p in zip(refs, preds))
+    recalls = []
+    for cls in (YES, NO):
+        n = sum(r == cls for r in refs)
+        if n:
+            recalls.append(confusion[f"{cls}->{cls}"] / n)
+    return {"accuracy": 100.0 * correct / len(refs), "balanced_accuracy": 100.0 * sum(recalls) / len(recalls),
+            "confusion": confusion, "count": len(refs)}
