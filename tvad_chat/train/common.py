@@ -71,6 +71,7 @@ class TrainConfig:
     resume: bool = True  # continue from out_dir/latest when it exists
     progress: bool = True  # tqdm bar (main process only)
     max_minutes: float = 0.0  # stop early (after a checkpoint) once this much wall time has passed; 0 = off
+    stop_at_step: int = 0  # stop (after a checkpoint) at this step, as an interruption would; 0 = off
 
     def validate(self) -> None:
         if self.max_steps < 1:
@@ -420,7 +421,7 @@ class Trainer:
             return False
         state = load_state(path)
         saved = state.get("config", {})
-        for key in ("max_steps", "batch_size", "grad_accum", "lr", "seed"):
+        for key in ("max_steps", "batch_size", "grad_accum", "lr", "seed", "warmup_ratio", "min_lr"):
             if key in saved and saved[key] != getattr(self.cfg, key):
                 raise CheckpointError(
                     f"{path} was written with {key}={saved[key]} but this run has {key}={getattr(self.cfg, key)}: "
@@ -523,13 +524,15 @@ class Trainer:
                     bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.2e}")
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
                     self._run_eval()
-                out_of_time = cfg.max_minutes > 0 and (time.monotonic() - t_start) / 60 >= cfg.max_minutes
+                out_of_time = (cfg.max_minutes > 0 and (time.monotonic() - t_start) / 60 >= cfg.max_minutes) or (
+                    cfg.stop_at_step > 0 and self.step >= cfg.stop_at_step)
                 if self.step % cfg.save_every == 0 or self.step == cfg.max_steps or out_of_time:
                     self.save()
                 for cb in self.callbacks:
                     cb(record)
                 if out_of_time:
-                    logger.warning("%s: max_minutes reached at step %d; resume to continue", self.desc, self.step)
+                    logger.warning("%s: stopping at step %d (max_minutes/stop_at_step); run again to resume",
+                                   self.desc, self.step)
                     stopped = True
                     break
         except StopTraining:

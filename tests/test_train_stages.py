@@ -1,0 +1,142 @@
+"""Stages 0, 1 and 2 on a tiny configuration and a toy corpus: two steps each, a falling loss, an exact resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tvad_chat.train import common, stage0, stage1, stage2
+from tvad_chat.train.toycorpus import make_toy_corpus
+
+pytest.importorskip("heads.ahd")
+pytest.importorskip("prompts.loader")
+
+TINY = {"text_hidden": 64, "text_layers": 2, "text_heads": 2, "text_kv_heads": 1, "text_intermediate": 128,
+        "vision_hidden": 32, "vision_heads": 2, "vision_intermediate": 64, "vision_depth": 4, "vocab_size": 300}
+COMMON = {"progress": False, "cpu": True, "grad_accum": 2}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_toy_corpus(tmp_path_factory.mktemp("toy"), videos=8, frames=8)
+
+
+@pytest.fixture(scope="module")
+def stage0_dir(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("s0")
+    cfg = stage0.Stage0Config(corpus=str(corpus), out_dir=str(out), max_steps=2, val_samples=2, **TINY, **COMMON)
+    return stage0.run(cfg)
+
+
+@pytest.fixture(scope="module")
+def stage1_dir(corpus, stage0_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("s1")
+    cfg = stage1.Stage1Config(backbone=str(stage0_dir), corpus=str(corpus), out_dir=str(out), max_steps=2, **COMMON)
+    return stage1.run(cfg)
+
+
+def _log(path):
+    return [json.loads(line) for line in (path / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_stage0_two_steps_write_a_loadable_backbone(stage0_dir):
+    from tvad_chat.backbone import Backbone
+
+    steps = [r for r in _log(stage0_dir.parent) if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2] and all(r["loss"] > 0 for r in steps)
+    bb = Backbone.load(stage0_dir, dtype="float32", device="cpu")
+    assert bb.text_dim == 64 and bb.vision_depth == 4
+    # the tokenizer was trained on the corpus: its words are single tokens or nearly so
+    text = "Is there an anomaly in this video?"
+    n = len(bb.tokenizer(text, add_special_tokens=False)["input_ids"])
+    assert n < len(text.encode()) / 2
+    init = Backbone.load(stage0_dir.parent / "init", dtype="float32", device="cpu")
+    moved = [not torch.equal(a, b) for a, b in zip(bb.model.parameters(), init.model.parameters())]
+    assert all(moved)  # every parameter trains in stage 0 (vision tower included)
+
+
+@pytest.mark.slow
+def test_stage1_two_steps_train_only_the_ahd(stage1_dir, stage0_dir):
+    from heads.ahd import AnomalyHeatmapDecoder
+
+    ahd = AnomalyHeatmapDecoder.from_pretrained(stage1_dir)
+    assert ahd.config.tap_layers == stage1.default_taps(4) == [1, 2, 4]
+    log = _log(stage1_dir.parent)
+    assert [r["step"] for r in log if "loss" in r] == [1, 2]
+    evals = [r["eval"] for r in log if "eval" in r]
+    assert evals and 0.0 <= evals[-1]["micro_auc"] <= 1.0
+    state = common.load_state(common.latest_checkpoint(stage1_dir.parent))
+    assert set(state["modules"]) == {"ahd"}  # the backbone is frozen: not in the checkpoint
+
+
+@pytest.mark.slow
+def test_stage2_two_steps_per_phase_give_a_full_model(corpus, stage0_dir, stage1_dir, tmp_path):
+    from tvad_chat.pipeline import TVAD
+
+    cfg = stage2.Stage2Config(backbone=str(stage0_dir), ahd=str(stage1_dir), corpus=str(corpus),
+                              out_dir=str(tmp_path), max_steps=2, phase_b_steps=2, val_samples=2, lora_r=4,
+                              lora_alpha=8, phase_b_layers=1, **COMMON)
+    final = stage2.run(cfg)
+    for phase in ("phase_a", "phase_b"):
+        assert [r["step"] for r in _log(tmp_path / phase) if "loss" in r] == [1, 2]
+    tvad = TVAD.from_pretrained(final, dtype="float32", device="cpu")
+    assert tvad.variant == "ahd+rae" and tvad.backbone.peft_model is None  # LoRA merged
+    # phase B trained LoRA on the last layer only (phase_b_layers=1): the first layer is as phase A left it
+    a = TVAD.from_pretrained(tmp_path / "phase_a" / "model", dtype="float32", device="cpu")
+    q = "model.language_model.layers.{}.self_attn.q_proj.weight"
+    sd_a, sd_b = a.backbone.model.state_dict(), tvad.backbone.model.state_dict()
+    assert torch.equal(sd_a[q.format(0)], sd_b[q.format(0)])
+    assert not torch.equal(sd_a[q.format(1)], sd_b[q.format(1)])
+    base = TVAD.from_pretrained(stage0_dir, dtype="float32", device="cpu", use_heads=())
+    assert not torch.equal(base.backbone.model.state_dict()[q.format(0)], sd_a[q.format(0)])  # phase A merged
+    vision_keys = [k for k in sd_b if ".visual." in k or k.startswith("model.visual")]
+    sd_0 = base.backbone.model.state_dict()
+    assert vision_keys and all(torch.equal(sd_0[k], sd_b[k]) for k in vision_keys)  # the tower stayed frozen
+
+
+@pytest.mark.slow
+def test_stage0_loss_falls_on_a_fixed_batch(corpus, stage0_dir):
+    """30 optimizer steps on one fixed batch: the answer loss must fall a lot (the loop really learns)."""
+    from tvad_chat.backbone import Backbone
+    from tvad_chat.train.data import ClipStore, load_samples
+
+    bb = Backbone.load(stage0_dir.parent / "init", dtype="float32", device="cpu")
+    for p in bb.model.parameters():
+        p.requires_grad_(True)
+    batch = load_samples(corpus, split="train")[:1]
+    store = ClipStore()
+    cfg = common.TrainConfig(out_dir=str(stage0_dir.parent / "fixed"), max_steps=30, grad_accum=1, lr=3e-3,
+                             save_every=1000, progress=False, cpu=True, resume=False)
+    tr = common.Trainer(cfg, {"model": bb.model},
+                        lambda b: sum(stage0.sample_loss(bb, store, s, None) for s in b) / len(b),
+                        lambda *a: batch, desc="fixed")
+    hist = tr.fit()
+    first, last = hist[0].loss, hist[-1].loss
+    assert last < 0.5 * first, (first, last)
+    assert min(r.loss for r in hist[-5:]) < min(r.loss for r in hist[:5])
+
+
+@pytest.mark.slow
+def test_stage1_interrupted_and_resumed_equals_uninterrupted(corpus, stage0_dir, tmp_path):
+    def cfg(out, **kw):
+        return stage1.Stage1Config(backbone=str(stage0_dir), corpus=str(corpus), out_dir=str(out), max_steps=6,
+                                   save_every=2, val_split="", **COMMON, **kw)
+
+    stage1.run(cfg(tmp_path / "a"))
+    stage1.run(cfg(tmp_path / "b", stop_at_step=3))  # "crash" after step 3
+    assert common.latest_checkpoint(tmp_path / "b").name == "ckpt-0000003"
+    assert not (tmp_path / "b" / "ahd").exists()
+    stage1.run(cfg(tmp_path / "b"))
+    sa = common.load_state(common.latest_checkpoint(tmp_path / "a"))
+    sb = common.load_state(common.latest_checkpoint(tmp_path / "b"))
+    assert sa["step"] == sb["step"] == 6
+    for k, v in sa["modules"]["ahd"].items():
+        assert torch.equal(v, sb["modules"]["ahd"][k]), k
+    from heads.ahd import AnomalyHeatmapDecoder
+
+    ha = AnomalyHeatmapDecoder.from_pretrained(tmp_path / "a" / "ahd").state_dict()
+    hb = AnomalyHeatmapDecoder.from_pretrained(tmp_path / "b" / "ahd").state_dict()
+    assert all(torch.equal(ha[k], hb[k]) for k in ha)
