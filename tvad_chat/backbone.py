@@ -247,8 +247,9 @@ class Backbone:
             model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
             processor = AutoProcessor.from_pretrained(source)
         except (OSError, ValueError) as exc:
+            where = "the local directory" if source != name else "the hub id (no local directory has that name)"
             raise CheckpointError(
-                f"cannot load a Qwen2.5-VL from {name!r}: {exc}. Use a local directory with config.json, "
+                f"cannot load a Qwen2.5-VL from {where} {name!r}: {exc}. Use a local directory with config.json, "
                 "model.safetensors and the processor files, or a hub id already in the local cache "
                 "(everything runs offline)"
             ) from exc
