@@ -1,0 +1,293 @@
+"""`tvad eval run --model DIR --split test`: run a model over a corpus split and report the evaluation suite.
+
+Per video: the paper's dialogue in its order (judgement -> appearance -> trajectory), each question asked with
+the model's own earlier answers as history, plus the AHD heatmaps. Reported (percent): BLEU-4 on target and
+trajectory answers (best reference, mean per video, mean over videos), Yes/No accuracy and balanced accuracy,
+the heatmap judgement's accuracy, frame micro/macro AUC, RBDC/TBDC (heatmap boxes vs mask regions) and pooled
+pixel AUROC/AP. With ``--ablation`` the same for the paper's Table 4 rows:
+
+* backbone only: the stage-0 backbone (``DIR/backbone`` when present, else DIR's backbone) without heads;
+* + AHD: that backbone with the AHD (heatmaps, evidence; the answers are still the plain model's);
+* + RAE: DIR's stage-2 backbone with the RAE prompts, answers without the AHD evidence shown to the user;
+* full: the whole model (stage-2 backbone, AHD, RAE).
+
+``+ RAE`` and ``full`` differ only in what is reported (RAE reads the AHD maps, so it cannot run without them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tvad_chat.errors import DataError
+from tvad_chat.train.data import Sample, load_samples, read_frames, read_masks
+
+logger = logging.getLogger(__name__)
+
+QUESTION_ORDER = ("judgement", "target", "trajectory")
+
+
+@dataclass
+class VideoTask:
+    video_id: str
+    sample: Sample  # the longest dialogue sample of the video
+    questions: list[tuple[str, str]]  # (ref id, question) in dialogue order
+    anomalous: bool
+
+
+@dataclass
+class VariantResult:
+    name: str
+    predictions: dict[str, str] = field(default_factory=dict)
+    heat_judgements: dict[str, bool] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def video_tasks(samples: list[Sample], max_videos: int | None = None) -> list[VideoTask]:
+    """One dialogue per video: the judgement/target/trajectory chain written by the corpus builder."""
+    by_video: dict[str, dict[str, Sample]] = defaultdict(dict)
+    for s in samples:
+        suffix = s.id.rsplit("/", 1)[-1]
+        if suffix in QUESTION_ORDER:
+            by_video[s.video_id][suffix] = s
+    tasks = []
+    for vid, kinds in by_video.items():
+        last = next((kinds[k] for k in reversed(QUESTION_ORDER) if k in kinds), None)
+        if last is None:
+            continue
+        users = [m["content"] for m in last.conversation if m["role"] == "user"]
+        names = [k for k in QUESTION_ORDER if k in kinds][: len(users)]
+        qs = [(f"{vid}/{k}", q) for k, q in zip(names, users)]
+        tasks.append(VideoTask(vid, last, qs, bool(last.anomalous_video if last.anomalous_video is not None
+                                                   else last.mask_dir)))
+    tasks.sort(key=lambda t: t.video_id)
+    return tasks[:max_videos] if max_videos else tasks
+
+
+def make_clip(sample: Sample):
+    from tvad_chat.video import Clip
+
+    frames = read_frames(sample.video, sample.frame_indices)
+    idx = np.asarray(sample.frame_indices, dtype=np.int64)
+    fps = sample.fps if sample.fps > 0 else 25.0
+    return Clip(frames=frames, timestamps=idx / fps, frame_indices=idx, source=Path(sample.video), source_fps=fps,
+                source_size=(int(frames.shape[2]), int(frames.shape[1])), num_source_frames=int(idx.max()) + 1,
+                duration_s=float((idx.max() + 1) / fps))
+
+
+def run_variant(name: str, tvad, tasks: list[VideoTask], max_new_tokens: int = 48, progress: bool = True
+                ) -> tuple[VariantResult, dict[str, Any]]:
+    """Dialogue answers and heatmap evidence of one model variant over the tasks."""
+    res = VariantResult(name)
+    frames: dict[str, dict[str, Any]] = {}
+    it = tasks
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(tasks, desc=f"eval {name}", unit="video")
+    for task in it:
+        clip = make_clip(task.sample)
+        analysis = tvad.analyze(clip)
+        history: list[tuple[str, str]] = []
+        for ref_id, question in task.questions:
+            answer = tvad.answer(analysis, history, question, max_new_tokens=max_new_tokens)
+            res.predictions[ref_id] = answer.strip()
+            history.append((question, answer))
+        if analysis.heatmaps is not None:
+            res.heat_judgements[task.video_id] = bool(analysis.judgement)
+            frames[task.video_id] = {"clip": clip, "analysis": analysis}
+    return res, frames
+
+
+def text_metrics(res: VariantResult, refs: dict[str, dict[str, Any]], tasks: list[VideoTask]) -> dict[str, Any]:
+    from tvad_chat.eval.text import best_reference_bleu4, yes_no_metrics
+
+    out: dict[str, Any] = {}
+    for kind in ("target", "trajectory"):
+        items = [(r["video_id"], res.predictions[i], r["references"]) for i, r in refs.items()
+                 if r["kind"] == kind and i in res.predictions]
+        if items:
+            out[f"bleu4.{kind}"] = best_reference_bleu4(items)["bleu4"]
+    yn = [(res.predictions[i], r["references"][0]) for i, r in refs.items() if r["kind"] == "yesno"
+          and i in res.predictions]
+    if yn:
+        m = yes_no_metrics([p for p, _ in yn], [r for _, r in yn])
+        out["yesno.accuracy"], out["yesno.balanced_accuracy"] = m["accuracy"], m["balanced_accuracy"]
+    if res.heat_judgements:
+        truth = {t.video_id: t.anomalous for t in tasks}
+        hits = [res.heat_judgements[v] == truth[v] for v in res.heat_judgements]
+        out["heatmap_judgement.accuracy"] = 100.0 * sum(hits) / len(hits)
+    return out
+
+
+def heatmap_metrics(frames: dict[str, dict[str, Any]], tasks: list[VideoTask]) -> dict[str, Any]:
+    """Frame AUC, RBDC/TBDC and pooled pixel metrics of the heatmaps against the masks."""
+    from scipy import ndimage
+
+    from tvad_chat.eval.frames import frame_auc
+    from tvad_chat.eval.objects import Detections, Regions, rbdc_tbdc
+    from tvad_chat.eval.pixels import PixelFrame, pooled_pixel_metrics
+    from tvad_chat.evidence import upsample_heatmaps
+
+    by_id = {t.video_id: t for t in tasks}
+    scores, labels = {}, {}
+    reg: dict[str, list] = defaultdict(list)
+    det: dict[str, list] = defaultdict(list)
+    pixel_frames = []
+    track = 0
+    total_frames = 0
+    for v, (vid, item) in enumerate(sorted(frames.items())):
+        task, clip, analysis = by_id[vid], item["clip"], item["analysis"]
+        h, w = clip.frames.shape[1:3]
+        masks = read_masks(task.sample.mask_dir, task.sample.frame_indices, (h, w))
+        labels[vid] = masks.reshape(len(masks), -1).any(1).astype(int).tolist()
+        scores[vid] = [float(s) for s in analysis.frame_scores]
+        total_frames += len(masks)
+        maps = upsample_heatmaps(analysis.heatmaps, len(masks), (w, h))
+        for f in range(len(masks)):
+            pixel_frames.append(PixelFrame(score=maps[f], mask=masks[f]))
+            lab, n = ndimage.label(masks[f])
+            for k, sl in enumerate(ndimage.find_objects(lab)):
+                if sl is None:
+                    continue
+                reg["video"].append(v)
+                reg["frame"].append(f)
+                reg["track"].append(track + k)  # one track per connected component index in the video
+                reg["boxes"].append([sl[1].start, sl[0].start, sl[1].stop - 1, sl[0].stop - 1])
+            ev = analysis.evidence
+            for box in (ev.boxes[f] if ev is not None and f < len(ev.boxes) else []):
+                det["video"].append(v)
+                det["frame"].append(f)
+                det["boxes"].append(list(box.xyxy))
+                det["scores"].append(float(box.score))
+        track += 1000
+    out: dict[str, Any] = {}
+    try:
+        fa = frame_auc(scores, labels)
+        out["frame.micro_auc"], out["frame.macro_auc"] = fa.get("micro_auc"), fa.get("macro_auc")
+    except DataError as exc:
+        logger.warning("frame AUC: %s", exc)
+    if reg["frame"]:
+        regions = Regions(video=np.array(reg["video"]), frame=np.array(reg["frame"]), track=np.array(reg["track"]),
+                          boxes=np.array(reg["boxes"], dtype=np.float64))
+        dets = Detections(video=np.array(det["video"], dtype=np.int64), frame=np.array(det["frame"], dtype=np.int64),
+                          boxes=np.array(det["boxes"], dtype=np.float64).reshape(-1, 4),
+                          scores=np.array(det["scores"], dtype=np.float64))
+        ob = rbdc_tbdc(regions, dets, total_frames)
+        out["rbdc"], out["tbdc"] = ob.get("rbdc"), ob.get("tbdc")
+        px = pooled_pixel_metrics(pixel_frames)
+        out["pixel.auroc"], out["pixel.ap"] = px.get("auroc"), px.get("ap")
+    return out
+
+
+def load_refs(corpus: str | Path, ids: set[str]) -> dict[str, dict[str, Any]]:
+    from datasets_builder.jsonl import read_jsonl
+
+    path = Path(corpus) / "eval_refs.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path}: no evaluation references; build the corpus with `tvad build-corpus`")
+    return {r["id"]: r for r in read_jsonl(path) if r["id"] in ids}
+
+
+def build_variants(model_dir: str | Path, ablation: bool, device: str | None = None):
+    """(name, TVAD) pairs, loaded lazily one at a time."""
+    from tvad_chat.pipeline import TVAD
+
+    root = Path(model_dir)
+    base_dir = root / "backbone" if (root / "backbone" / "config.json").is_file() else root
+    if not ablation:
+        yield "full", TVAD.from_pretrained(root, device=device)
+        return
+    yield "backbone only", TVAD.from_pretrained(base_dir, device=device, use_heads=())
+    base = TVAD.from_pretrained(base_dir, device=device, use_heads=())
+    if (root / "ahd").is_dir():
+        from heads.ahd import AnomalyHeatmapDecoder
+
+        yield "+ AHD", TVAD(base.backbone, ahd=AnomalyHeatmapDecoder.from_pretrained(root / "ahd"), config=base.config)
+    full = TVAD.from_pretrained(root, device=device)
+    if full.rae is not None:
+        yield "+ RAE", full
+    yield "full", full
+
+
+def evaluate_model(model_dir: str | Path, corpus: str | Path, split: str = "test", ablation: bool = True,
+                   max_videos: int | None = None, out: str | Path | None = None, device: str | None = None,
+                   progress: bool = True, max_new_tokens: int = 48) -> dict[str, dict[str, Any]]:
+    """Every metric per variant; with ``out`` also writes predictions and the report there."""
+    tasks = video_tasks(load_samples(corpus, split=split), max_videos)
+    if not tasks:
+        raise DataError(f"{corpus}: no dialogue samples in split {split!r}")
+    refs = load_refs(corpus, {rid for t in tasks for rid, _ in t.questions})
+    report: dict[str, dict[str, Any]] = {}
+    cached: dict[int, tuple] = {}
+    for name, tvad in build_variants(model_dir, ablation, device):
+        key = id(tvad)
+        if key in cached:  # "+ RAE" and "full" are the same model: run it once
+            res, frames = cached[key]
+        else:
+            res, frames = run_variant(name, tvad, tasks, max_new_tokens=max_new_tokens, progress=progress)
+            cached[key] = (res, frames)
+        metrics = text_metrics(res, refs, tasks)
+        if frames and name != "+ RAE":
+            metrics.update(heatmap_metrics(frames, tasks))
+        if name == "+ RAE":
+            metrics.pop("heatmap_judgement.accuracy", None)
+        metrics["videos"] = len(tasks)
+        report[name] = metrics
+        if out is not None:
+            o = Path(out)
+            o.mkdir(parents=True, exist_ok=True)
+            safe = name.replace(" ", "_").replace("+", "plus")
+            (o / f"predictions_{safe}.jsonl").write_text(
+                "".join(json.dumps({"id": i, "prediction": p}) + "\n" for i, p in res.predictions.items()))
+    if out is not None:
+        (Path(out) / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
+COLUMNS = [("yesno.accuracy", "Yes/No"), ("yesno.balanced_accuracy", "bal."), ("bleu4.target", "BLEU target"),
+           ("bleu4.trajectory", "BLEU traj."), ("heatmap_judgement.accuracy", "heat judg."),
+           ("frame.micro_auc", "micro AUC"), ("frame.macro_auc", "macro AUC"), ("rbdc", "RBDC"), ("tbdc", "TBDC"),
+           ("pixel.auroc", "px AUROC"), ("pixel.ap", "px AP")]
+
+
+def format_report(report: dict[str, dict[str, Any]]) -> str:
+    """A Markdown table, one row per variant (percent; '-' where a variant has no such output)."""
+    head = "| variant | " + " | ".join(c for _, c in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
+    for name, m in report.items():
+        cells = []
+        for key, _ in COLUMNS:
+            v = m.get(key)
+            cells.append("-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{float(v):.1f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def register_eval(eval_sub: argparse._SubParsersAction) -> None:
+    p = eval_sub.add_parser("run", help="run a model over a corpus split and report every metric (+ ablation)")
+    p.add_argument("--model", default="checkpoints/tvad-tiny", help="model directory (backbone + ahd/ + rae/)")
+    p.add_argument("--corpus", default="data/synth_corpus", help="corpus folder (sft.jsonl, eval_refs.jsonl)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--no-ablation", action="store_true", help="only the full model")
+    p.add_argument("--max-videos", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", type=Path, default=None, help="write predictions and report.json here")
+    p.set_defaults(handler=_run_cli)
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    report = evaluate_model(args.model, args.corpus, args.split, ablation=not args.no_ablation,
+                            max_videos=args.max_videos, out=args.out, device=args.device,
+                            max_new_tokens=args.max_new_tokens)
+    print(f"{args.model} on {args.corpus} ({args.split}, {next(iter(report.values()))['videos']} videos), percent:")
+    print(format_report(report))
+    return 0
