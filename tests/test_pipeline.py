@@ -71,6 +71,7 @@ def test_variants_shapes(bb, full):
     assert full.variant == "ahd+rae"
     np.testing.assert_allclose(a2.heatmaps, a1.heatmaps, atol=1e-6)  # same AHD, same pixels
     assert a2.frame_scores.shape == (8,) and isinstance(a2.judgement, bool)
+    assert a2.state.vision.grids == []  # dropped after the heads ran (keep_grids=False)
     k = full.rae.config.num_base_prompts + full.rae.config.region_grid[0] * full.rae.config.region_grid[1] + 1
     assert a2.state.prompt_embeds.shape == (3 * k, bb.text_dim)  # (T'-1) steps x (N_base + 9 + 1) prompts
     ids = a2.state.clip_cache.prefix.ids[0]
@@ -180,7 +181,7 @@ def test_deep_tower_with_paper_taps():
 
     deep = Backbone.from_tiny(DEEP_VISION, seed=1)
     ahd, rae = heads_for(deep, (1, 8, 16, 32))
-    model = TVAD(deep, ahd=ahd, rae=rae, config=TVADConfig(max_pixels=56 * 84, max_new_tokens=4))
+    model = TVAD(deep, ahd=ahd, rae=rae, config=TVADConfig(max_pixels=56 * 84, max_new_tokens=4, keep_grids=True))
     a = model.analyze(make_clip(t=4, h=56, w=84))
     assert a.heatmaps.shape == (2, 4, 6)
     assert [g.shape for g in a.state.vision.grids] == [(2, 4, 6, deep.vision_dim)] * 4

@@ -37,6 +37,7 @@ class TVADConfig:
     min_pixels: int = 56 * 56
     max_new_tokens: int = 128
     extra_events: list[str] = field(default_factory=list)  # user anomaly categories added to the templates
+    keep_grids: bool = False  # keep the tapped grids in Analysis.state (7B: ~80 MB per clip; answers need none)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TVADConfig:
@@ -221,6 +222,8 @@ class TVAD:
         prompt_embeds = self.anomaly_prompts(class_probs)
         prompt_embeds = prompt_embeds.detach() if prompt_embeds is not None else None
         timings["heads_s"] = time.perf_counter() - t1
+        if not self.config.keep_grids:
+            vision.grids = []
         t2 = time.perf_counter()
         evidence = self._evidence(clip, heatmaps, class_probs)
         timings["evidence_s"] = time.perf_counter() - t2
