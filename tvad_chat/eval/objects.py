@@ -1,27 +1,34 @@
 """RBDC and TBDC (Ramachandra & Jones, WACV 2020), as the widely used public scripts compute them.
 
-- Detections of all videos are sorted by score, stably (ties keep file order); every distinct
-  score is a threshold.
-- A detection matches the ground-truth regions of its own frame with IoU >= 0.1; IoU uses inclusive
-  pixel coordinates (width = x2 - x1 + 1) unless ``continuous_iou``.
-- A region counts once, however many detections hit it; a detection that matches no region is a
-  false positive. A track is detected once >= 10 % of its regions are.
-- x axis: false positives per frame over all test frames. The area under each curve is taken for
-  FPR in [0, 1] (the curve is cut at 1 by linear interpolation, or extended flat to 1).
+Those scripts (Georgescu et al.'s ``compute_tbdc_rbdc.py``, also used by TAO) walk through the
+detections once, in a stable sort by descending score, and add one curve point per detection:
+
+- a detection is compared with the ground-truth regions of its own video and frame; every region
+  with IoU >= 0.1 (inclusive pixel coordinates: width = x2 - x1 + 1; ``continuous_iou`` drops the
+  +1) that was not found before becomes found (a region counts once);
+- a detection that overlaps no region at all is a false positive (one that only overlaps regions
+  already found is neither a hit nor a false positive);
+- a track is detected once >= 10 % of its regions are found;
+- x axis: cumulative false positives divided by the number of test frames (all videos);
+- the area is taken over the points with x <= 1; when the last of them is not at 1, the curve is
+  extended flat to x = 1 (trapezoids, as sklearn.metrics.auc).
+
+Ties therefore keep input order (videos by file name, then line order) and each tied detection is
+its own point. Here the same curve is computed without the per-detection Python loop: matches are
+found with one vectorised join per (video, frame), each region gets the rank of the first
+detection that hits it, and a track the rank at which its k-th region is found.
 """
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
 from tvad_chat.errors import DataError
 
-IOU_THRESHOLD = 0.1
-TRACK_FRACTION = 0.1
+IOU_THRESHOLD = 0.1  # beta in the scripts
+TRACK_FRACTION = 0.1  # alpha in the scripts
 
 
 @dataclass
@@ -29,99 +36,144 @@ class Regions:
     """Ground-truth regions: one row per (track, frame)."""
 
     video: np.ndarray  # (R,) video index
-    frame: np.ndarray  # (R,)
-    track: np.ndarray  # (R,) global track index
+    frame: np.ndarray  # (R,) frame index within the video
+    track: np.ndarray  # (R,) track id, unique over all videos
     boxes: np.ndarray  # (R, 4) x1, y1, x2, y2
 
 
 @dataclass
 class Detections:
-    video: np.ndarray
-    frame: np.ndarray
+    """Detected anomalous boxes with scores, in input order (which decides ties)."""
+
+    video: np.ndarray  # (N,)
+    frame: np.ndarray  # (N,)
     boxes: np.ndarray  # (N, 4)
     scores: np.ndarray  # (N,)
 
 
+@dataclass
+class DetectionCurves:
+    """One point per detection (plus the origin): x = false positives per frame, y = detection rates."""
+
+    fpr: np.ndarray
+    rbdr: np.ndarray
+    tbdr: np.ndarray
+
+
 def box_iou(a: np.ndarray, b: np.ndarray, continuous: bool = False) -> np.ndarray:
     """IoU matrix (len(a), len(b)); inclusive pixel coordinates (+1) unless continuous."""
+    return pair_iou(a[:, None, :], b[None, :, :], continuous)
+
+
+def pair_iou(a: np.ndarray, b: np.ndarray, continuous: bool = False) -> np.ndarray:
+    """IoU of boxes a[..., 4] and b[..., 4], broadcast elementwise."""
     plus = 0.0 if continuous else 1.0
-    ix = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + plus
-    iy = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + plus
+    ix = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + plus
+    iy = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + plus
     inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
-    area_a = (a[:, 2] - a[:, 0] + plus) * (a[:, 3] - a[:, 1] + plus)
-    area_b = (b[:, 2] - b[:, 0] + plus) * (b[:, 3] - b[:, 1] + plus)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter, dtype=np.float64), where=union > 0)
+    area_a = (a[..., 2] - a[..., 0] + plus) * (a[..., 3] - a[..., 1] + plus)
+    area_b = (b[..., 2] - b[..., 0] + plus) * (b[..., 3] - b[..., 1] + plus)
+    union = area_a + area_b - inter
+    return np.divide(inter, union, out=np.zeros(np.shape(inter), dtype=np.float64), where=union > 0)
 
 
-def _area_to_one(fpr: np.ndarray, rate: np.ndarray) -> float:
-    """Area under a step-free (piecewise linear) curve for FPR in [0, 1], extended flat to 1."""
-    x = np.concatenate([[0.0], fpr])
-    y = np.concatenate([[0.0], rate])
-    if x[-1] > 1.0:
-        cut = int(np.searchsorted(x, 1.0, side="right"))
-        y_at_one = np.interp(1.0, x, y)
-        x, y = np.concatenate([x[:cut], [1.0]]), np.concatenate([y[:cut], [y_at_one]])
-    elif x[-1] < 1.0:
-        x, y = np.concatenate([x, [1.0]]), np.concatenate([y, [y[-1]]])
+def _frame_keys(video: np.ndarray, frame: np.ndarray, frame_span: int) -> np.ndarray:
+    return video.astype(np.int64) * frame_span + frame.astype(np.int64)
+
+
+def _matching_pairs(regions: Regions, detections: Detections, continuous: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(detection index, region index) of every pair on the same frame with IoU >= the threshold."""
+    span = int(max(regions.frame.max(initial=0), detections.frame.max(initial=0))) + 1
+    det_keys = _frame_keys(detections.video, detections.frame, span)
+    reg_keys = _frame_keys(regions.video, regions.frame, span)
+    det_order = np.argsort(det_keys, kind="stable")
+    sorted_keys = det_keys[det_order]
+    start = np.searchsorted(sorted_keys, reg_keys, side="left")
+    stop = np.searchsorted(sorted_keys, reg_keys, side="right")
+    per_region = stop - start
+    reg_idx = np.repeat(np.arange(reg_keys.size), per_region)
+    # position of each pair inside its region's run of detections
+    offsets = np.arange(reg_idx.size) - np.repeat(np.cumsum(per_region) - per_region, per_region)
+    det_idx = det_order[np.repeat(start, per_region) + offsets]
+    iou = pair_iou(detections.boxes[det_idx], regions.boxes[reg_idx], continuous)
+    hit = iou >= IOU_THRESHOLD
+    return det_idx[hit], reg_idx[hit]
+
+
+def _minimal_found(size: np.ndarray) -> np.ndarray:
+    """Smallest k >= 1 with k / size >= TRACK_FRACTION, tested as the scripts do (float division)."""
+    k = np.ceil(TRACK_FRACTION * size).astype(np.int64)
+    k = np.where((k > 1) & ((k - 1) / size >= TRACK_FRACTION), k - 1, k)  # guard against rounding up
+    k = np.where(k / size < TRACK_FRACTION, k + 1, k)  # ... and down
+    return np.maximum(k, 1)
+
+
+def detection_curves(regions: Regions, detections: Detections, num_frames: int,
+                     continuous_iou: bool = False) -> DetectionCurves:
+    """The RBDR and TBDR curves against false positives per frame, one point per detection."""
+    if num_frames <= 0:
+        raise DataError("num_frames (all test frames, all videos) must be positive")
+    num_regions = int(regions.frame.size)
+    if num_regions == 0:
+        raise DataError("no ground-truth regions: RBDC/TBDC need at least one anomalous region")
+    if detections.scores.size and not np.isfinite(detections.scores).all():
+        raise DataError("detection scores must be finite numbers")
+    n = int(detections.scores.size)
+    order = np.argsort(-detections.scores, kind="stable")  # descending, ties in input order
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+
+    det_idx, reg_idx = _matching_pairs(regions, detections, continuous_iou)
+    matches_any = np.zeros(n, dtype=bool)
+    matches_any[det_idx] = True
+    false_positive = np.zeros(n, dtype=np.int64)
+    false_positive[rank[~matches_any]] = 1
+    # A region is found by the first detection (in sorted order) that hits it.
+    found_at = np.full(num_regions, n, dtype=np.int64)  # n = never
+    np.minimum.at(found_at, reg_idx, rank[det_idx])
+    new_regions = np.bincount(found_at[found_at < n], minlength=n)
+
+    # A track is found when its k-th region is found, k = ceil(10 % of its regions).
+    _, track_of_region = np.unique(regions.track, return_inverse=True)
+    num_tracks = int(track_of_region.max()) + 1
+    size = np.bincount(track_of_region, minlength=num_tracks)
+    need = _minimal_found(size)
+    by_track = np.lexsort((found_at, track_of_region))
+    first = np.concatenate([[0], np.cumsum(size)[:-1]])
+    track_found_at = found_at[by_track[first + need - 1]]
+    new_tracks = np.bincount(track_found_at[track_found_at < n], minlength=n)
+
+    zero = np.zeros(1)
+    return DetectionCurves(
+        fpr=np.concatenate([zero, np.cumsum(false_positive) / num_frames]),
+        rbdr=np.concatenate([zero, np.cumsum(new_regions) / num_regions]),
+        tbdr=np.concatenate([zero, np.cumsum(new_tracks) / num_tracks]),
+    )
+
+
+def area_to_one(fpr: np.ndarray, rate: np.ndarray) -> float:
+    """Trapezoid area over the points with fpr <= 1; the last of them is extended flat to fpr = 1."""
+    last = int(np.flatnonzero(fpr <= 1.0)[-1])
+    x, y = fpr[: last + 1], rate[: last + 1]
+    if x[-1] != 1.0:
+        x, y = np.append(x, 1.0), np.append(y, y[-1])
     return float(np.trapezoid(y, x))
 
 
 def rbdc_tbdc(regions: Regions, detections: Detections, num_frames: int,
               continuous_iou: bool = False) -> dict[str, float | int | str]:
     """RBDC and TBDC in percent, with counts and the conventions used."""
-    if num_frames <= 0:
-        raise DataError("num_frames (all test frames) must be positive")
-    num_regions = len(regions.frame)
-    track_ids, track_of_region = np.unique(regions.track, return_inverse=True)
-    result = {"regions": num_regions, "tracks": int(track_ids.size), "detections": int(detections.scores.size),
-              "frames": num_frames, "iou": "continuous" if continuous_iou else "inclusive (+1)",
-              "iou_threshold": IOU_THRESHOLD, "track_fraction": TRACK_FRACTION}
-    if num_regions == 0:
-        raise DataError("no ground-truth regions: RBDC/TBDC need at least one anomalous region")
-
-    # Highest score of a matching detection per region, and whether each detection matches anything.
-    region_best = np.full(num_regions, -np.inf)
-    det_matches = np.zeros(detections.scores.size, dtype=bool)
-    regions_by_frame: dict[tuple[int, int], np.ndarray] = defaultdict(list)
-    for idx, key in enumerate(zip(regions.video.tolist(), regions.frame.tolist())):
-        regions_by_frame[key].append(idx)
-    det_keys = defaultdict(list)
-    for idx, key in enumerate(zip(detections.video.tolist(), detections.frame.tolist())):
-        det_keys[key].append(idx)
-    for key, det_idx in det_keys.items():
-        reg_idx = regions_by_frame.get(key)
-        if not reg_idx:
-            continue
-        det_idx, reg_idx = np.asarray(det_idx), np.asarray(reg_idx)
-        hit = box_iou(detections.boxes[det_idx], regions.boxes[reg_idx], continuous_iou) >= IOU_THRESHOLD
-        det_matches[det_idx] = hit.any(axis=1)
-        scores = np.where(hit, detections.scores[det_idx][:, None], -np.inf).max(axis=0)
-        region_best[reg_idx] = np.maximum(region_best[reg_idx], scores)
-
-    thresholds = np.unique(detections.scores)[::-1]  # descending distinct scores
-    if thresholds.size == 0:
-        result.update(rbdc=0.0, tbdc=0.0)
-        return result
-    neg_thr = -thresholds  # ascending, for searchsorted
-    # count of values >= t for each threshold t
-    def count_at_least(values: np.ndarray) -> np.ndarray:
-        return np.searchsorted(np.sort(-values), neg_thr, side="right")
-
-    detected_regions = count_at_least(region_best[np.isfinite(region_best)])
-    false_positives = count_at_least(detections.scores[~det_matches])
-    # A track is detected at threshold t when its k-th best region score >= t, k = ceil(10 % of its regions).
-    track_score = np.full(track_ids.size, -np.inf)
-    order = np.lexsort((-region_best, track_of_region))
-    sorted_tracks = track_of_region[order]
-    starts = np.searchsorted(sorted_tracks, np.arange(track_ids.size))
-    counts = np.bincount(track_of_region, minlength=track_ids.size)
-    for t in range(track_ids.size):
-        k = max(1, math.ceil(TRACK_FRACTION * counts[t] - 1e-9))
-        track_score[t] = region_best[order[starts[t] + k - 1]]
-    detected_tracks = count_at_least(track_score[np.isfinite(track_score)])
-
-    fpr = false_positives / num_frames
-    result["rbdc"] = 100.0 * _area_to_one(fpr, detected_regions / num_regions)
-    result["tbdc"] = 100.0 * _area_to_one(fpr, detected_tracks / track_ids.size)
-    return result
+    curves = detection_curves(regions, detections, num_frames, continuous_iou)
+    return {
+        "rbdc": 100.0 * area_to_one(curves.fpr, curves.rbdr),
+        "tbdc": 100.0 * area_to_one(curves.fpr, curves.tbdr),
+        "regions": int(regions.frame.size),
+        "tracks": int(np.unique(regions.track).size),
+        "detections": int(detections.scores.size),
+        "frames": num_frames,
+        "false_positives": int(round(curves.fpr[-1] * num_frames)),
+        "regions_found": int(round(curves.rbdr[-1] * regions.frame.size)),
+        "iou": "continuous" if continuous_iou else "inclusive pixels (+1)",
+        "iou_threshold": IOU_THRESHOLD,
+        "track_fraction": TRACK_FRACTION,
+    }

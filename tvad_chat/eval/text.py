@@ -45,22 +45,24 @@ class BleuSettings:
 
 
 _tokenizer_13a = Tokenizer13a()
+_PLAIN_WORDS = re.compile(r"[A-Za-z ]*")
 
 
 @lru_cache(maxsize=200_000)
 def _tokens(text: str, tokenize: str, lowercase: bool) -> tuple[str, ...]:
     if lowercase:
         text = text.lower()
-    if tokenize == "13a":
+    if tokenize == "13a" and not _PLAIN_WORDS.fullmatch(text):  # 13a leaves letters and spaces alone
         text = _tokenizer_13a(text)
     return tuple(text.split())
 
 
-def _ngrams(tokens: Sequence[str]) -> Counter:
+@lru_cache(maxsize=200_000)
+def _ngrams(tokens: tuple[str, ...]) -> Counter:
+    """All 1..4-gram counts of a token tuple (cached: references repeat; callers never mutate it)."""
     counts: Counter = Counter()
     for n in range(1, MAX_ORDER + 1):
-        for i in range(len(tokens) - n + 1):
-            counts[tuple(tokens[i : i + n])] += 1
+        counts.update(zip(*(tokens[i:] for i in range(n))))
     return counts
 
 
@@ -92,12 +94,13 @@ class BleuStats:
 def bleu_stats(hypothesis: Sequence[str], references: Sequence[Sequence[str]]) -> BleuStats:
     """Stats of one tokenised hypothesis against tokenised references (multi-reference clipping,
     closest reference length with ties to the shorter, as sacrebleu, nltk and coco do)."""
-    hyp_counts = _ngrams(hypothesis)
-    max_ref: Counter = Counter()
-    for ref in references:
-        for gram, count in _ngrams(ref).items():
-            if count > max_ref[gram]:
-                max_ref[gram] = count
+    hyp_counts = _ngrams(tuple(hypothesis))
+    if len(references) == 1:
+        max_ref = _ngrams(tuple(references[0]))
+    else:
+        max_ref = Counter()
+        for ref in references:
+            max_ref |= _ngrams(tuple(ref))  # element-wise maximum
     stats = BleuStats(hyp_len=len(hypothesis))
     for gram, count in hyp_counts.items():
         order = len(gram) - 1
