@@ -12,7 +12,6 @@ from pycocoevalcap.bleu.bleu import Bleu
 
 from tvad_chat.errors import ConfigError
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 from tvad_chat.eval.text import (
     BleuSettings,
     best_reference_bleu4,
@@ -21,6 +20,8 @@ from tvad_chat.eval.text import (
     sentence_bleu4,
     yes_no_metrics,
 )
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # nltk warns on zero n-gram matches
 
 WORDS = "a the person cyclist car walks rides runs from left to right top bottom red blue slowly fast".split()
 
