@@ -11,7 +11,6 @@ from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu, sentence_b
 from pycocoevalcap.bleu.bleu import Bleu
 
 from tvad_chat.errors import ConfigError
-
 from tvad_chat.eval.text import (
     BleuSettings,
     best_reference_bleu4,
