@@ -641,7 +641,7 @@ def frame_strip(analysis: Any, count: int = 8, height: int = 120) -> np.ndarray:
         w = max(1, int(round(f.shape[1] * height / f.shape[0])))
         tile = cv2.resize(f, (w, height), interpolation=cv2.INTER_AREA).copy()
         label = f"{times[i]:.1f}s" + (f"  {float(scores[i]):.2f}" if scores is not None and len(scores) == t else "")
-        cv2.rectangle(tile, (0, 0), (min(w, 8 + 9 * len(label)), 18), (0, 0, 0), -1)
+        cv2.rectangle(tile, (0, 0), (min(w, 6 + 7 * len(label)), 18), (0, 0, 0), -1)
         cv2.putText(tile, label, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
         tiles.append(tile)
         tiles.append(np.full((height, 3, 3), 255, dtype=np.uint8))

@@ -1,0 +1,135 @@
+"""The chat page in a real browser: Playwright driving the machine's Chromium (`make browser` installs it).
+
+Starts app.py on a free loopback port with the default model (the untrained tiny T-VAD when no checkpoint
+exists), uploads a broken file and then a real clip from ../shared/data, asks the judgement question and a
+follow-up, and checks that the answers, the heatmap overlay, the score plot and the evidence appear.
+Saves a screenshot to tests/artifacts/app_browser.png (and /tmp/tvad_screenshot.png).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tvad_chat import chat
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium missing: run `make browser`"),
+    pytest.mark.skipif(not (chat.SHARED_DATA / "ucsd_ped2").is_dir(), reason="../shared/data not present"),
+]
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("app")
+    port = _free_port()
+    env = dict(os.environ, TVAD_HOST="127.0.0.1", TVAD_PORT=str(port), HF_HUB_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", TVAD_CACHE=str(tmp / "cache"))
+    log_path = tmp / "app.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"app did not serve; log:\n{log_path.read_text()[-3000:]}")
+        yield url, tmp, log_path
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _bot_texts(page) -> list[str]:
+    return page.eval_on_selector_all("#chat [data-testid='bot']", "els => els.map(e => e.innerText.trim())")
+
+
+def test_upload_ask_follow_up_and_see_evidence(server):
+    url, tmp, log_path = server
+    clip = chat.build_example_clips(chat.SHARED_DATA, tmp / "clips")[0]  # Ped2 test 01 (bicycle) as mp4
+    broken = tmp / "broken.mp4"
+    broken.write_bytes(b"\x00not a video at all" * 64)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.goto(url)
+            page.wait_for_selector("#upload input[type=file]", state="attached", timeout=60_000)
+            # No checkpoint in this checkout: the page must say the model is untrained.
+            if not (ROOT / chat.DEFAULT_MODEL / "config.json").is_file():
+                page.wait_for_selector("text=Untrained model", timeout=60_000)
+
+            # A broken upload: a plain message, no stack trace.
+            page.locator("#upload input[type=file]").set_input_files(str(broken))
+            page.wait_for_function(
+                "document.querySelector('#status').innerText.includes('Could not analyse')", timeout=60_000)
+            status = page.inner_text("#status")
+            assert "Traceback" not in status and 'File "' not in status
+            assert "not a video" in status.lower() or "cannot" in status.lower() or "unreadable" in status.lower()
+
+            # Clear the broken clip, then the real one: the page keeps working.
+            page.locator("#upload button[aria-label='Clear']").first.click()
+            page.locator("#upload input[type=file]").set_input_files(str(clip))
+            page.wait_for_function("document.querySelector('#status').innerText.includes('Analysed')",
+                                   timeout=120_000)
+            page.wait_for_selector("#overlay video", timeout=30_000)
+            page.wait_for_selector("#score-plot img", timeout=30_000)
+            evidence = page.inner_text("#evidence")
+            assert "Heatmap judgement" in evidence
+            assert "first (s)" in evidence or "No tracked target" in evidence  # the per-target table
+
+            # The judgement question is pre-filled; then a follow-up from the suggestions row.
+            assert page.input_value("#question textarea") == chat.JUDGEMENT_QUESTION
+            page.click("#ask")
+            page.wait_for_function("document.querySelector('#status').innerText.includes('Ready')",
+                                   timeout=90_000)
+            first = _bot_texts(page)
+            assert len(first) == 1 and first[0]
+            follow_up = page.locator(".suggestion", has_text="look like")
+            follow_up.click()
+            page.wait_for_function("document.querySelectorAll(\"#chat [data-testid='bot']\").length >= 2",
+                                   timeout=90_000)
+            page.wait_for_function("document.querySelector('#status').innerText.includes('Ready')",
+                                   timeout=90_000)
+            answers = _bot_texts(page)
+            assert len(answers) == 2 and all(answers)
+            users = page.eval_on_selector_all("#chat [data-testid='user']", "els => els.map(e => e.innerText)")
+            assert chat.JUDGEMENT_QUESTION in users[0] and "look like" in users[1]
+            # The overlay is a playable H.264 video the browser accepts.
+            assert page.eval_on_selector("#overlay video", "v => v.currentSrc.length > 0")
+            assert page.evaluate("document.createElement('video').canPlayType('video/mp4; codecs=\"avc1.42E01E\"')")
+
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            shot = ARTIFACTS / "app_browser.png"
+            page.screenshot(path=str(shot), full_page=True)
+            shutil.copy(shot, "/tmp/tvad_screenshot.png")
+        finally:
+            browser.close()
+    assert "unexpected error" not in log_path.read_text()  # every failure was one of ours, with a message
