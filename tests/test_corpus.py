@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import DATA
 
 from datasets_builder.corpus import CorpusConfig, VideoItem, build_corpus, sample_indices
 from datasets_builder.extract import GroundTruthBackend, GTObject
@@ -384,8 +385,8 @@ def test_the_checker_catches_false_statements():
 def _ped2(frame: int):
     import cv2
 
-    img = cv2.imread(f"/work/shared/data/ucsd_ped2/testing/frames/01/{frame:03d}.jpg")[:, :, ::-1].copy()
-    mask = cv2.imread(f"/work/shared/data/ucsd_ped2/testing/masks/01/{frame:03d}.png", 0) > 0
+    img = cv2.imread(f"{DATA}/ucsd_ped2/testing/frames/01/{frame:03d}.jpg")[:, :, ::-1].copy()
+    mask = cv2.imread(f"{DATA}/ucsd_ped2/testing/masks/01/{frame:03d}.png", 0) > 0
     return img, mask
 
 

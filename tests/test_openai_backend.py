@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from shared_data import DATA
 
 from datasets_builder.corpus import CorpusConfig, VideoItem, build_corpus
 from datasets_builder.extract import FrameTask, OpenAICompatibleBackend, OpenAIConfig
@@ -302,8 +303,8 @@ def test_cli_folder_source_on_real_footage_keeps_the_key_out_of_everything(serve
     data = tmp_path / "videos"
     (data / "ped2_01").mkdir(parents=True)
     for i in range(12):  # a real Ped2 frame folder (a bicycle enters later in this clip)
-        shutil.copy(f"/work/shared/data/ucsd_ped2/testing/frames/01/{i:03d}.jpg", data / "ped2_01")
-    shutil.copy("/work/shared/data/cuhk_avenue/testing_videos/08.avi", data / "avenue_08.avi")
+        shutil.copy(f"{DATA}/ucsd_ped2/testing/frames/01/{i:03d}.jpg", data / "ped2_01")
+    shutil.copy(DATA / "cuhk_avenue/testing_videos/08.avi", data / "avenue_08.avi")
     server.script.extend([("status", 503, {"Retry-After": "0"})])
     out = tmp_path / "corpus"
     root = Path(__file__).resolve().parents[1]

@@ -10,12 +10,12 @@ import av
 import numpy as np
 import pytest
 from media_factory import frame_image, full_decode, read_barcode, write_frames, write_video
+from shared_data import DATA
 
 import tvad_chat.video as video
 from tvad_chat.errors import ConfigError, VideoError
 from tvad_chat.video import VideoLimits, load_clip, probe, resize_for_model, sample_indices
 
-DATA = Path("/work/shared/data")
 PED2 = DATA / "ucsd_ped2" / "testing"
 AVENUE = DATA / "cuhk_avenue"
 
