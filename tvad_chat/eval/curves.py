@@ -1,73 +1,92 @@
-"""ROC / PR curves from per-threshold counts, so that huge pixel sets stream through histograms.
+"""ROC / PR quantities from cumulative counts at descending thresholds.
 
-Scores are binned onto fixed thresholds (``bins`` equal-width bins between the global min and max,
-or the exact distinct values of uint8 maps); counts of positives and negatives per bin give
-cumulative TP/FP at every threshold. With the distinct values as bins this equals scikit-learn's
-exact result; with equal-width bins it is an approximation whose error tests bound.
+Every curve here is described by two arrays, ``tp[i]`` and ``fp[i]``: how many positives and
+negatives score at or above threshold i, thresholds in descending order (the last one admits
+everything). Thresholds without any sample are allowed (they repeat the previous point and change
+no area), so the counts may come from exact distinct values (``exact_counts``) or from a histogram
+over fixed bins (``histogram_counts``); the latter is how huge pixel sets stream through.
+With exact counts every function equals scikit-learn's result (tests check it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 
-@dataclass
-class ThresholdCounts:
-    """Positives and negatives per score bin (bin i holds scores in [edge_i, edge_{i+1}))."""
-
-    positives: np.ndarray  # (B,) int64
-    negatives: np.ndarray  # (B,) int64
-
-    @classmethod
-    def empty(cls, bins: int) -> ThresholdCounts:
-        return cls(np.zeros(bins, np.int64), np.zeros(bins, np.int64))
-
-    def add(self, bin_index: np.ndarray, labels: np.ndarray) -> None:
-        bins = self.positives.size
-        labels = labels.astype(bool)
-        self.positives += np.bincount(bin_index[labels], minlength=bins)
-        self.negatives += np.bincount(bin_index[~labels], minlength=bins)
-
-    def cumulative(self) -> tuple[np.ndarray, np.ndarray]:
-        """TP and FP counts for thresholds from the highest bin down (a pixel is positive when >= bin)."""
-        return np.cumsum(self.positives[::-1]), np.cumsum(self.negatives[::-1])
+def exact_counts(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative (tp, fp) at every distinct score, highest first. Integer maps use a bincount
+    (no sort); float maps sort once through np.unique."""
+    scores = np.ravel(scores)
+    labels = np.ravel(labels).astype(bool)
+    if scores.dtype.kind in "ui" and scores.size:
+        low = int(scores.min())
+        index = (scores.astype(np.int64) - low) if low else scores.astype(np.int64)
+        size = int(index.max()) + 1
+    else:
+        _, index = np.unique(scores, return_inverse=True)
+        index = index.ravel()
+        size = int(index.max()) + 1 if index.size else 0
+    positives = np.bincount(index[labels], minlength=size)
+    negatives = np.bincount(index[~labels], minlength=size)
+    return np.cumsum(positives[::-1]), np.cumsum(negatives[::-1])
 
 
-def roc_auc_from_counts(counts: ThresholdCounts) -> float:
-    tp, fp = counts.cumulative()
-    if tp[-1] == 0 or fp[-1] == 0:
+def histogram_counts(positives: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative (tp, fp) from per-bin counts (bin 0 = lowest scores)."""
+    return np.cumsum(positives[::-1]), np.cumsum(negatives[::-1])
+
+
+def roc_auc(tp: np.ndarray, fp: np.ndarray) -> float:
+    """Area under the ROC curve (trapezoids), NaN when a class is missing."""
+    if tp.size == 0 or tp[-1] == 0 or fp[-1] == 0:
         return float("nan")
     tpr = np.concatenate([[0.0], tp / tp[-1]])
     fpr = np.concatenate([[0.0], fp / fp[-1]])
     return float(np.trapezoid(tpr, fpr))
 
 
-def average_precision_from_counts(counts: ThresholdCounts) -> float:
+def _precision(tp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    predicted = tp + fp
+    return np.divide(tp, predicted, out=np.zeros(tp.shape), where=predicted > 0)
+
+
+def average_precision(tp: np.ndarray, fp: np.ndarray) -> float:
     """AP as scikit-learn defines it: sum over thresholds of (R_n - R_{n-1}) * P_n."""
-    tp, fp = counts.cumulative()
-    if tp[-1] == 0:
+    if tp.size == 0 or tp[-1] == 0:
         return float("nan")
-    keep = (tp + fp) > 0
-    tp, fp = tp[keep], fp[keep]
-    precision = tp / (tp + fp)
     recall = tp / tp[-1]
-    return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+    return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * _precision(tp, fp)))
 
 
-def max_f1_from_counts(counts: ThresholdCounts) -> float:
-    tp, fp = counts.cumulative()
-    if tp[-1] == 0:
+def pr_curve_area(tp: np.ndarray, fp: np.ndarray) -> float:
+    """Trapezoid area under the precision-recall curve, as sklearn.metrics.auc(recall, precision)
+    on precision_recall_curve's output (which ends at recall 0, precision 1)."""
+    if tp.size == 0 or tp[-1] == 0:
         return float("nan")
-    fn = tp[-1] - tp
-    denom = 2 * tp + fp + fn
-    return float(np.max(np.divide(2 * tp, denom, out=np.zeros(tp.shape), where=denom > 0)))
+    seen = (tp + fp) > 0  # a threshold above every sample is not a point of sklearn's curve
+    recall = np.concatenate([[0.0], tp[seen] / tp[-1]])
+    precision = np.concatenate([[1.0], _precision(tp[seen], fp[seen])])
+    return float(np.trapezoid(precision, recall))
 
 
-def bin_scores(scores: np.ndarray, low: float, high: float, bins: int) -> np.ndarray:
-    """Equal-width bin index of every score in [low, high] (inclusive of both ends)."""
-    if high <= low:
-        return np.zeros(scores.shape, np.int64)
-    index = ((scores - low) * (bins / (high - low))).astype(np.int64)
-    return np.clip(index, 0, bins - 1)
+def max_f1(tp: np.ndarray, fp: np.ndarray) -> float:
+    """Best F1 over all thresholds (0 when nothing is positive at any threshold)."""
+    if tp.size == 0 or tp[-1] == 0:
+        return float("nan")
+    denominator = tp + fp + tp[-1]  # 2TP + FP + FN
+    return float(np.max(2 * tp / denominator))
+
+
+def pro_auc(fpr: np.ndarray, pro: np.ndarray, limit: float) -> float:
+    """Area under PRO(FPR) for FPR in [0, limit], divided by limit; ``fpr`` ascending, (0, 0) added.
+    The curve is linearly interpolated at the limit (as MVTec's reference code does)."""
+    x = np.concatenate([[0.0], fpr])
+    y = np.concatenate([[0.0], pro])
+    inside = x <= limit
+    x_in, y_in = x[inside], y[inside]
+    if x_in[-1] < limit and inside.sum() < x.size:
+        after = int(np.argmax(~inside))
+        x0, x1, y0, y1 = x[after - 1], x[after], y[after - 1], y[after]
+        x_in = np.append(x_in, limit)
+        y_in = np.append(y_in, y0 + (y1 - y0) * (limit - x0) / (x1 - x0))
+    return float(np.trapezoid(y_in, x_in) / limit)

@@ -1,136 +1,269 @@
 """Pixel-level metrics over per-frame anomaly maps and ground-truth masks.
 
-Pooled protocol (all frames, all pixels): AUROC, AP, AUPRO and max-F1, computed from binned
-threshold counts (``curves.py``); uint8 maps are exact (256 levels), float maps use ``bins``
-equal-width thresholds between the global min and max (reported).
-AUPRO (Bergmann et al., MVTec AD): ground-truth regions are the 8-connected components of each
-mask; at every threshold PRO = mean over regions of the fraction of the region's pixels above the
-threshold, FPR = false-positive pixels / all normal pixels; the PRO-FPR curve is integrated up
-to FPR 0.3 (interpolated there) and divided by 0.3.
+Pooled protocol (every pixel of every frame together): AUROC, AP, AUPRO and max-F1.
+Thresholds: integer maps (uint8 / uint16 PNG) are exact, one threshold per level, and equal
+scikit-learn's result; float maps are binned into ``bins`` equal-width bins between the global
+minimum and maximum (or a given range), which is how 2,000 frames stream through in seconds; the
+report says which, and tests bound the difference to sklearn's exact result.
 
-"TAO protocol" (as the TAO paper computes its table, labelled as such): only frames containing an
-anomaly; each frame is scored alone and the scores averaged: AUROC; "AUPRO" = area under the
-precision-recall curve (AP); F1 at threshold 0.5. A frame without a prediction scores 0.
+AUPRO (Bergmann et al., MVTec AD): ground-truth regions are the 8-connected components of each
+mask; at every threshold PRO = mean over regions of the fraction of the region's pixels at or
+above it, FPR = normal pixels at or above it / all normal pixels; the PRO-FPR curve is integrated
+up to FPR 0.3 (interpolated there) and divided by 0.3. PRO only needs, per bin, the sum over region
+pixels of 1 / (size of their region), so no per-region curve is stored.
+
+"TAO protocol", reproducing how the TAO paper (CVPR 2025) computes its pixel table: only frames whose
+mask has an anomaly; each map is divided by its maximum; a frame whose map is all zero (or missing)
+scores 0 on every metric; otherwise AUROC, AP, "AUPRO" = trapezoid area under the precision-recall
+curve (not the MVTec AUPRO) and F1 of (map > 0.5), each exact per frame, then averaged over frames.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
-from tvad_chat.errors import DataError
+from tvad_chat.errors import ConfigError, DataError
 from tvad_chat.eval.curves import (
-    ThresholdCounts,
-    average_precision_from_counts,
-    bin_scores,
-    max_f1_from_counts,
-    roc_auc_from_counts,
+    average_precision,
+    exact_counts,
+    histogram_counts,
+    max_f1,
+    pr_curve_area,
+    pro_auc,
+    roc_auc,
 )
 
+log = logging.getLogger(__name__)
+
 AUPRO_FPR_LIMIT = 0.3
+DEFAULT_BINS = 65536
+TAO_F1_THRESHOLD = 0.5
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 @dataclass
 class PixelFrame:
-    score: np.ndarray | None  # (H, W) anomaly map, None when the method predicted nothing for this frame
-    mask: np.ndarray  # (H, W) bool
+    """One frame: its anomaly map (None when the method predicted nothing) and its boolean mask."""
+
+    score: np.ndarray | None
+    mask: np.ndarray
+    name: str = ""
 
 
 def _check(frame: PixelFrame, index: int) -> None:
-    if frame.score is not None and frame.score.shape != frame.mask.shape:
-        raise DataError(f"frame {index}: score map {frame.score.shape} and mask {frame.mask.shape} differ in size")
+    where = frame.name or f"frame {index}"
+    if frame.mask.ndim != 2:
+        raise DataError(f"{where}: mask must be 2-D, got shape {frame.mask.shape}")
+    if frame.score is not None:
+        if frame.score.shape != frame.mask.shape:
+            raise DataError(f"{where}: score map {frame.score.shape} and mask {frame.mask.shape} differ in size")
+        if frame.score.dtype.kind == "f" and not np.isfinite(frame.score).all():
+            raise DataError(f"{where}: score map holds NaN or infinite values")
 
 
-def aupro_from_curve(fpr: np.ndarray, pro: np.ndarray, limit: float = AUPRO_FPR_LIMIT) -> float:
-    """Normalised area under PRO(FPR) for FPR in [0, limit]; fpr ascending."""
-    x = np.concatenate([[0.0], fpr])
-    y = np.concatenate([[0.0], pro])
-    keep = x <= limit
-    y_limit = np.interp(limit, x, y) if x[-1] >= limit else y[-1]
-    x = np.concatenate([x[keep], [limit]])
-    y = np.concatenate([y[keep], [y_limit]])
-    return float(np.trapezoid(y, x) / limit)
+def _is_integer_map(score: np.ndarray | None) -> bool:
+    return score is None or score.dtype in (np.uint8, np.uint16)
 
 
-def pooled_pixel_metrics(frames: Iterable[PixelFrame], bins: int = 4096) -> dict[str, float | int | str]:
+@dataclass
+class _Binning:
+    exact: bool
+    low: float
+    high: float
+    bins: int
+
+    def index(self, score: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+        if score is None:  # no prediction: the lowest score everywhere
+            return np.zeros(shape, dtype=np.int64)
+        if self.exact:
+            return score.astype(np.int64)
+        if self.high <= self.low:
+            return np.zeros(score.shape, dtype=np.int64)
+        scaled = (score.astype(np.float64) - self.low) * (self.bins / (self.high - self.low))
+        return np.clip(scaled.astype(np.int64), 0, self.bins - 1)
+
+    def describe(self) -> str:
+        if self.exact:
+            return f"exact: one threshold per integer level ({self.bins} levels)"
+        return f"{self.bins} equal-width bins over [{self.low:.6g}, {self.high:.6g}] (float maps)"
+
+
+def choose_binning(frames: Sequence[PixelFrame], bins: int = DEFAULT_BINS,
+                   score_range: tuple[float, float] | None = None) -> _Binning:
+    """Exact levels for integer maps; otherwise equal-width bins over the given or observed range."""
+    if bins < 2:
+        raise ConfigError(f"bins must be at least 2, got {bins}")
+    dtypes = {f.score.dtype for f in frames if f.score is not None}
+    if all(_is_integer_map(f.score) for f in frames) and len(dtypes) <= 1:  # one integer scale: exact
+        top = 65536 if np.dtype(np.uint16) in dtypes else 256
+        return _Binning(True, 0.0, float(top - 1), top)
+    if score_range is None:
+        lows, highs = [], []
+        for frame in frames:
+            if frame.score is not None:
+                lows.append(float(frame.score.min()))
+                highs.append(float(frame.score.max()))
+        score_range = (min(lows), max(highs))
+    low, high = map(float, score_range)
+    if high < low:
+        raise ConfigError(f"score range ({low}, {high}) is empty")
+    return _Binning(False, low, high, bins)
+
+
+@dataclass
+class PooledAccumulator:
+    """Streams frames into per-bin counts: positives, negatives, and PRO weights (1 / region size)."""
+
+    binning: _Binning
+    positives: np.ndarray = field(init=False)
+    negatives: np.ndarray = field(init=False)
+    pro_weight: np.ndarray = field(init=False)
+    regions: int = 0
+    frames: int = 0
+
+    def __post_init__(self) -> None:
+        n = self.binning.bins
+        self.positives = np.zeros(n, np.int64)
+        self.negatives = np.zeros(n, np.int64)
+        self.pro_weight = np.zeros(n, np.float64)
+
+    def update(self, frame: PixelFrame) -> None:
+        n = self.binning.bins
+        index = self.binning.index(frame.score, frame.mask.shape).ravel()
+        mask = frame.mask.ravel()
+        self.positives += np.bincount(index[mask], minlength=n)
+        self.negatives += np.bincount(index[~mask], minlength=n)
+        labels, count = ndimage.label(frame.mask, structure=EIGHT_CONNECTED)
+        if count:
+            region = labels.ravel()[mask]
+            size = np.bincount(region)  # size[0] is unused (background)
+            self.pro_weight += np.bincount(index[mask], weights=1.0 / size[region], minlength=n)
+            self.regions += count
+        self.frames += 1
+
+    def compute(self) -> dict[str, float | int | str]:
+        tp, fp = histogram_counts(self.positives, self.negatives)
+        result: dict[str, float | int | str] = {
+            "auroc": 100.0 * roc_auc(tp, fp),
+            "ap": 100.0 * average_precision(tp, fp),
+            "f1_max": 100.0 * max_f1(tp, fp),
+            "aupro": float("nan"),
+            "frames": self.frames,
+            "pixels": int(tp[-1] + fp[-1]),
+            "anomalous_pixels": int(tp[-1]),
+            "regions": self.regions,
+            "thresholds": self.binning.describe(),
+        }
+        if self.regions and fp[-1] > 0:
+            pro = np.cumsum(self.pro_weight[::-1]) / self.regions
+            result["aupro"] = 100.0 * pro_auc(fp / fp[-1], pro, AUPRO_FPR_LIMIT)
+        return result
+
+
+@dataclass
+class TaoAccumulator:
+    """The TAO paper's per-frame protocol (see the module docstring)."""
+
+    threshold: float = TAO_F1_THRESHOLD
+    auroc: list[float] = field(default_factory=list)
+    ap: list[float] = field(default_factory=list)
+    aupro: list[float] = field(default_factory=list)
+    f1: list[float] = field(default_factory=list)
+    empty_predictions: int = 0
+    no_normal_pixel: int = 0
+
+    def update(self, frame: PixelFrame) -> None:
+        mask = frame.mask
+        if not mask.any():
+            return
+        score = frame.score
+        if score is None or not np.any(score):
+            self.empty_predictions += 1
+            for values in (self.auroc, self.ap, self.aupro, self.f1):
+                values.append(0.0)
+            return
+        tp, fp = exact_counts(score, mask)  # dividing by the max keeps the order of scores
+        if fp[-1] == 0:  # AUROC undefined (the mask covers the frame): left out of the AUROC mean
+            self.no_normal_pixel += 1
+        else:
+            self.auroc.append(roc_auc(tp, fp))
+        self.ap.append(average_precision(tp, fp))
+        self.aupro.append(pr_curve_area(tp, fp))
+        top = float(score.max())
+        predicted = (score.astype(np.float64) / top > self.threshold) if top > 0 else np.zeros(mask.shape, bool)
+        hits = int(np.count_nonzero(predicted & mask))
+        denominator = int(np.count_nonzero(predicted)) + int(np.count_nonzero(mask))
+        self.f1.append(2.0 * hits / denominator)
+
+    def compute(self) -> dict[str, float | int | str]:
+        if not self.ap:
+            raise DataError("TAO protocol: no frame contains an anomaly")
+
+        def mean(values: list[float]) -> float:
+            return 100.0 * float(np.mean(values)) if values else float("nan")
+
+        return {
+            "tao.auroc": mean(self.auroc),
+            "tao.ap": mean(self.ap),
+            "tao.aupro": mean(self.aupro),
+            "tao.f1": mean(self.f1),
+            "tao.frames": len(self.ap),
+            "tao.frames_without_prediction": self.empty_predictions,
+            "tao.frames_without_normal_pixels": self.no_normal_pixel,
+            "tao.note": "TAO protocol (not comparable with the pooled metrics): frames with an anomaly only, each "
+                        "map divided by its max, metrics exact per frame then averaged; 'aupro' here is the area "
+                        f"under the precision-recall curve; F1 of map > {self.threshold}; an empty map scores 0",
+        }
+
+
+def pooled_pixel_metrics(frames: Sequence[PixelFrame], bins: int = DEFAULT_BINS,
+                         score_range: tuple[float, float] | None = None) -> dict[str, float | int | str]:
     """AUROC, AP, AUPRO (FPR <= 0.3) and max-F1 in percent over all pixels of all frames."""
-    frames = list(frames)
-    if not frames:
+    if len(frames) == 0:
         raise DataError("no frames to evaluate")
     for i, frame in enumerate(frames):
         _check(frame, i)
-    exact = all(f.score is None or f.score.dtype == np.uint8 for f in frames)
-    scored = [f.score for f in frames if f.score is not None]
-    if exact:
-        low, high, nbins = 0.0, 255.0, 256
-    else:
-        low = min(float(s.min()) for s in scored) if scored else 0.0
-        high = max(float(s.max()) for s in scored) if scored else 1.0
-        nbins = bins
-    counts = ThresholdCounts.empty(nbins)
-    region_hist: list[np.ndarray] = []  # per region: count of its pixels per bin
+    accumulator = PooledAccumulator(choose_binning(frames, bins, score_range))
     for frame in frames:
-        score = frame.score if frame.score is not None else np.full(frame.mask.shape, low)
-        index = score.astype(np.int64) if exact else bin_scores(score, low, high, nbins)
-        counts.add(index.ravel(), frame.mask.ravel())
-        labels, num = ndimage.label(frame.mask, structure=EIGHT_CONNECTED)
-        if num:
-            flat = labels.ravel()
-            inside = flat > 0
-            hist = np.bincount((flat[inside] - 1) * nbins + index.ravel()[inside], minlength=num * nbins)
-            region_hist.append(hist.reshape(num, nbins))
-    result = {"frames": len(frames), "pixels": int(counts.positives.sum() + counts.negatives.sum()),
-              "thresholds": "exact uint8 levels" if exact else f"{nbins} equal-width bins in [{low:.4g}, {high:.4g}]"}
-    result["auroc"] = 100.0 * roc_auc_from_counts(counts)
-    result["ap"] = 100.0 * average_precision_from_counts(counts)
-    result["f1_max"] = 100.0 * max_f1_from_counts(counts)
-    if region_hist:
-        regions = np.concatenate(region_hist)  # (R, B)
-        # fraction of each region at or above each threshold, thresholds from high to low
-        covered = np.cumsum(regions[:, ::-1], axis=1) / regions.sum(axis=1, keepdims=True)
-        pro = covered.mean(axis=0)
-        _, fp = counts.cumulative()
-        fpr = fp / max(int(fp[-1]), 1)
-        result["aupro"] = 100.0 * aupro_from_curve(fpr, pro)
-        result["regions"] = int(regions.shape[0])
-    else:
-        result["aupro"] = float("nan")
-        result["regions"] = 0
-    return result
+        accumulator.update(frame)
+    return accumulator.compute()
 
 
-def tao_protocol(frames: Iterable[PixelFrame], threshold: float = 0.5) -> dict[str, float | int | str]:
-    """The TAO paper's per-frame protocol (see module docstring); scores are expected in [0, 1]."""
-    aurocs, auprs, f1s = [], [], []
+def tao_protocol(frames: Iterable[PixelFrame], threshold: float = TAO_F1_THRESHOLD) -> dict[str, float | int | str]:
+    """The TAO paper's per-frame protocol, in percent, keys prefixed with ``tao.``."""
+    accumulator = TaoAccumulator(threshold)
     for i, frame in enumerate(frames):
         _check(frame, i)
-        if not frame.mask.any():
-            continue
-        if frame.score is None or not np.any(frame.score):
-            aurocs.append(0.0), auprs.append(0.0), f1s.append(0.0)
-            continue
-        score = frame.score.astype(np.float64)
-        if frame.score.dtype == np.uint8:
-            score /= 255.0
-        mask = frame.mask.ravel()
-        counts = ThresholdCounts.empty(256)
-        counts.add(bin_scores(score.ravel(), 0.0, 1.0, 256), mask)
-        if mask.all():  # no normal pixel: AUROC undefined, count as 0 like a missed frame
-            aurocs.append(0.0)
-        else:
-            aurocs.append(roc_auc_from_counts(counts))
-        auprs.append(average_precision_from_counts(counts))
-        predicted = score.ravel() >= threshold
-        tp = int(np.sum(predicted & mask))
-        denom = int(predicted.sum() + mask.sum())
-        f1s.append(2 * tp / denom if denom else 0.0)
-    if not aurocs:
-        raise DataError("TAO protocol: no frame contains an anomaly")
-    return {"tao.auroc": 100.0 * float(np.mean(aurocs)), "tao.aupro": 100.0 * float(np.mean(auprs)),
-            "tao.f1": 100.0 * float(np.mean(f1s)), "tao.frames": len(aurocs),
-            "tao.note": "TAO protocol: anomalous frames only, per-frame mean; AUPRO here = PR-curve area; "
-                        f"F1 at {threshold}; 256 score levels in [0, 1]"}
+        accumulator.update(frame)
+    return accumulator.compute()
+
+
+def pixel_metrics(frames: Sequence[PixelFrame], bins: int = DEFAULT_BINS,
+                  score_range: tuple[float, float] | None = None,
+                  progress: bool = False) -> dict[str, float | int | str]:
+    """Pooled metrics and the TAO protocol in one pass over the frames (a second pass finds the
+    score range of float maps when none is given)."""
+    if len(frames) == 0:
+        raise DataError("no frames to evaluate")
+    binning = choose_binning(frames, bins, score_range)
+    pooled, tao = PooledAccumulator(binning), TaoAccumulator()
+    iterator: Iterable[PixelFrame] = frames
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(frames, desc="pixel metrics", unit="frame")
+    for i, frame in enumerate(iterator):
+        _check(frame, i)
+        pooled.update(frame)
+        tao.update(frame)
+    result = pooled.compute()
+    try:
+        result.update(tao.compute())
+    except DataError:
+        log.warning("no frame contains an anomaly: the TAO protocol is undefined")
+    return result
