@@ -10,7 +10,7 @@ import sacrebleu
 from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu, sentence_bleu
 from pycocoevalcap.bleu.bleu import Bleu
 
-from tvad_chat.errors import ConfigError
+from tvad_chat.errors import ConfigError, DataError
 from tvad_chat.eval.text import (
     BleuSettings,
     best_reference_bleu4,
@@ -49,6 +49,7 @@ def test_sentence_bleu_matches_sacrebleu_on_random_pairs() -> None:
         assert ours == pytest.approx(theirs, abs=1e-9)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # nltk warns about zero n-gram matches
 def test_sentence_bleu_matches_nltk_without_smoothing() -> None:
     rng = random.Random(1)
     settings = BleuSettings(tokenize="whitespace", lowercase=False, smooth="none")
@@ -60,6 +61,7 @@ def test_sentence_bleu_matches_nltk_without_smoothing() -> None:
         assert sentence_bleu4(hyp, refs, settings) == pytest.approx(nltk_score, abs=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_corpus_bleu_matches_nltk_sacrebleu_and_coco() -> None:
     rng = random.Random(2)
     refs = [[_sentence(rng, rng.randint(5, 12)) for _ in range(3)] for _ in range(60)]
@@ -91,9 +93,14 @@ def test_best_reference_macro_over_videos() -> None:
 
 
 def test_empty_references_are_an_error_and_no_items_is_nan() -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(DataError):
         best_reference_bleu4([("v", "text", [])])
+    with pytest.raises(DataError):
+        corpus_bleu4(["text"], [[]])
     assert math.isnan(best_reference_bleu4([])["bleu4"])
+    # an empty reference string has no n-gram to match: 0, and the other reference still wins
+    assert sentence_bleu4("a cyclist", [""]) == 0.0
+    assert best_reference_bleu4([("v", "a red car", ["", "a red car"])])["bleu4"] == pytest.approx(100.0)
 
 
 @pytest.mark.parametrize("text,label", [
@@ -102,6 +109,9 @@ def test_empty_references_are_an_error_and_no_items_is_nan() -> None:
     ("There is an anomaly: a cart crosses.", "yes"), ("An anomalous skateboarder appears", "yes"),
     ("I cannot tell", "unknown"), ("...", "unknown"), ("", "unknown"),
     ("The video does not contain anything abnormal", "no"),
+    ("The scene is not normal: a car drives on the walkway.", "yes"), ("I would say yes.", "yes"),
+    ("?!", "unknown"), ("No anomaly is present.", "no"), ("There are no abnormal events.", "no"),
+    ("A man is walking.", "unknown"),
 ])
 def test_yes_no_normalisation(text: str, label: str) -> None:
     assert normalize_yes_no(text) == label
@@ -117,3 +127,32 @@ def test_yes_no_metrics_hand_computed() -> None:
     assert metrics["confusion"]["no->unknown"] == 1 and metrics["confusion"]["yes->no"] == 1
     with pytest.raises(ConfigError):
         yes_no_metrics(["yes"], ["perhaps"])
+
+
+def test_punctuation_only_prediction_under_every_setting() -> None:
+    ref = ["a cyclist rides from left to right"]
+    for settings in (BleuSettings(), BleuSettings(tokenize="whitespace", smooth="none"),
+                     BleuSettings(smooth="floor", smooth_value=0.1)):
+        # tokens "." "." "." (13a) or "..." match nothing: no unigram match gives 0 whatever the smoothing
+        assert sentence_bleu4("...", ref, settings) == 0.0
+        assert sacrebleu.sentence_bleu("...", ref, smooth_method=settings.smooth,
+                                       smooth_value=settings.smooth_value,
+                                       tokenize="none" if settings.tokenize == "whitespace" else "13a").score == 0.0
+    assert corpus_bleu4(["...", "a cyclist rides from left to right"], [ref, ref]) < 100.0
+    assert normalize_yes_no("...") == "unknown"
+
+
+def test_balanced_accuracy_matches_sklearn() -> None:
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = random.Random(5)
+    answers = ["Yes, a car.", "No.", "There is no anomaly", "hmm", "Yes"]
+    preds = [rng.choice(answers) for _ in range(50)]
+    refs = [rng.choice(["Yes", "No"]) for _ in range(50)]
+    ours = yes_no_metrics(preds, refs)
+    labels_true = [normalize_yes_no(r) for r in refs]
+    labels_pred = [normalize_yes_no(p) for p in preds]
+    with pytest.warns(UserWarning):  # sklearn warns that "unknown" is not a reference class
+        theirs = balanced_accuracy_score(labels_true, labels_pred)
+    assert ours["balanced_accuracy"] == pytest.approx(100 * theirs)
+    assert sum(ours["confusion"].values()) == 50

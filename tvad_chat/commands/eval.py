@@ -48,7 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pixels = eval_sub.add_parser("pixels", help="pixel AUROC, AP, AUPRO, max-F1 and the TAO protocol")
     pixels.add_argument("--pred", required=True, type=Path, help="folder of per-frame score maps (PNG or .npy)")
     pixels.add_argument("--gt", required=True, type=Path, help="folder of mask PNGs, same relative names")
-    pixels.add_argument("--bins", type=int, default=4096, help="thresholds for float maps (uint8 maps are exact)")
+    pixels.add_argument("--bins", type=int, default=65536,
+                        help="equal-width threshold bins for float maps (8/16-bit PNG maps are exact)")
+    pixels.add_argument("--score-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="bin float maps over this range instead of the observed min and max")
     pixels.add_argument("--json", type=Path)
     pixels.set_defaults(handler=run_pixels)
 
@@ -124,26 +127,18 @@ def run_objects(args: argparse.Namespace) -> int:
 
 
 def run_pixels(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from tvad_chat.errors import ConfigError
+    from tvad_chat.eval.io import MapFrames
+    from tvad_chat.eval.pixels import pixel_metrics
 
-    from tvad_chat.errors import DataError
-    from tvad_chat.eval.io import IMAGE_SUFFIXES, list_frame_files, read_map
-    from tvad_chat.eval.pixels import PixelFrame, pooled_pixel_metrics, tao_protocol
-
-    masks = list_frame_files(args.gt, IMAGE_SUFFIXES)
-    preds = list_frame_files(args.pred, IMAGE_SUFFIXES + (".npy",))
-    if not masks:
-        raise DataError(f"{args.gt} holds no mask images")
-    extra = sorted(set(preds) - set(masks))
-    if extra:
-        raise DataError(f"{args.pred} has maps without masks: {extra[:5]}")
-    frames = []
-    for key in tqdm(sorted(masks), desc="reading maps", unit="frame", disable=len(masks) < 200):
-        mask = read_map(masks[key]) > 0
-        score = read_map(preds[key]) if key in preds else None  # no prediction: lowest score everywhere
-        frames.append(PixelFrame(score, mask))
-    report = pooled_pixel_metrics(frames, bins=args.bins)
-    report.update(tao_protocol(frames))
-    report["frames_without_prediction"] = sum(f.score is None for f in frames)
-    notes = [report["thresholds"], "AUPRO: 8-connected regions, FPR <= 0.3, normalised", report["tao.note"]]
+    if args.score_range is not None and args.score_range[1] <= args.score_range[0]:
+        raise ConfigError("--score-range LOW HIGH needs LOW < HIGH")
+    frames = MapFrames(args.pred, args.gt)
+    report = pixel_metrics(frames, bins=args.bins, score_range=args.score_range, progress=len(frames) >= 200)
+    report["frames_without_prediction"] = frames.missing
+    notes = [f"thresholds: {report['thresholds']}",
+             "pooled: all pixels of all frames; AUPRO: 8-connected regions, FPR <= 0.3, normalised by 0.3; "
+             "a frame without a map scores lowest everywhere"]
+    if "tao.note" in report:
+        notes.append(str(report["tao.note"]))
     return _finish("Pixel-level metrics (percent)", report, notes, args.json)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,13 @@ def _read_rows(path: Path, width: int) -> Iterator[tuple[int, list[float]]]:
             raise DataError(f"{path}:{number}: not a number ({err})") from err
 
 
+def _check_box(where: str, frame: float, x1: float, y1: float, x2: float, y2: float) -> None:
+    if frame != int(frame) or frame < 0:
+        raise DataError(f"{where}: frame must be a non-negative integer, got {frame:g}")
+    if x2 < x1 or y2 < y1:
+        raise DataError(f"{where}: box has x2 < x1 or y2 < y1 (expected x1, y1, x2, y2)")
+
+
 def read_object_files(gt_dir: str | Path, det_dir: str | Path) -> tuple[Regions, Detections, list[str]]:
     """Per-video text files, same file name in both folders: tracks `track_id, frame, x1, y1, x2, y2`,
     detections `frame, x1, y1, x2, y2, score`. A video without a detection file has no detections."""
@@ -111,16 +118,21 @@ def read_object_files(gt_dir: str | Path, det_dir: str | Path) -> tuple[Regions,
     reg_rows, det_rows = [], []
     track_keys: dict[tuple[int, float], int] = {}
     for v, name in enumerate(videos):
+        seen: set[tuple[float, float]] = set()
         for number, (track, frame, x1, y1, x2, y2) in _read_rows(gt_dir / name, 6):
-            if x2 < x1 or y2 < y1:
-                raise DataError(f"{gt_dir / name}:{number}: box has x2 < x1 or y2 < y1")
+            where = f"{gt_dir / name}:{number}"
+            _check_box(where, frame, x1, y1, x2, y2)
+            if (track, frame) in seen:
+                raise DataError(f"{where}: track {track:g} has a second region on frame {frame:g}")
+            seen.add((track, frame))
             gid = track_keys.setdefault((v, track), len(track_keys))
             reg_rows.append((v, int(frame), gid, x1, y1, x2, y2))
         det_file = det_dir / name
         if det_file.is_file():
             for number, (frame, x1, y1, x2, y2, score) in _read_rows(det_file, 6):
-                if x2 < x1 or y2 < y1:
-                    raise DataError(f"{det_file}:{number}: box has x2 < x1 or y2 < y1")
+                _check_box(f"{det_file}:{number}", frame, x1, y1, x2, y2)
+                if not np.isfinite(score):
+                    raise DataError(f"{det_file}:{number}: score must be a finite number")
                 det_rows.append((v, int(frame), x1, y1, x2, y2, score))
     reg = np.array(reg_rows, dtype=np.float64).reshape(-1, 7)
     det = np.array(det_rows, dtype=np.float64).reshape(-1, 7)
@@ -155,3 +167,35 @@ def list_frame_files(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]
         raise DataError(f"{folder} is not a folder")
     return {str(p.relative_to(folder).with_suffix("")): p for p in sorted(folder.rglob("*"))
             if p.is_file() and p.suffix.lower() in suffixes}
+
+
+class MapFrames(Sequence):
+    """Frames read from disk on access (maps are not all held in memory): masks PNGs under ``gt``,
+    score maps with the same relative name under ``pred`` (PNG or .npy); a mask without a map is a
+    frame the method predicted nothing for."""
+
+    def __init__(self, pred_dir: str | Path, gt_dir: str | Path) -> None:
+        self.pred_dir, self.gt_dir = Path(pred_dir), Path(gt_dir)
+        self.masks = list_frame_files(self.gt_dir, IMAGE_SUFFIXES)
+        self.preds = list_frame_files(self.pred_dir, IMAGE_SUFFIXES + (".npy",))
+        if not self.masks:
+            raise DataError(f"{self.gt_dir} holds no mask images")
+        extra = sorted(set(self.preds) - set(self.masks))
+        if extra:
+            raise DataError(f"{self.pred_dir} has maps without masks, e.g. {extra[:3]}: check the folder layout")
+        self.keys = sorted(self.masks)
+        self.missing = sum(key not in self.preds for key in self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        from tvad_chat.eval.pixels import PixelFrame
+
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        key = self.keys[index]
+        mask = read_map(self.masks[key]) > 0
+        score = read_map(self.preds[key]) if key in self.preds else None
+        name = str(self.preds.get(key, self.masks[key]))
+        return PixelFrame(score, mask, name)

@@ -20,7 +20,7 @@ from functools import lru_cache
 from sacrebleu.metrics import BLEU
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
-from tvad_chat.errors import ConfigError
+from tvad_chat.errors import ConfigError, DataError
 
 MAX_ORDER = 4
 SMOOTH_METHODS = ("none", "floor", "add-k", "exp")
@@ -125,7 +125,7 @@ def best_reference_bleu4(items: Iterable[tuple[str, str, Sequence[str]]],
     per_video: dict[str, list[float]] = defaultdict(list)
     for video_id, prediction, references in items:
         if not references:
-            raise ConfigError(f"video {video_id!r} has an item with no references: add at least one")
+            raise DataError(f"video {video_id!r} has an item with no references: add at least one")
         per_video[video_id].append(max(sentence_bleu4(prediction, [ref], settings) for ref in references))
     if not per_video:
         return {"bleu4": float("nan"), "videos": 0, "items": 0}
@@ -141,6 +141,8 @@ def corpus_bleu4(predictions: Sequence[str], references: Sequence[Sequence[str]]
         raise ConfigError(f"{len(predictions)} predictions but {len(references)} reference lists")
     total = BleuStats()
     for prediction, refs in zip(predictions, references):
+        if not refs:
+            raise DataError(f"prediction {prediction!r} has no references: add at least one")
         total.add(bleu_stats(_tokens(prediction, tokenize, lowercase), [_tokens(r, tokenize, lowercase) for r in refs]))
     return total.score("none")
 
@@ -153,6 +155,7 @@ _NEGATIVE = re.compile(
     r"|\b(everything|all|scene|video|clip|it)\b[^.]*\b(is|looks|seems|appears)\s+(normal|fine|ordinary)\b"
     r"|^\s*normal\b"
 )
+_NOT_NORMAL = re.compile(r"\b(not|isn't|is not)\s+(normal|ordinary|usual|typical)\b")
 _POSITIVE = re.compile(r"\b(anomal\w*|abnormal|unusual|suspicious)\b")
 
 
@@ -166,10 +169,16 @@ def normalize_yes_no(text: str) -> str:
         return YES
     if words[0] in ("no", "nope", "false"):
         return NO
+    if _NOT_NORMAL.search(lowered):
+        return YES
     if _NEGATIVE.search(lowered):
         return NO
     if _POSITIVE.search(lowered) or re.search(r"\bthere (is|are) an?\b", lowered):
         return YES
+    # a bare yes or no later in the sentence ("I would say yes."), when only one of them occurs
+    has_yes, has_no = "yes" in words, "no" in words
+    if has_yes != has_no:
+        return YES if has_yes else NO
     return UNKNOWN
 
 
