@@ -647,17 +647,3 @@ class Backbone:
                 clip_cache.latest = state
         return GenerationResult(text=text, token_ids=token_ids, state=state, new_tokens_processed=processed)
 
-
-@dataclass
-class LoadOptions:
-    """How to load a backbone (CLI/config friendly)."""
-
-    model: str = "checkpoints/tvad-tiny"
-    dtype: str | None = None
-    device: str | None = None
-    device_map: str | None = None
-    load_in_4bit: bool = False
-
-    def load(self) -> Backbone:
-        return Backbone.load(self.model, dtype=self.dtype, device=self.device, device_map=self.device_map,
-                             load_in_4bit=self.load_in_4bit)
