@@ -1,4 +1,4 @@
-"""`tvad eval ...`: JSON keys as documented, percent values, errors naming file and line."""
+"""`tvad eval text|frames|objects|pixels` end to end, on real UCSD Ped2 masks where it fits."""
 
 from __future__ import annotations
 
@@ -8,66 +8,145 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from tvad_chat.cli import main
+from tvad_chat.eval.objects import Detections, Regions, rbdc_tbdc
+from tvad_chat.eval.text import BleuSettings, best_reference_bleu4
+
+PED2 = Path("/work/shared/data/ucsd_ped2/testing")
+needs_ped2 = pytest.mark.skipif(not PED2.is_dir(), reason="UCSD Ped2 sample data not present")
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 
 
-def test_eval_text_json_keys(tmp_path: Path) -> None:
-    pred = _write_jsonl(tmp_path / "p.jsonl", [
-        {"id": "1", "prediction": "Yes, a cyclist."}, {"id": "2", "prediction": "No."},
-        {"id": "3", "prediction": "a cyclist in a red shirt"}, {"id": "4", "prediction": "it rides left to right"}])
-    ref = _write_jsonl(tmp_path / "r.jsonl", [
-        {"id": "1", "video_id": "a", "kind": "yesno", "references": ["Yes"]},
-        {"id": "2", "video_id": "b", "kind": "yesno", "references": ["Yes"]},
-        {"id": "3", "video_id": "a", "kind": "target", "references": ["a cyclist in a red shirt"]},
-        {"id": "4", "video_id": "a", "kind": "trajectory", "references": ["it rides from left to right"]}])
-    assert main(["eval", "text", "--pred", str(pred), "--ref", str(ref), "--json", str(tmp_path / "o.json")]) == 0
-    report = json.loads((tmp_path / "o.json").read_text())
-    assert report["bleu4.target"] == pytest.approx(100.0)
+def test_text_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    refs = [
+        {"id": "1", "video_id": "v1", "kind": "target", "references": ["a man on a bicycle", "a cyclist"]},
+        {"id": "2", "video_id": "v2", "kind": "target", "references": ["a small cart"]},
+        {"id": "3", "video_id": "v1", "kind": "trajectory", "references": ["moves from left to right"]},
+        {"id": "4", "video_id": "v1", "kind": "yesno", "references": ["Yes"]},
+        {"id": "5", "video_id": "v2", "kind": "yesno", "references": ["No"]},
+    ]
+    preds = [{"id": "1", "prediction": "a man on a bicycle"}, {"id": "2", "prediction": "a cart"},
+             {"id": "3", "prediction": "moves left to right"}, {"id": "4", "prediction": "Yes, a cyclist."},
+             {"id": "5", "prediction": "Nothing unusual happens."}]
+    out = tmp_path / "report.json"
+    code = main(["eval", "text", "--pred", str(_jsonl(tmp_path / "p.jsonl", preds)),
+                 "--ref", str(_jsonl(tmp_path / "r.jsonl", refs)), "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    expected = best_reference_bleu4([("v1", "a man on a bicycle", refs[0]["references"]),
+                                     ("v2", "a cart", refs[1]["references"])], BleuSettings())["bleu4"]
+    assert report["bleu4.target"] == pytest.approx(expected, abs=1e-3)
     assert 0 < report["bleu4.trajectory"] < 100
-    assert report["yesno.accuracy"] == 50.0 and report["yesno.balanced_accuracy"] == 50.0
+    assert report["yesno.accuracy"] == 100.0 and report["yesno.balanced_accuracy"] == 100.0
+    printed = capsys.readouterr().out
+    assert "tokenize=13a" in printed and "lowercase=True" in printed and "smooth=exp" in printed
 
 
-def test_eval_text_malformed_line_names_file_and_line(tmp_path: Path, capsys) -> None:
-    pred = _write_jsonl(tmp_path / "p.jsonl", [{"id": "1", "prediction": "yes"}])
-    ref = tmp_path / "r.jsonl"
-    ref.write_text('{"id": "1", "video_id": "a", "kind": "yesno", "references": ["Yes"]}\n{"id": 2\n')
+def test_malformed_lines_name_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pred = tmp_path / "p.jsonl"
+    pred.write_text('{"id": "1", "prediction": "yes"}\n{"id": "2", "prediction": \n', encoding="utf-8")
+    ref = _jsonl(tmp_path / "r.jsonl", [{"id": "1", "video_id": "v", "kind": "yesno", "references": ["yes"]}])
     assert main(["eval", "text", "--pred", str(pred), "--ref", str(ref)]) == 1
-    assert f"{ref}:2" in capsys.readouterr().err
-
-
-def test_eval_frames_and_objects(tmp_path: Path) -> None:
-    (tmp_path / "s.json").write_text(json.dumps({"v": [0.1, 0.9, 0.8, 0.2]}))
-    (tmp_path / "l.json").write_text(json.dumps({"v": [0, 1, 1, 0]}))
-    assert main(["eval", "frames", "--scores", str(tmp_path / "s.json"), "--labels", str(tmp_path / "l.json"),
-                 "--json", str(tmp_path / "f.json")]) == 0
-    assert json.loads((tmp_path / "f.json").read_text())["micro_auc"] == 100.0
+    assert f"{pred}:2" in capsys.readouterr().err
     gt, det = tmp_path / "gt", tmp_path / "det"
     gt.mkdir(), det.mkdir()
-    (gt / "01.txt").write_text("1, 0, 10, 10, 20, 20\n1, 1, 12, 10, 22, 20\n")
-    (det / "01.txt").write_text("0, 10, 10, 20, 20, 0.9\n1, 12, 10, 22, 20, 0.8\n")
-    assert main(["eval", "objects", "--gt-tracks", str(gt), "--detections", str(det), "--num-frames", "2",
-                 "--json", str(tmp_path / "o.json")]) == 0
-    report = json.loads((tmp_path / "o.json").read_text())
-    assert report["rbdc"] == pytest.approx(100.0) and report["tbdc"] == pytest.approx(100.0)
+    (gt / "01.txt").write_text("0, 3, 10, 10, 20, 20\n0, 4, 10, 10, 20\n")
+    assert main(["eval", "objects", "--gt-tracks", str(gt), "--detections", str(det), "--num-frames", "9"]) == 1
+    assert f"{gt / '01.txt'}:2" in capsys.readouterr().err
+    (gt / "01.txt").write_text("0, 3, 10, 10, 20, 20\n")
+    (det / "01.txt").write_text("3, 10, 10, 20, 20, 0.5\n3, 30, 10, 20, 20, 0.4\n")
+    assert main(["eval", "objects", "--gt-tracks", str(gt), "--detections", str(det), "--num-frames", "9"]) == 1
+    assert f"{det / '01.txt'}:2" in capsys.readouterr().err  # x2 < x1
 
 
-def test_eval_pixels_png_maps(tmp_path: Path) -> None:
-    pred, gt = tmp_path / "pred" / "01", tmp_path / "gt" / "01"
-    pred.mkdir(parents=True), gt.mkdir(parents=True)
-    for i in range(3):
-        mask = np.zeros((20, 30), np.uint8)
-        mask[5:10, 5 + i : 12 + i] = 255
-        cv2.imwrite(str(gt / f"{i:03d}.png"), mask)
-        cv2.imwrite(str(pred / f"{i:03d}.png"), (mask // 2 + 20).astype(np.uint8))
+@needs_ped2
+def test_frames_on_real_ped2_labels(tmp_path: Path) -> None:
+    labels = json.loads((PED2 / "frame_labels.json").read_text())
+    rng = np.random.default_rng(0)
+    scores = {k: (np.asarray(v) * 0.4 + rng.random(len(v))).tolist() for k, v in labels.items()}
+    scores_path = tmp_path / "s.json"
+    scores_path.write_text(json.dumps(scores))
+    out = tmp_path / "f.json"
+    assert main(["eval", "frames", "--scores", str(scores_path), "--labels", str(PED2 / "frame_labels.json"),
+                 "--sigma", "2", "--one-class", "pad", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    from scipy.ndimage import gaussian_filter1d
+
+    ys = np.concatenate([labels[k] for k in sorted(labels)])
+    ss = np.concatenate([gaussian_filter1d(np.asarray(scores[k]), 2) for k in sorted(labels)])
+    assert report["micro_auc"] == pytest.approx(100 * roc_auc_score(ys, ss), abs=1e-3)
+    assert report["sigma"] == 2 and report["one_class"] == "pad"
+
+
+def _ped2_boxes(video: str) -> list[tuple[int, int, int, int, int]]:
+    rows = []
+    for path in sorted((PED2 / "masks" / video).glob("*.png")):
+        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) > 0
+        if mask.any():
+            ys, xs = np.nonzero(mask)
+            rows.append((int(path.stem), int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())))
+    return rows
+
+
+@needs_ped2
+def test_objects_on_boxes_from_real_ped2_masks(tmp_path: Path) -> None:
+    gt, det = tmp_path / "gt", tmp_path / "det"
+    gt.mkdir(), det.mkdir()
+    rng = np.random.default_rng(1)
+    regions, dets, total_frames = [], [], 0
+    for v, video in enumerate(("01", "04")):
+        boxes = _ped2_boxes(video)
+        total_frames += len(list((PED2 / "masks" / video).glob("*.png")))
+        (gt / f"{video}.txt").write_text("".join(f"0, {f}, {x1}, {y1}, {x2}, {y2}\n" for f, x1, y1, x2, y2 in boxes))
+        lines = []
+        for f, x1, y1, x2, y2 in boxes[::2]:  # every other region, jittered, plus a false positive
+            j = rng.integers(-3, 4, 4)
+            lines.append((f, x1 + j[0], y1 + j[1], x2 + j[2], y2 + j[3], round(float(rng.random()), 3)))
+            lines.append((f, 0, 0, 15, 15, round(float(rng.random()) * 0.5, 3)))
+        (det / f"{video}.txt").write_text("".join(", ".join(map(str, r)) + "\n" for r in lines))
+        regions += [(v, f, v, x1, y1, x2, y2) for f, x1, y1, x2, y2 in boxes]
+        dets += [(v, *r) for r in lines]
+    out = tmp_path / "o.json"
+    assert main(["eval", "objects", "--gt-tracks", str(gt), "--detections", str(det),
+                 "--num-frames", str(total_frames), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    r, d = np.array(regions, float), np.array(dets, float)
+    expected = rbdc_tbdc(Regions(r[:, 0].astype(int), r[:, 1].astype(int), r[:, 2].astype(int), r[:, 3:]),
+                         Detections(d[:, 0].astype(int), d[:, 1].astype(int), d[:, 2:6], d[:, 6]), total_frames)
+    assert report["rbdc"] == pytest.approx(expected["rbdc"], abs=1e-3)
+    assert report["tbdc"] == pytest.approx(100.0)  # both tracks have half their regions hit
+    assert 30 < report["rbdc"] < 55
+
+
+@needs_ped2
+def test_pixels_on_real_ped2_masks(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    gt, pred = tmp_path / "gt" / "04", tmp_path / "pred" / "04"
+    gt.mkdir(parents=True), pred.mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    ys, ss = [], []
+    for index, path in enumerate(sorted((PED2 / "masks" / "04").glob("*.png"))[20:60]):
+        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        (gt / path.name).write_bytes(path.read_bytes())
+        if index % 10 == 9:  # a few frames without a map
+            ys.append(mask.ravel() > 0), ss.append(np.zeros(mask.size))
+            continue
+        score = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 6) * 0.6 + rng.random(mask.shape) * 90
+        score = np.clip(score, 0, 255).astype(np.uint8)
+        cv2.imwrite(str(pred / path.name), score)
+        ys.append(mask.ravel() > 0), ss.append(score.ravel().astype(float))
+    out = tmp_path / "p.json"
     assert main(["eval", "pixels", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
-                 "--json", str(tmp_path / "o.json")]) == 0
-    report = json.loads((tmp_path / "o.json").read_text())
-    for key in ("auroc", "ap", "aupro", "f1_max", "tao.auroc", "tao.aupro", "tao.f1"):
-        assert key in report
-    assert report["auroc"] == 100.0 and report["aupro"] == 100.0
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["auroc"] == pytest.approx(100 * roc_auc_score(np.concatenate(ys), np.concatenate(ss)), abs=1e-3)
+    for key in ("ap", "aupro", "f1_max", "tao.auroc", "tao.ap", "tao.aupro", "tao.f1"):
+        assert 0 <= report[key] <= 100, key
+    assert report["frames_without_prediction"] == 4
+    printed = capsys.readouterr().out
+    assert "TAO protocol" in printed and "exact" in printed
