@@ -20,7 +20,7 @@ COMMON = {"progress": False, "cpu": True, "grad_accum": 2}
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    return make_toy_corpus(tmp_path_factory.mktemp("toy"), videos=8, frames=8)
+    return make_toy_corpus(tmp_path_factory.mktemp("toy"), videos=10, frames=8)
 
 
 @pytest.fixture(scope="module")
@@ -72,14 +72,20 @@ def test_stage1_two_steps_train_only_the_ahd(stage1_dir, stage0_dir):
     assert set(state["modules"]) == {"ahd"}  # the backbone is frozen: not in the checkpoint
 
 
+@pytest.fixture(scope="module")
+def stage2_dir(corpus, stage0_dir, stage1_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("s2")
+    cfg = stage2.Stage2Config(backbone=str(stage0_dir), ahd=str(stage1_dir), corpus=str(corpus),
+                              out_dir=str(out), max_steps=2, phase_b_steps=2, val_samples=2, lora_r=4,
+                              lora_alpha=8, phase_b_layers=1, **COMMON)
+    return stage2.run(cfg)
+
+
 @pytest.mark.slow
-def test_stage2_two_steps_per_phase_give_a_full_model(corpus, stage0_dir, stage1_dir, tmp_path):
+def test_stage2_two_steps_per_phase_give_a_full_model(stage0_dir, stage2_dir):
     from tvad_chat.pipeline import TVAD
 
-    cfg = stage2.Stage2Config(backbone=str(stage0_dir), ahd=str(stage1_dir), corpus=str(corpus),
-                              out_dir=str(tmp_path), max_steps=2, phase_b_steps=2, val_samples=2, lora_r=4,
-                              lora_alpha=8, phase_b_layers=1, **COMMON)
-    final = stage2.run(cfg)
+    final, tmp_path = stage2_dir, stage2_dir.parent
     for phase in ("phase_a", "phase_b"):
         assert [r["step"] for r in _log(tmp_path / phase) if "loss" in r] == [1, 2]
     tvad = TVAD.from_pretrained(final, dtype="float32", device="cpu")
@@ -107,7 +113,7 @@ def test_stage0_loss_falls_on_a_fixed_batch(corpus, stage0_dir):
     for p in bb.model.parameters():
         p.requires_grad_(True)
     batch = load_samples(corpus, split="train")[:1]
-    store = ClipStore()
+    store = ClipStore(max_pixels=56 * 84)  # 2 x 3 merged tokens per step: a cheap fixed batch
     cfg = common.TrainConfig(out_dir=str(stage0_dir.parent / "fixed"), max_steps=30, grad_accum=1, lr=3e-3,
                              save_every=1000, progress=False, cpu=True, resume=False)
     tr = common.Trainer(cfg, {"model": bb.model},
@@ -122,7 +128,7 @@ def test_stage0_loss_falls_on_a_fixed_batch(corpus, stage0_dir):
 @pytest.mark.slow
 def test_stage1_interrupted_and_resumed_equals_uninterrupted(corpus, stage0_dir, tmp_path):
     def cfg(out, **kw):
-        return stage1.Stage1Config(backbone=str(stage0_dir), corpus=str(corpus), out_dir=str(out), max_steps=6,
+        return stage1.Stage1Config(backbone=str(stage0_dir), corpus=str(corpus), out_dir=str(out), max_steps=4,
                                    save_every=2, val_split="", **COMMON, **kw)
 
     stage1.run(cfg(tmp_path / "a"))
@@ -132,7 +138,7 @@ def test_stage1_interrupted_and_resumed_equals_uninterrupted(corpus, stage0_dir,
     stage1.run(cfg(tmp_path / "b"))
     sa = common.load_state(common.latest_checkpoint(tmp_path / "a"))
     sb = common.load_state(common.latest_checkpoint(tmp_path / "b"))
-    assert sa["step"] == sb["step"] == 6
+    assert sa["step"] == sb["step"] == 4
     for k, v in sa["modules"]["ahd"].items():
         assert torch.equal(v, sb["modules"]["ahd"][k]), k
     from heads.ahd import AnomalyHeatmapDecoder
@@ -140,3 +146,43 @@ def test_stage1_interrupted_and_resumed_equals_uninterrupted(corpus, stage0_dir,
     ha = AnomalyHeatmapDecoder.from_pretrained(tmp_path / "a" / "ahd").state_dict()
     hb = AnomalyHeatmapDecoder.from_pretrained(tmp_path / "b" / "ahd").state_dict()
     assert all(torch.equal(ha[k], hb[k]) for k in ha)
+
+
+@pytest.mark.slow
+def test_eval_run_reports_every_variant(corpus, stage0_dir, stage2_dir, tmp_path, capsys):
+    import shutil
+
+    from tvad_chat.cli import main
+    from tvad_chat.train.data import load_samples
+    from tvad_chat.train.evaluate import video_tasks
+
+    model = tmp_path / "model"
+    shutil.copytree(stage2_dir, model)
+    shutil.copytree(stage0_dir, model / "backbone")
+    out = tmp_path / "eval"
+    rc = main(["eval", "run", "--model", str(model), "--corpus", str(corpus), "--split", "test",
+               "--max-new-tokens", "4", "--out", str(out)])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert list(report) == ["backbone only", "+ AHD", "+ RAE", "full"]
+    tasks = video_tasks(load_samples(corpus, split="test"))
+    n_questions = sum(len(t.questions) for t in tasks)
+    for name in report:
+        safe = name.replace(" ", "_").replace("+", "plus")
+        preds = (out / f"predictions_{safe}.jsonl").read_text().splitlines()
+        assert len(preds) == n_questions
+        assert 0.0 <= report[name]["yesno.accuracy"] <= 100.0
+    assert "pixel.auroc" in report["full"] and "pixel.auroc" not in report["backbone only"]
+    assert "rbdc" in report["+ AHD"] and 0.0 <= report["+ AHD"]["rbdc"] <= 100.0
+    table = capsys.readouterr().out
+    assert "| backbone only |" in table and "| full |" in table
+
+
+def test_train_cli_shows_and_overrides_config(capsys):
+    from tvad_chat.cli import main
+
+    assert main(["train", "stage2", "--show-config", "lora_r=8", "phase_b_steps=0"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["lora_r"] == 8 and cfg["phase_b_steps"] == 0 and cfg["warmup_ratio"] == 0.1
+    assert main(["train", "stage0", "no_such_key=1"]) == 1
+    assert "unknown setting" in capsys.readouterr().err

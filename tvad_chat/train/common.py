@@ -377,6 +377,12 @@ class Trainer:
         self.best_step: int | None = None
         self.history: list[StepRecord] = []
         self.out_dir = Path(cfg.out_dir)
+        self.stop_reason: str | None = None  # "time", "stop_at_step" or "callback" when fit ended early
+
+    @property
+    def finished(self) -> bool:
+        """Reached max_steps, or ran out of its time budget (max_minutes): the stage should write its result."""
+        return self.step >= self.cfg.max_steps or self.stop_reason == "time"
 
     # ----------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -524,8 +530,11 @@ class Trainer:
                     bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.2e}")
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
                     self._run_eval()
-                out_of_time = (cfg.max_minutes > 0 and (time.monotonic() - t_start) / 60 >= cfg.max_minutes) or (
-                    cfg.stop_at_step > 0 and self.step >= cfg.stop_at_step)
+                if cfg.max_minutes > 0 and (time.monotonic() - t_start) / 60 >= cfg.max_minutes:
+                    self.stop_reason = "time"
+                elif cfg.stop_at_step > 0 and self.step >= cfg.stop_at_step:
+                    self.stop_reason = "stop_at_step"
+                out_of_time = self.stop_reason is not None and self.step < cfg.max_steps
                 if self.step % cfg.save_every == 0 or self.step == cfg.max_steps or out_of_time:
                     self.save()
                 for cb in self.callbacks:
@@ -537,9 +546,10 @@ class Trainer:
                     break
         except StopTraining:
             stopped = True
+            self.stop_reason = "callback"
         finally:
             if bar is not None:
                 bar.close()
-        if not stopped:
+        if not stopped or self.stop_reason == "time":
             self._run_eval()
         return self.history

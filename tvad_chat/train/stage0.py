@@ -152,7 +152,7 @@ def run(cfg: Stage0Config) -> Path:
                       select_metric="val_loss" if val else None, select_mode="min", on_best=on_best, desc="stage0")
     backbone.model = backbone.model.to(trainer.accelerator.device)
     trainer.fit()
-    if trainer.step < cfg.max_steps:
+    if not trainer.finished:
         logger.warning("stage0 stopped at step %d of %d; run again to resume", trainer.step, cfg.max_steps)
         return out
     final = out / "model"

@@ -198,7 +198,7 @@ def run(cfg: Stage1Config) -> Path:
                       select_metric="select" if val else None, select_mode="max", on_best=on_best, desc="stage1")
     ahd.to(trainer.accelerator.device)
     trainer.fit()
-    if trainer.step < cfg.max_steps:
+    if not trainer.finished:
         logger.warning("stage1 stopped at step %d of %d; run again to resume", trainer.step, cfg.max_steps)
         return out
     if not val or not (out / "ahd" / "config.json").is_file():

@@ -172,7 +172,7 @@ def run_phase(cfg: Stage2Config, tvad, phase: str, train: list[Sample], val: lis
                       desc=f"stage2/{phase}")
     tvad.rae.to(trainer.accelerator.device)
     trainer.fit()
-    if trainer.step < steps:
+    if not trainer.finished:
         raise _Interrupted(phase, trainer.step, steps)
     best = out / "best" / "latest"
     if val and best.is_file():

@@ -1,0 +1,50 @@
+# `make tiny`: the whole recipe of the shipped default model, on CPU, in about 90 minutes on 2 cores.
+# SynthCampus -> corpus (train/val/test) -> stage 0 (tiny backbone) -> stage 1 (AHD) -> stage 2 (RAE+LoRA)
+# -> evaluation on the held-out test split -> checkpoints/tvad-tiny (+ its stage-0 backbone for the ablation).
+# Every step resumes: rerunning `make tiny` after an interruption continues where it stopped.
+# Included from the top-level Makefile (PY and STAMP come from there).
+
+TINY_DATA ?= data/synthcampus
+TINY_CORPUS ?= data/synth_corpus
+TINY_RUNS ?= runs/tiny
+TINY_OUT ?= checkpoints/tvad-tiny
+TINY_FRAMES ?= 8
+TINY_SYNTH_ARGS ?=
+# Step budgets tuned so that the stages fit 90 minutes of 2 CPU cores (override on the command line).
+TINY_STAGE0 ?= max_steps=1500 grad_accum=4 lr=2e-3 eval_every=250 save_every=100 max_minutes=50
+TINY_STAGE1 ?= max_steps=150 grad_accum=8 eval_every=50 save_every=50 max_minutes=6
+TINY_STAGE2 ?= max_steps=300 phase_b_steps=100 grad_accum=4 lr=5e-4 phase_b_lr=2e-4 eval_every=100 save_every=50 max_minutes=12
+TINY_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+.PHONY: tiny tiny-data tiny-corpus tiny-stage0 tiny-stage1 tiny-stage2 tiny-eval
+
+tiny: tiny-eval
+
+tiny-data: $(STAMP)
+	test -f $(TINY_DATA)/.done || { $(TINY_ENV) $(PY) -m tvad_chat.cli synth --out $(TINY_DATA) $(TINY_SYNTH_ARGS) && touch $(TINY_DATA)/.done; }
+
+tiny-corpus: tiny-data
+	for split in train val test; do \
+	  $(TINY_ENV) $(PY) -m tvad_chat.cli build-corpus --source synth --data $(TINY_DATA) --split $$split \
+	    --out $(TINY_CORPUS) --frames $(TINY_FRAMES) --no-progress || exit 1; \
+	done
+
+tiny-stage0: tiny-corpus
+	$(TINY_ENV) $(PY) -m tvad_chat.cli train stage0 corpus=$(TINY_CORPUS) out_dir=$(TINY_RUNS)/stage0 $(TINY_STAGE0)
+
+tiny-stage1: tiny-stage0
+	$(TINY_ENV) $(PY) -m tvad_chat.cli train stage1 backbone=$(TINY_RUNS)/stage0/model corpus=$(TINY_CORPUS) \
+	  out_dir=$(TINY_RUNS)/stage1 $(TINY_STAGE1)
+
+tiny-stage2: tiny-stage1
+	$(TINY_ENV) $(PY) -m tvad_chat.cli train stage2 backbone=$(TINY_RUNS)/stage0/model ahd=$(TINY_RUNS)/stage1/ahd \
+	  corpus=$(TINY_CORPUS) out_dir=$(TINY_RUNS)/stage2 $(TINY_STAGE2)
+	rm -rf $(TINY_OUT).tmp && cp -r $(TINY_RUNS)/stage2/model $(TINY_OUT).tmp
+	cp -r $(TINY_RUNS)/stage0/model $(TINY_OUT).tmp/backbone
+	rm -rf $(TINY_OUT) && mv $(TINY_OUT).tmp $(TINY_OUT)
+	du -sh $(TINY_OUT)
+
+tiny-eval: tiny-stage2
+	mkdir -p $(TINY_RUNS)/eval
+	$(TINY_ENV) $(PY) -m tvad_chat.cli eval run --model $(TINY_OUT) --corpus $(TINY_CORPUS) --split test \
+	  --out $(TINY_RUNS)/eval | tee $(TINY_RUNS)/eval/table.md
