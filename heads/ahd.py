@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -35,8 +36,10 @@ class AHDConfig:
         self.tap_layers = [int(t) for t in self.tap_layers]
         if not self.tap_layers or min(self.tap_layers) < 0:
             raise ConfigError(f"tap_layers must be a non-empty list of block indices >= 0, got {self.tap_layers}")
-        if self.vision_dim <= 0 or self.text_dim <= 0:
-            raise ConfigError("vision_dim and text_dim must be positive")
+        if self.vision_dim <= 0 or self.text_dim <= 0 or (self.mlp_hidden is not None and self.mlp_hidden <= 0):
+            raise ConfigError("vision_dim, text_dim and mlp_hidden must be positive")
+        if not self.init_logit_scale > 0:
+            raise ConfigError(f"init_logit_scale must be positive, got {self.init_logit_scale}")
 
 
 @dataclass
@@ -59,7 +62,13 @@ class AnomalyHeatmapDecoder(nn.Module):
             for _ in config.tap_layers
         )
         self.layer_weight_logits = nn.Parameter(torch.zeros(len(config.tap_layers)))
-        self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
+        # Stored as a log (as CLIP does) so the learnt scale stays positive: a negative one would swap the classes.
+        self.log_logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)).log())
+
+    @property
+    def logit_scale(self) -> Tensor:
+        """Multiplier of the cosine similarities, capped at 100 to keep the softmax trainable."""
+        return self.log_logit_scale.exp().clamp(max=100.0)
 
     @property
     def layer_weights(self) -> Tensor:
@@ -72,12 +81,17 @@ class AnomalyHeatmapDecoder(nn.Module):
             raise ConfigError(f"AHD expects {len(self.projections)} tapped grids, got {len(layer_grids)}")
         if class_vectors.shape != (2, self.config.text_dim):
             raise ConfigError(f"class_vectors must be (2, {self.config.text_dim}), got {tuple(class_vectors.shape)}")
-        classes = F.normalize(class_vectors.to(self.logit_scale.dtype), dim=-1)
+        shape = layer_grids[0].shape
+        for grid in layer_grids:
+            if grid.ndim not in (4, 5) or grid.shape[-1] != self.config.vision_dim or grid.shape != shape:
+                raise ConfigError(f"tapped grids must all be (…, T', H', W', {self.config.vision_dim}), got "
+                                  f"{[tuple(g.shape) for g in layer_grids]}")
+        classes = F.normalize(class_vectors.to(self.log_logit_scale.dtype), dim=-1)
         weights = self.layer_weights
         layer_logits = []
         fused = None
         for weight, projection, grid in zip(weights, self.projections, layer_grids):
-            features = F.normalize(projection(grid.to(self.logit_scale.dtype)), dim=-1)
+            features = F.normalize(projection(grid.to(self.log_logit_scale.dtype)), dim=-1)
             # (..., T', H', W', 2) -> (..., T', 2, H', W')
             logits = self.logit_scale * torch.einsum("...hwd,cd->...chw", features, classes)
             layer_logits.append(logits)
@@ -103,19 +117,27 @@ class AnomalyHeatmapDecoder(nn.Module):
         return load_head(cls, directory, "ahd")
 
 
-def masks_to_patch_grid(masks: Tensor, grid: tuple[int, int], temporal_patch: int = 2,
+def masks_to_patch_grid(masks: Tensor | np.ndarray, grid: tuple[int, int], temporal_patch: int = 2,
                         min_fraction: float = 0.1) -> Tensor:
     """Downsample pixel masks (T, H, W) to the heatmap grid (T', H', W'), T' = ceil(T / temporal_patch).
 
-    Spatially, a patch is anomalous when at least ``min_fraction`` of its pixels are (area averaging,
-    so small distant objects still mark the patch they mostly occupy); temporally, the frames of one
-    temporal patch are OR-merged. An odd last frame forms its own temporal patch, as the Qwen2.5-VL
-    processor repeats the last frame to fill it.
+    The rule, in two steps:
+    - spatially, each frame is cut into H' x W' cells (``adaptive_avg_pool2d`` bins, so H and W need not
+      be multiples of the grid) and a cell is anomalous when at least ``min_fraction`` of its pixels are
+      (area averaging: a small distant object still marks the cell it mostly occupies, while a few stray
+      pixels of a neighbouring object do not); ``min_fraction=0`` means "any pixel";
+    - temporally, the ``temporal_patch`` frames of one temporal patch are OR-merged. An odd last frame
+      forms its own temporal patch, as the Qwen2.5-VL processor repeats the last frame to fill it.
+    Returns int64 0/1 labels, the targets of :meth:`AnomalyHeatmapDecoder.loss`.
     """
-    if masks.ndim != 3:
-        raise ConfigError(f"masks must be (T, H, W), got {tuple(masks.shape)}")
-    area = F.adaptive_avg_pool2d(masks.float()[:, None], grid)[:, 0]  # (T, H', W') anomalous fraction
-    per_frame = area >= min_fraction
+    masks = torch.as_tensor(np.asarray(masks)) if isinstance(masks, np.ndarray) else masks
+    if masks.ndim != 3 or masks.shape[0] == 0:
+        raise ConfigError(f"masks must be a non-empty (T, H, W) stack, got {tuple(masks.shape)}")
+    grid = (int(grid[0]), int(grid[1]))
+    if min(grid) < 1 or temporal_patch < 1 or not 0.0 <= min_fraction <= 1.0:
+        raise ConfigError(f"bad patch grid {grid}, temporal_patch {temporal_patch} or min_fraction {min_fraction}")
+    area = F.adaptive_avg_pool2d((masks != 0).float()[:, None], grid)[:, 0]  # (T, H', W') anomalous fraction
+    per_frame = area > 0 if min_fraction == 0 else area >= min_fraction
     pad = (-per_frame.shape[0]) % temporal_patch
     if pad:
         per_frame = torch.cat([per_frame, per_frame[-1:].expand(pad, -1, -1)])

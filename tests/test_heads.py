@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +13,15 @@ import torch.nn.functional as F
 from heads.ahd import AHDConfig, AnomalyHeatmapDecoder, masks_to_patch_grid
 from heads.rae import RAEConfig, RegionAwareAnomalyEncoder
 from tvad_chat.errors import CheckpointError, ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The heads are tiny here: one thread is faster and does not fight other processes for the 2 cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _ahd(taps=(1, 8, 16, 32)) -> AnomalyHeatmapDecoder:
@@ -146,9 +157,96 @@ def test_loading_bad_checkpoints_raises_our_error(tmp_path) -> None:
         AnomalyHeatmapDecoder.from_pretrained(tmp_path / "ahd")
 
 
-def test_heads_do_not_import_transformers() -> None:
-    import subprocess
-    import sys
+def _imports(path) -> set[str]:
+    import ast
 
-    code = "import sys, heads.ahd, heads.rae; print('transformers' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_heads_do_not_import_transformers() -> None:
+    """The import graph of heads/ (read statically; a subprocess import costs seconds) stays torch-only."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    allowed = {"torch", "numpy", "safetensors", "heads", "__future__", "tvad_chat"}
+    for path in sorted((root / "heads").glob("*.py")):
+        for name in _imports(path):
+            top = name.split(".")[0]
+            assert top in allowed or top in sys.stdlib_module_names, (path.name, name)
+            if top == "tvad_chat":
+                assert name == "tvad_chat.errors", (path.name, name)
+    for path in (root / "tvad_chat" / "__init__.py", root / "tvad_chat" / "errors.py"):
+        assert all(n.split(".")[0] in sys.stdlib_module_names for n in _imports(path)), path
+
+
+def test_masks_to_patch_grid_matches_a_direct_loop() -> None:
+    rng = np.random.default_rng(3)
+    masks = np.zeros((7, 42, 70), bool)  # 14-pixel cells on a (3, 5) grid, odd frame count
+    for t in range(7):
+        y, x = rng.integers(0, 35, 2)
+        masks[t, y : y + rng.integers(1, 12), x : x + rng.integers(1, 30)] = True
+    for min_fraction in (0.0, 0.1, 0.5):
+        expected = np.zeros((4, 3, 5), np.int64)
+        for t in range(7):
+            for i in range(3):
+                for j in range(5):
+                    cell = masks[t, 14 * i : 14 * (i + 1), 14 * j : 14 * (j + 1)]
+                    hit = cell.any() if min_fraction == 0 else cell.mean() >= min_fraction
+                    expected[t // 2, i, j] |= int(hit)
+        got = masks_to_patch_grid(masks, (3, 5), min_fraction=min_fraction)
+        assert got.dtype == torch.long
+        np.testing.assert_array_equal(got.numpy(), expected)
+    with pytest.raises(ConfigError):
+        masks_to_patch_grid(masks[0], (3, 5))
+
+
+def test_masks_to_patch_grid_on_real_ped2_masks() -> None:
+    from PIL import Image
+
+    from tests.shared_data import DATA
+
+    folder = DATA / "ucsd_ped2" / "testing" / "masks" / "01"
+    if not folder.is_dir():
+        pytest.skip("shared Ped2 data not present")
+    masks = np.stack([np.array(Image.open(folder / f"{i:03d}.png")) > 0 for i in range(100, 108)])
+    grid = masks_to_patch_grid(masks, (17, 25), min_fraction=0.0)
+    assert grid.shape == (4, 17, 25)
+    # every anomalous pixel lies in a marked cell (any-pixel rule), and no cell is marked without one
+    for t in range(8):
+        ys, xs = np.nonzero(masks[t])
+        rows = np.floor(ys * 17 / 240).astype(int)
+        cols = np.floor(xs * 25 / 360).astype(int)
+        assert grid[t // 2, rows, cols].all()
+    assert grid.sum() > 0 and grid.float().mean() < 0.2
+
+
+def test_ahd_batched_equals_per_clip_and_scale_stays_positive() -> None:
+    ahd = _ahd(taps=(1, 2))
+    grids = [torch.randn(2, 3, 4, 5, 16) for _ in range(2)]
+    classes = torch.randn(2, 24)
+    batched = ahd(grids, classes).class_logits
+    for b in range(2):
+        torch.testing.assert_close(batched[b], ahd([g[b] for g in grids], classes).class_logits)
+    with torch.no_grad():
+        ahd.log_logit_scale.fill_(-50.0)
+    assert ahd.logit_scale.item() > 0
+    with pytest.raises(ConfigError):
+        ahd([torch.randn(3, 4, 5, 16), torch.randn(3, 4, 5, 8)], classes)
+
+
+def test_rae_checkpoint_with_other_sizes_is_refused(tmp_path) -> None:
+    RegionAwareAnomalyEncoder(RAEConfig(text_dim=24, hidden_channels=8)).save_pretrained(tmp_path / "rae")
+    config = json.loads((tmp_path / "rae" / "config.json").read_text())
+    config["hidden_channels"] = 16
+    (tmp_path / "rae" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="does not match"):
+        RegionAwareAnomalyEncoder.from_pretrained(tmp_path / "rae")
+    (tmp_path / "rae" / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="config.json"):
+        RegionAwareAnomalyEncoder.from_pretrained(tmp_path / "rae")
