@@ -126,6 +126,12 @@ def test_upload_ask_follow_up_and_see_evidence(server):
             assert page.eval_on_selector("#overlay video", "v => v.currentSrc.length > 0")
             assert page.evaluate("document.createElement('video').canPlayType('video/mp4; codecs=\"avc1.42E01E\"')")
 
+            # Export: the JSON report arrives as a downloadable file.
+            page.get_by_role("button", name="Export JSON report").click()
+            page.wait_for_function("document.querySelector('#status').innerText.includes('Exported')",
+                                   timeout=30_000)
+            assert "tvad_report.json" in page.inner_text("#export-file").replace("\n", "")
+
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             shot = ARTIFACTS / "app_browser.png"
             page.screenshot(path=str(shot), full_page=True)
