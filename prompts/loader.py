@@ -19,6 +19,16 @@ class PromptSet:
     abnormal_texts: list[str]  # abnormal templates x events
     system_prompt: str
     anomaly_tokens: tuple[str, str, str]  # (start, pad, end)
+    placeholder_layout: str = "{start}{pads}{end}"  # the anomaly-prompt block, right after the video block
+
+    def placeholder_block(self, num_prompt_tokens: int) -> str:
+        """The text of the anomaly-prompt block holding ``num_prompt_tokens`` pad tokens ("" for none)."""
+        if num_prompt_tokens < 0:
+            raise ConfigError(f"num_prompt_tokens must be >= 0, got {num_prompt_tokens}")
+        if num_prompt_tokens == 0:
+            return ""
+        start, pad, end = self.anomaly_tokens
+        return self.placeholder_layout.format(start=start, pads=pad * num_prompt_tokens, end=end)
 
 
 def read_prompt_file(name: str) -> str:
@@ -52,16 +62,26 @@ def clean_events(events: list[str] | tuple[str, ...] | str | None) -> list[str]:
 
 def load_prompts(extra_events: list[str] | tuple[str, ...] | str | None = None) -> PromptSet:
     """The shipped templates and event classes, extended by user-given categories (e.g. ["bicycle", "fight"])."""
-    data = yaml.safe_load(read_prompt_file("templates.yaml"))
+    try:
+        data = yaml.safe_load(read_prompt_file("templates.yaml"))
+        templates = {key: [str(t) for t in data[key]] for key in ("normal_templates", "abnormal_templates")}
+        tokens = data["anomaly_tokens"]
+    except (yaml.YAMLError, KeyError, TypeError) as err:
+        raise ConfigError(f"prompts/templates.yaml is malformed ({err}): restore it from the repository") from err
+    for key, texts in templates.items():
+        if not texts or any("{event}" not in t for t in texts):
+            raise ConfigError(f"prompts/templates.yaml: every {key} entry must contain {{event}}")
     events = clean_events(list(data["events"]))
     for event in clean_events(extra_events):
         if event.lower() not in {e.lower() for e in events}:
             events.append(event)
-    tokens = data["anomaly_tokens"]
+    if not events:
+        raise ConfigError("prompts/templates.yaml lists no event classes and none were given")
     return PromptSet(
         events=tuple(events),
-        normal_texts=[t.format(event=e) for t in data["normal_templates"] for e in events],
-        abnormal_texts=[t.format(event=e) for t in data["abnormal_templates"] for e in events],
+        normal_texts=[t.format(event=e) for t in templates["normal_templates"] for e in events],
+        abnormal_texts=[t.format(event=e) for t in templates["abnormal_templates"] for e in events],
         system_prompt=" ".join(str(data["system_prompt"]).split()),
         anomaly_tokens=(tokens["start"], tokens["pad"], tokens["end"]),
+        placeholder_layout=str((data.get("placeholder_block") or {}).get("layout", "{start}{pads}{end}")),
     )
