@@ -156,3 +156,22 @@ def test_balanced_accuracy_matches_sklearn() -> None:
         theirs = balanced_accuracy_score(labels_true, labels_pred)
     assert ours["balanced_accuracy"] == pytest.approx(100 * theirs)
     assert sum(ours["confusion"].values()) == 50
+
+
+def test_13a_tokeniser_equals_sacrebleus() -> None:
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    from tvad_chat.eval.text import tokenize_13a
+
+    reference = Tokenizer13a()
+    rng = random.Random(7)
+    alphabet = list("abcXYZ019 .,-'\"!?;:()[]{}<>/\\@#$%^&*_+=~`|\n\t") + ["&amp;", "&quot;", "<skipped>", "-\n"]
+    for _ in range(3000):
+        line = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        assert tokenize_13a(line) == reference(line), repr(line)
+    letters = [c for c in alphabet if not c.isdigit()]  # digit-free lines take a faster path
+    for _ in range(2000):
+        line = "".join(rng.choice(letters) for _ in range(rng.randint(0, 30)))
+        assert tokenize_13a(line) == reference(line), repr(line)
+    for line in ("A cyclist, 3.5 m/s, rides left-to-right.", "1,000 people - 2-3 carts", "e.g. (x) & y"):
+        assert tokenize_13a(line) == reference(line)
