@@ -404,9 +404,11 @@ def render_overlay(frames: np.ndarray, heatmaps: np.ndarray, alpha: float = 0.5)
     if heat.shape != frames.shape[:3]:
         heat = upsample_heatmaps(heat, frames.shape[0], (frames.shape[2], frames.shape[1]))
     heat = np.clip(np.nan_to_num(heat), 0.0, 1.0)
+    lut = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0, ::-1].astype(np.float32)
     out = np.empty_like(frames)
-    for i, (frame, h) in enumerate(zip(frames, heat, strict=True)):
-        colour = cv2.applyColorMap(np.round(h * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-        weight = (alpha * h)[..., None]
-        out[i] = np.round(frame * (1 - weight) + colour * weight).astype(np.uint8)
+    for i in range(frames.shape[0]):  # per frame: bounded memory for long clips
+        colour = lut[np.round(heat[i] * 255).astype(np.uint8)]
+        weight = (np.float32(alpha) * heat[i])[..., None]
+        blended = frames[i].astype(np.float32) * (1 - weight) + colour * weight
+        out[i] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
     return out
