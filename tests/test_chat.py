@@ -78,11 +78,11 @@ def test_two_sessions_at_once_get_their_own_answers(engine, clips):
     # References, one session at a time.
     ref = {}
     for name, clip, q in (("a", a_clip, qa), ("b", b_clip, qb)):
-        s = engine.new_session()
+        s = engine.new_session(num_frames=4)
         engine.load_video(s, clip)
         ref[name] = (engine.ask(s, q), engine.ask(s, "When does it happen?"))
     assert ref["a"] != ref["b"], "the two references coincide: this test could not tell sessions apart"
-    sa, sb = engine.new_session(), engine.new_session()
+    sa, sb = engine.new_session(num_frames=4), engine.new_session(num_frames=4)
     results: dict[str, tuple[str, str]] = {}
     errors: list[BaseException] = []
 
@@ -246,3 +246,27 @@ def test_follow_up_suggestions_skip_what_was_asked():
     history = [{"role": "user", "content": chat.JUDGEMENT_QUESTION}, {"role": "assistant", "content": "Yes"}]
     assert chat.suggest_follow_ups(yes, history) == list(chat.FOLLOW_UPS_ANOMALY)
     assert chat.suggest_follow_ups(SimpleNamespace(judgement=False), history) == list(chat.FOLLOW_UPS_NORMAL)
+
+
+@needs_data
+@pytest.mark.slow
+def test_session_categories_change_the_heatmaps_only_for_that_session(engine, clips):
+    model, _ = engine.model()
+    prompts_before = model.prompts
+    plain, custom = engine.new_session(num_frames=4), engine.new_session(num_frames=4, extra_events="bicycle, cart")
+    a = engine.load_video(plain, clips["ped2_test04_cart"])
+    b = engine.load_video(custom, clips["ped2_test04_cart"])
+    assert model.prompts is prompts_before  # the shared model is left as it was
+    assert a.heatmaps.shape == b.heatmaps.shape and not np.allclose(a.heatmaps, b.heatmaps)
+    c = engine.load_video(plain, clips["ped2_test04_cart"])
+    np.testing.assert_allclose(c.heatmaps, a.heatmaps, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_model_directory_setting_loads_a_saved_checkpoint(engine, tmp_path):
+    model, _ = engine.model()
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded, info = chat.load_model(str(tmp_path / "ckpt"))
+    assert info.trained is True and info.source == str(tmp_path / "ckpt") and loaded.variant == model.variant
+    with pytest.raises(chat.CheckpointError):
+        chat.load_model(str(tmp_path / "nowhere"))
