@@ -8,7 +8,7 @@ STAMP := $(VENV)/.tvad-installed
 HOST ?= 127.0.0.1
 PORT ?= 7860
 
-.PHONY: run test lint setup browser bench tiny clean-venv
+.PHONY: run test lint setup browser clean-venv
 
 setup: $(STAMP)
 
@@ -38,3 +38,6 @@ lint: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# `make tiny`: the recipe of the shipped default model (SynthCampus -> corpus -> stages 0/1/2 -> eval).
+include mk/tiny.mk
