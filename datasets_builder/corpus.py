@@ -412,6 +412,94 @@ def source_items(source: str, data: str | Path | None, split: str, extract_fps: 
     raise ConfigError(f"unknown --source {source!r}; choose synth, ped2, avenue or folder")
 
 
+DEFAULT_DATA = {"ped2": Path("/work/shared/data/ucsd_ped2"), "avenue": Path("/work/shared/data/cuhk_avenue")}
+
+
 def dataset_items(source: str, data: str | Path | None, split: str) -> list[VideoItem]:
-    """Annotated datasets through the readers of datasets_builder.sources."""
+    """Annotated datasets as VideoItems."""
+    if source in ("ped2", "avenue"):
+        return mask_dataset_items(source, data, split)
     raise ConfigError(f"--source {source}: the dataset reader is not available in this build yet")
+
+
+def mask_components(mask: np.ndarray, min_area: int = 20, join_px: int = 4) -> list[tuple[float, float, float, float]]:
+    """Boxes of the connected regions of a mask (parts closer than join_px merged: rider + bicycle)."""
+    import cv2
+
+    m = mask.astype(np.uint8)
+    joined = cv2.dilate(m, np.ones((2 * join_px + 1, 2 * join_px + 1), np.uint8)) if join_px else m
+    n, labels = cv2.connectedComponents(joined, connectivity=8)
+    boxes = []
+    for k in range(1, n):
+        ys, xs = np.nonzero((labels == k) & (m > 0))
+        if len(xs) >= min_area:
+            boxes.append((float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)))
+    return boxes
+
+
+def mask_dataset_items(source: str, data: str | Path | None, split: str) -> list[VideoItem]:
+    """UCSD Ped2 / CUHK Avenue in the layout of shared/data: frames or videos, per-frame masks and labels.
+
+    Their annotations are pixel masks only, so the ground-truth objects are the masks' connected regions
+    (category "object", no appearance attributes, no track ids: identities come from association).
+    """
+    import cv2
+
+    root = Path(data) if data else DEFAULT_DATA[source]
+    if split not in ("test", "train"):
+        raise ConfigError(f"--split for {source} is test or train (got {split!r})")
+    if not root.is_dir():
+        raise DataError(f"{root}: no {source} data here; pass --data with the dataset root")
+    labels_path = root / "testing" / "frame_labels.json"
+    labels = json.loads(labels_path.read_text()) if split == "test" and labels_path.exists() else {}
+    if source == "ped2":
+        base = root / ("testing" if split == "test" else "training") / "frames"
+        videos = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    else:
+        base = root / ("testing_videos" if split == "test" else "training_videos")
+        videos = sorted(base.glob("*.avi")) if base.is_dir() else []
+    if not videos:
+        raise DataError(f"{base}: no {source} {split} videos found")
+    items = []
+    for v in videos:
+        vid = v.name if v.is_dir() else v.stem
+        mask_dir = root / "testing" / "masks" / vid if split == "test" else None
+        mask_files = sorted(mask_dir.glob("*.png")) if mask_dir is not None and mask_dir.is_dir() else []
+        if v.is_dir():
+            files = sorted(p for p in v.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            first = cv2.imread(str(files[0]))
+            h, w = first.shape[:2]
+            n, fps = len(files), 25.0  # Ped2 ships frames without timing; 25 fps is a common convention
+
+            def read(idx: Sequence[int], files: list[Path] = files) -> np.ndarray:
+                return np.stack([cv2.imread(str(files[i]))[:, :, ::-1] for i in idx])
+        else:
+            from tvad_chat.video import load_clip, probe
+
+            info = probe(v)
+            h, w, n, fps = info.height, info.width, info.num_frames, info.fps
+
+            def read(idx: Sequence[int], v: Path = v) -> np.ndarray:
+                clip = load_clip(v, num_frames=None, fps=None)
+                return clip.frames[list(idx)]
+
+        def mask_of(f: int, files: list[Path] = mask_files) -> np.ndarray | None:
+            if f >= len(files):
+                return None
+            return cv2.imread(str(files[f]), cv2.IMREAD_GRAYSCALE) > 0
+
+        def ann(f: int, mask_of=mask_of) -> list[GTObject]:
+            m = mask_of(f)
+            if m is None:
+                return []
+            return [GTObject(track_id=None, category="object", box=b, anomalous=True)  # type: ignore[arg-type]
+                    for b in mask_components(m)]
+
+        lab = labels.get(vid)
+        if split == "train":
+            lab = [0] * n  # training footage is normal by construction
+        items.append(VideoItem(video_id=vid, split=split, video=str(v), fps=float(fps), width=int(w), height=int(h),
+                               num_frames=int(n), read_frames=read, annotations=ann,
+                               masks=mask_of if mask_files else None, frame_labels=lab,
+                               mask_dir=str(mask_dir) if mask_files else None, event=None))
+    return items

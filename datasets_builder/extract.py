@@ -121,7 +121,7 @@ class FrameRecord:
 class GTObject:
     """An annotated object in one frame (what readers give the ground-truth backend)."""
 
-    track_id: str
+    track_id: str | None  # None: the annotation has no identities (masks only)
     category: str
     box: Box
     attributes: dict[str, str] = field(default_factory=dict)
@@ -462,7 +462,8 @@ class GroundTruthBackend(ExtractionBackend):
             attrs = {k: str(v) for k, v in obj.attributes.items() if v not in (None, "")}
             instances.append(Instance(category=obj.category, box=box, attributes=attrs,
                                       region=region_cue(box, task.width, task.height), confidence=1.0,
-                                      anomalous=bool(obj.anomalous), track_id=str(obj.track_id)))
+                                      anomalous=bool(obj.anomalous),
+                                      track_id=None if obj.track_id is None else str(obj.track_id)))
         return FrameRecord(video_id=task.video_id, frame_index=task.frame_index, timestamp=task.timestamp,
                            width=task.width, height=task.height, instances=instances, backend=self.name)
 

@@ -172,6 +172,11 @@ class TargetFacts:
         return appearance_phrasings(self.timeline.category, self.timeline.attributes)
 
     @property
+    def has_appearance(self) -> bool:
+        """False for mask-only annotations ("object", no attributes): nothing to say about looks."""
+        return bool(self.timeline.attributes) or self.timeline.category not in ("object", "")
+
+    @property
     def subject(self) -> str:
         return definite(self.appearance[0].split(",")[0].split(" (")[0])
 
@@ -264,7 +269,7 @@ def build_video_qa(facts: VideoFacts, max_normal_targets: int = 3) -> QAOutput:
     refs.append({"id": f"{vid}/judgement", "video_id": vid, "kind": "yesno",
                  "references": list(jt["yes_references"] if facts.anomalous else jt["no_references"])})
 
-    if facts.anomalous and main is not None:
+    if facts.anomalous and main is not None and main.has_appearance:
         # appearance
         app = main.appearance
         target_answers = [_fill(t, appearance=app[i % len(app)]) for i, t in enumerate(tpl["target"]["answers"])]
@@ -272,6 +277,7 @@ def build_video_qa(facts: VideoFacts, max_normal_targets: int = 3) -> QAOutput:
         conv = conv + turn(r.choice(tpl["target"]["questions"]), a_t)
         samples.append(sample("target", "target", conv, focused, "dialogue", main))
         refs.append({"id": f"{vid}/target", "video_id": vid, "kind": "target", "references": target_answers})
+    if facts.anomalous and main is not None:
         # trajectory: "it" keeps the dialogue coherent; references also name the target
         traj_it = trajectory_phrasings(main.trajectory, "it")
         traj_named = trajectory_phrasings(main.trajectory, main.subject)
@@ -315,7 +321,7 @@ def build_video_qa(facts: VideoFacts, max_normal_targets: int = 3) -> QAOutput:
             a = rt.choice(trajectory_phrasings(t.trajectory, "it"))
             samples.append(sample(f"{tag}/appearance_to_motion", "trajectory", turn(q, a),
                                   t.anomaly_focused, "appearance_to_motion", t))
-        if _unique_cue(motions[n], others_m) and t.trajectory.direction != "none":
+        if _unique_cue(motions[n], others_m) and t.trajectory.direction != "none" and t.has_appearance:
             k = rt.randrange(3)
             m = motion_summary(t.trajectory, k)
             q = _fill(rt.choice(va["questions"]), motion=m)

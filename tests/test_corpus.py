@@ -452,3 +452,39 @@ def test_the_builder_does_not_import_the_model_pipeline():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_ped2_with_ground_truth_masks_end_to_end(tmp_path):
+    """`tvad build-corpus --source ped2` on the real test clips: statements checked against the masks."""
+    import cv2
+
+    from tvad_chat.cli import main
+
+    out = tmp_path / "ped2"
+    assert main(["build-corpus", "--source", "ped2", "--backend", "gt", "--out", str(out), "--no-progress"]) == 0
+    refs = {r["id"]: r for r in read_jsonl(out / "eval_refs.jsonl")}
+    assert refs["test/01/judgement"]["references"][0] == "Yes" and refs["test/04/judgement"]["references"][0] == "Yes"
+    assert "test/01/target" not in refs  # masks say nothing about looks: no appearance items
+    labels = json.loads(Path("/work/shared/data/ucsd_ped2/testing/frame_labels.json").read_text())
+    checked = 0
+    for s in read_jsonl(out / "sft.jsonl"):
+        vid = s["video_id"].split("/")[1]
+        answer = s["conversation"][-1]["content"]
+        if s["meta"]["kind"] == "temporal":
+            first = labels[vid].index(1)
+            last = len(labels[vid]) - 1 - labels[vid][::-1].index(1)
+            assert f"{first / 25:.1f} s" in answer and f"{last / 25:.1f} s" in answer
+        if s["meta"]["kind"] != "trajectory" or s["meta"]["question_type"] != "dialogue":
+            continue
+        track = {}
+        for f, lab in enumerate(labels[vid]):
+            m = cv2.imread(f"/work/shared/data/ucsd_ped2/testing/masks/{vid}/{f:03d}.png", 0) > 0
+            if lab and m.any():
+                ys, xs = np.nonzero(m)
+                track[f] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        for text in [answer] + refs[s["id"]]["references"]:
+            checked += check_trajectory_statement(text, track, 25.0, 360, 240)
+    assert checked >= 12
+    traj01 = refs["test/01/trajectory"]["references"][0]
+    assert "enters from the left at 2.4 s" in traj01 and "from left to right" in traj01  # the bicycle, frame 61
