@@ -101,6 +101,16 @@ def test_float_maps_are_binned_within_tolerance(seed: int) -> None:
     assert abs(coarse["auroc"] - 100 * roc_auc_score(y, s)) > 0.01
 
 
+def test_perfect_and_inverted_maps() -> None:
+    mask = np.zeros((10, 10), bool)
+    mask[2:5, 2:5] = True
+    perfect = pooled_pixel_metrics([PixelFrame(mask.astype(np.uint8) * 255, mask)])
+    assert perfect["auroc"] == 100.0 and perfect["ap"] == 100.0 and perfect["aupro"] == 100.0
+    assert perfect["f1_max"] == 100.0
+    inverted = pooled_pixel_metrics([PixelFrame((~mask).astype(np.uint8) * 255, mask)])
+    assert inverted["auroc"] == 0.0 and inverted["aupro"] == 0.0
+
+
 def test_all_scores_equal() -> None:
     mask = np.zeros((10, 10), bool)
     mask[:2] = True  # 20 % anomalous
@@ -142,9 +152,10 @@ def test_frames_without_anomaly_and_missing_predictions() -> None:
     assert pooled["auroc"] == pytest.approx(100 * (0.5 + 0.5 * 0.5))
 
 
-def test_tao_protocol_matches_sklearn_per_frame() -> None:
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+def test_tao_protocol_matches_sklearn_per_frame(dtype) -> None:
     rng = np.random.default_rng(4)
-    frames = _random_frames(rng, 14, dtype=np.float32)
+    frames = _random_frames(rng, 14, dtype=dtype)
     frames[0] = PixelFrame(np.zeros_like(frames[0].score), frames[0].mask)
     frames[0].mask[5:9, 5:9] = True  # an anomalous frame with an all-zero map
     ours = tao_protocol(frames)

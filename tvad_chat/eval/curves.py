@@ -14,21 +14,37 @@ import numpy as np
 
 
 def exact_counts(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cumulative (tp, fp) at every distinct score, highest first. Integer maps use a bincount
-    (no sort); float maps sort once through np.unique."""
+    """Cumulative (tp, fp) at every distinct score, highest first. Integer maps use a bincount;
+    float maps one sort of all scores plus one of the (few) positive scores, no argsort."""
     scores = np.ravel(scores)
     labels = np.ravel(labels).astype(bool)
-    if scores.dtype.kind in "ui" and scores.size:
-        low = int(scores.min())
-        index = (scores.astype(np.int64) - low) if low else scores.astype(np.int64)
+    if scores.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if scores.dtype.kind in "ui":
+        index = scores.astype(np.int64) - int(scores.min())
         size = int(index.max()) + 1
-    else:
-        _, index = np.unique(scores, return_inverse=True)
-        index = index.ravel()
-        size = int(index.max()) + 1 if index.size else 0
-    positives = np.bincount(index[labels], minlength=size)
-    negatives = np.bincount(index[~labels], minlength=size)
-    return np.cumsum(positives[::-1]), np.cumsum(negatives[::-1])
+        positives = np.bincount(index[labels], minlength=size)
+        negatives = np.bincount(index, minlength=size) - positives
+        keep = (positives + negatives) > 0  # distinct values only, as sklearn's thresholds
+        return np.cumsum(positives[keep][::-1]), np.cumsum(negatives[keep][::-1])
+    ordered = np.sort(scores)[::-1]  # descending
+    last_of_value = np.append(ordered[1:] != ordered[:-1], True)  # last position of each distinct value
+    at_least = np.flatnonzero(last_of_value) + 1  # samples scoring >= each distinct value
+    positive_scores = np.sort(scores[labels])
+    tp = positive_scores.size - np.searchsorted(positive_scores, ordered[last_of_value], side="left")
+    return tp, at_least - tp
+
+
+def drop_flat_runs(tp: np.ndarray, fp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keep only the first and last threshold of each run with the same tp. The dropped points lie
+    on horizontal ROC segments and zero-width PR segments, and cannot hold a higher F1, so every
+    quantity in this module is unchanged; curves with few positives shrink a lot."""
+    if tp.size <= 2:
+        return tp, fp
+    change = tp[1:] != tp[:-1]
+    keep = np.ones(tp.size, dtype=bool)
+    keep[1:-1] = change[:-1] | change[1:]
+    return tp[keep], fp[keep]
 
 
 def histogram_counts(positives: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -30,6 +30,7 @@ from scipy import ndimage
 from tvad_chat.errors import ConfigError, DataError
 from tvad_chat.eval.curves import (
     average_precision,
+    drop_flat_runs,
     exact_counts,
     histogram_counts,
     max_f1,
@@ -84,8 +85,10 @@ class _Binning:
             return score.astype(np.int64)
         if self.high <= self.low:
             return np.zeros(score.shape, dtype=np.int64)
-        scaled = (score.astype(np.float64) - self.low) * (self.bins / (self.high - self.low))
-        return np.clip(scaled.astype(np.int64), 0, self.bins - 1)
+        scaled = score.astype(np.float64) - self.low  # one copy, then in place
+        scaled *= self.bins / (self.high - self.low)
+        np.clip(scaled, 0, self.bins - 1, out=scaled)
+        return scaled.astype(np.intp)
 
     def describe(self) -> str:
         if self.exact:
@@ -136,8 +139,9 @@ class PooledAccumulator:
         n = self.binning.bins
         index = self.binning.index(frame.score, frame.mask.shape).ravel()
         mask = frame.mask.ravel()
-        self.positives += np.bincount(index[mask], minlength=n)
-        self.negatives += np.bincount(index[~mask], minlength=n)
+        positives = np.bincount(index[mask], minlength=n)
+        self.positives += positives
+        self.negatives += np.bincount(index, minlength=n) - positives
         labels, count = ndimage.label(frame.mask, structure=EIGHT_CONNECTED)
         if count:
             region = labels.ravel()[mask]
@@ -187,7 +191,7 @@ class TaoAccumulator:
             for values in (self.auroc, self.ap, self.aupro, self.f1):
                 values.append(0.0)
             return
-        tp, fp = exact_counts(score, mask)  # dividing by the max keeps the order of scores
+        tp, fp = drop_flat_runs(*exact_counts(score, mask))  # dividing by the max keeps the order of scores
         if fp[-1] == 0:  # AUROC undefined (the mask covers the frame): left out of the AUROC mean
             self.no_normal_pixel += 1
         else:
