@@ -87,8 +87,11 @@ def _evidence_markdown(analysis: Any) -> str:
     lines += ["", "| target | first (s) | last (s) | entry | exit | direction | speed |",
               "|---|---|---|---|---|---|---|"]
     for r in rows:
+        speed = fmt(r["speed"])
+        if isinstance(r.get("speed_diag_per_s"), float):
+            speed += f" ({r['speed_diag_per_s']:.2f} diag/s)"
         lines.append("| " + " | ".join(fmt(r[k]) for k in ("target", "first_s", "last_s", "entry", "exit",
-                                                            "direction", "speed")) + " |")
+                                                            "direction")) + f" | {speed} |")
     return "\n".join(lines)
 
 

@@ -496,7 +496,9 @@ def target_rows(analysis: Any) -> list[dict[str, Any]]:
             "entry": d.get("entry", d.get("entry_side")),
             "exit": d.get("exit", d.get("exit_side")),
             "direction": d.get("direction"),
-            "speed": d.get("speed", d.get("speed_class")),
+            "speed": d.get("speed_class", d.get("speed")),  # slow | normal | fast | stationary
+            "speed_diag_per_s": d.get("speed") if "speed_class" in d else None,  # frame diagonals per second
+            "summary": d.get("summary"),
             "raw": d,
         })
     return rows
