@@ -86,12 +86,13 @@ class AnomalyHeatmapDecoder(nn.Module):
             if grid.ndim not in (4, 5) or grid.shape[-1] != self.config.vision_dim or grid.shape != shape:
                 raise ConfigError(f"tapped grids must all be (…, T', H', W', {self.config.vision_dim}), got "
                                   f"{[tuple(g.shape) for g in layer_grids]}")
-        classes = F.normalize(class_vectors.to(self.log_logit_scale.dtype), dim=-1)
+        param = self.log_logit_scale  # inputs follow the head's device and dtype
+        classes = F.normalize(class_vectors.to(device=param.device, dtype=param.dtype), dim=-1)
         weights = self.layer_weights
         layer_logits = []
         fused = None
         for weight, projection, grid in zip(weights, self.projections, layer_grids):
-            features = F.normalize(projection(grid.to(self.log_logit_scale.dtype)), dim=-1)
+            features = F.normalize(projection(grid.to(device=param.device, dtype=param.dtype)), dim=-1)
             # (..., T', H', W', 2) -> (..., T', 2, H', W')
             logits = self.logit_scale * torch.einsum("...hwd,cd->...chw", features, classes)
             layer_logits.append(logits)
@@ -107,7 +108,10 @@ class AnomalyHeatmapDecoder(nn.Module):
             raise ConfigError(f"mask grid {tuple(masks.shape)} does not match heatmap grid "
                               f"{tuple(logits.shape[:-3] + logits.shape[-2:])}")
         flat_logits = logits.movedim(-3, -1).reshape(-1, 2)
-        return F.cross_entropy(flat_logits, masks.reshape(-1).long(), weight=class_weights)
+        targets = masks.reshape(-1).to(device=flat_logits.device, dtype=torch.long)
+        if class_weights is not None:
+            class_weights = class_weights.to(device=flat_logits.device, dtype=flat_logits.dtype)
+        return F.cross_entropy(flat_logits, targets, weight=class_weights)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         return save_head(self, self.config, directory, "ahd")

@@ -74,7 +74,7 @@ class RegionAwareAnomalyEncoder(nn.Module):
             raise ConfigError(f"RAE expects (T', 2, H', W') class maps, got {tuple(class_probs.shape)}")
         batched = class_probs.ndim == 5
         maps = class_probs if batched else class_probs[None]
-        maps = maps.to(self.base_prompts.dtype)
+        maps = maps.to(device=self.base_prompts.device, dtype=self.base_prompts.dtype)
         if maps.shape[1] > 1:
             diffs = maps[:, 1:] - maps[:, :-1]
         else:  # one temporal patch: no motion to see, one zero step keeps the prompt layout fixed
