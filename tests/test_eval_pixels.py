@@ -105,7 +105,7 @@ def test_perfect_and_inverted_maps() -> None:
     mask = np.zeros((10, 10), bool)
     mask[2:5, 2:5] = True
     perfect = pooled_pixel_metrics([PixelFrame(mask.astype(np.uint8) * 255, mask)])
-    assert perfect["auroc"] == 100.0 and perfect["ap"] == 100.0 and perfect["aupro"] == 100.0
+    assert perfect["auroc"] == 100.0 and perfect["ap"] == 100.0 and perfect["aupro"] == pytest.approx(100.0)
     assert perfect["f1_max"] == 100.0
     inverted = pooled_pixel_metrics([PixelFrame((~mask).astype(np.uint8) * 255, mask)])
     assert inverted["auroc"] == 0.0 and inverted["aupro"] == 0.0
