@@ -130,7 +130,7 @@ def test_pixels_on_real_ped2_masks(tmp_path: Path, capsys: pytest.CaptureFixture
     gt.mkdir(parents=True), pred.mkdir(parents=True)
     rng = np.random.default_rng(2)
     ys, ss = [], []
-    for index, path in enumerate(sorted((PED2 / "masks" / "04").glob("*.png"))[20:60]):
+    for index, path in enumerate(sorted((PED2 / "masks" / "04").glob("*.png"))[25:45]):
         mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         (gt / path.name).write_bytes(path.read_bytes())
         if index % 10 == 9:  # a few frames without a map
@@ -147,6 +147,6 @@ def test_pixels_on_real_ped2_masks(tmp_path: Path, capsys: pytest.CaptureFixture
     assert report["auroc"] == pytest.approx(100 * roc_auc_score(np.concatenate(ys), np.concatenate(ss)), abs=1e-3)
     for key in ("ap", "aupro", "f1_max", "tao.auroc", "tao.ap", "tao.aupro", "tao.f1"):
         assert 0 <= report[key] <= 100, key
-    assert report["frames_without_prediction"] == 4
+    assert report["frames_without_prediction"] == 2
     printed = capsys.readouterr().out
     assert "TAO protocol" in printed and "exact" in printed

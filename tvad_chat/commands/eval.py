@@ -1,6 +1,13 @@
 """`tvad eval text|frames|objects|pixels` (and `run`, registered by tvad_chat.train.evaluate).
 
 Each prints a table and, with --json OUT, writes every metric in percent (0-100).
+
+Adding a sub-command from another module (how `tvad eval run` is added): list the module in
+EXTRA_EVAL_MODULES and give it ``register_eval(eval_subparsers)``, which adds its parser to the
+`eval` group and sets ``handler=fn`` (fn(args) -> exit code), exactly like ``register`` in any
+command module; import heavy libraries inside the handler. A listed module that is missing is
+skipped, so the group works before the other module exists. ``finish(title, report, notes, json)``
+prints the same table and writes the same JSON report as the built-in sub-commands.
 """
 
 from __future__ import annotations
@@ -62,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 module.register_eval(eval_sub)
 
 
-def _finish(title: str, report: dict, notes: list[str], json_path: Path | None) -> int:
+def finish(title: str, report: dict, notes: list[str], json_path: Path | None) -> int:
+    """Print the table (and the convention notes); write the JSON report when asked."""
     from tvad_chat.eval.report import format_table, write_json
 
     print(format_table(title, report, notes))
@@ -102,7 +110,7 @@ def run_text(args: argparse.Namespace) -> int:
                           "bleu4_corpus": "captioning: whitespace tokens, case kept, multi-reference clipping, "
                                           "one brevity penalty, no smoothing",
                           "yesno": "free text normalised to yes/no/unknown; unknown counts as wrong"}
-    return _finish("Text metrics (percent)", report, list(report["settings"].values()), args.json)
+    return finish("Text metrics (percent)", report, list(report["settings"].values()), args.json)
 
 
 def run_frames(args: argparse.Namespace) -> int:
@@ -111,7 +119,7 @@ def run_frames(args: argparse.Namespace) -> int:
 
     report = frame_auc(read_json_series(args.scores), read_json_series(args.labels), args.one_class, args.sigma)
     notes = [f"one-class videos: {args.one_class}; temporal Gaussian sigma = {args.sigma} frames"]
-    return _finish("Frame-level AUC (percent)", report, notes, args.json)
+    return finish("Frame-level AUC (percent)", report, notes, args.json)
 
 
 def run_objects(args: argparse.Namespace) -> int:
@@ -121,9 +129,11 @@ def run_objects(args: argparse.Namespace) -> int:
     regions, detections, videos = read_object_files(args.gt_tracks, args.detections)
     report = rbdc_tbdc(regions, detections, args.num_frames, args.continuous_iou)
     report["videos"] = len(videos)
-    notes = ["detections sorted by score (stable); IoU >= 0.1; region counted once; track detected at >= 10% "
-             "of its regions; x = false positives per frame; area for FPR in [0, 1], flat to 1"]
-    return _finish("Object-level RBDC / TBDC (percent)", report, notes, args.json)
+    notes = ["one curve point per detection, sorted by score stably (ties: videos by file name, then line "
+             f"order); IoU >= 0.1 ({report['iou']}); a region counts once; a detection hitting no region is a "
+             "false positive; a track is detected at >= 10% of its regions; x = false positives per frame over "
+             "all test frames; area over the points with x <= 1, extended flat to 1"]
+    return finish("Object-level RBDC / TBDC (percent)", report, notes, args.json)
 
 
 def run_pixels(args: argparse.Namespace) -> int:
@@ -141,4 +151,4 @@ def run_pixels(args: argparse.Namespace) -> int:
              "a frame without a map scores lowest everywhere"]
     if "tao.note" in report:
         notes.append(str(report["tao.note"]))
-    return _finish("Pixel-level metrics (percent)", report, notes, args.json)
+    return finish("Pixel-level metrics (percent)", report, notes, args.json)

@@ -4,7 +4,7 @@
 - frames.py   frame-level micro / macro ROC-AUC
 - objects.py  RBDC / TBDC (Ramachandra & Jones, WACV 2020)
 - pixels.py   pixel AUROC, AP, AUPRO, max-F1 and the TAO paper's per-frame protocol
-- curves.py   binned ROC / PR curves shared by the pixel metrics
+- curves.py   ROC / PR / F1 / PRO areas from cumulative counts (exact or histogram-binned)
 - io.py       readers of the JSONL / JSON / text / image inputs, with errors naming file and line
 - report.py   JSON reports (percent, 0-100) and readable tables
 """

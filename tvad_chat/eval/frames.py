@@ -9,6 +9,7 @@ does (scores are then expected in [0, 1]). Optional Gaussian smoothing of the sc
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -16,6 +17,8 @@ from scipy.ndimage import gaussian_filter1d
 from sklearn.metrics import roc_auc_score
 
 from tvad_chat.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 ONE_CLASS_CONVENTIONS = ("skip", "pad")
 
@@ -55,6 +58,10 @@ def frame_auc(scores: Mapping[str, Sequence[float]], labels: Mapping[str, Sequen
     all_y = np.concatenate([y for _, y in videos.values()])
     micro = 100.0 * roc_auc_score(all_y, all_s) if 0 < all_y.sum() < all_y.size else float("nan")
     per_video, skipped = [], 0
+    if one_class == "pad" and (all_s.min() < 0 or all_s.max() > 1):
+        # the dummy frames score 0 and 1, so they only bracket the video when scores are in [0, 1]
+        log.warning("one_class='pad' adds dummy frames scored 0 and 1, but scores span [%g, %g]: "
+                    "normalise scores to [0, 1] for the UBnormal convention", all_s.min(), all_s.max())
     for s, y in videos.values():
         if one_class == "pad":
             s, y = np.concatenate([s, [0.0, 1.0]]), np.concatenate([y, [0, 1]])

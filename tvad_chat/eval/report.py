@@ -30,11 +30,18 @@ def write_json(report: dict[str, Any], path: str | Path) -> Path:
 
 
 def format_table(title: str, metrics: dict[str, Any], notes: list[str] | None = None) -> str:
-    """Metric | value rows (floats with 2 decimals, "n/a" when undefined), then the convention notes."""
+    """Metric | value rows (floats with 2 decimals, "n/a" when undefined; nested dicts one row per
+    entry), then the convention notes."""
     rows = []
+    flat: dict[str, Any] = {}
     for key, value in metrics.items():
-        if isinstance(value, dict):
+        if key == "settings":  # shown as notes by the caller
             continue
+        if isinstance(value, dict):  # e.g. the yes/no confusion counts, one row each
+            flat.update({f"{key}.{k}": v for k, v in value.items() if not isinstance(v, dict)})
+        else:
+            flat[key] = value
+    for key, value in flat.items():
         if isinstance(value, float):
             shown = "n/a" if math.isnan(value) else f"{value:.2f}"
         else:
