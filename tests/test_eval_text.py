@@ -175,3 +175,11 @@ def test_13a_tokeniser_equals_sacrebleus() -> None:
         assert tokenize_13a(line) == reference(line), repr(line)
     for line in ("A cyclist, 3.5 m/s, rides left-to-right.", "1,000 people - 2-3 carts", "e.g. (x) & y"):
         assert tokenize_13a(line) == reference(line)
+
+
+def test_hand_computed_sentence_bleu_with_exp_smoothing() -> None:
+    # hyp "the cat sat on the mat" vs ref "the cat sat on a mat" (6 tokens each, brevity penalty 1):
+    # matches 1-grams 5/6, 2-grams 3/5, 3-grams 1/4, 4-grams 0/3 -> exp smoothing: 1 / (2 * 3)
+    expected = 100 * math.exp((math.log(5 / 6) + math.log(3 / 5) + math.log(1 / 4) + math.log(1 / 6)) / 4)
+    assert sentence_bleu4("the cat sat on the mat", ["the cat sat on a mat"]) == pytest.approx(expected)
+    assert sentence_bleu4("the cat sat on the mat", ["the cat sat on a mat"], BleuSettings(smooth="none")) == 0.0
