@@ -112,8 +112,12 @@ def test_stage0_loss_falls_on_a_fixed_batch(corpus, stage0_dir):
     bb = Backbone.load(stage0_dir.parent / "init", dtype="float32", device="cpu")
     for p in bb.model.parameters():
         p.requires_grad_(True)
-    batch = load_samples(corpus, split="train")[:1]
-    store = ClipStore(max_pixels=56 * 84)  # 2 x 3 merged tokens per step: a cheap fixed batch
+    import dataclasses
+
+    # one judgement sample on two 56 x 56 frames (one merged video token): a cheap but complete stage-0 step
+    first = load_samples(corpus, split="train")[0]
+    batch = [dataclasses.replace(first, frame_indices=first.frame_indices[:2], conversation=first.conversation[:2])]
+    store = ClipStore(max_pixels=56 * 56)
     cfg = common.TrainConfig(out_dir=str(stage0_dir.parent / "fixed"), max_steps=30, grad_accum=1, lr=3e-3,
                              save_every=1000, progress=False, cpu=True, resume=False)
     tr = common.Trainer(cfg, {"model": bb.model},

@@ -66,7 +66,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     eval_every: int = 0  # steps between validations (0: only at the end)
     log_every: int = 1
-    mixed_precision: str = "auto"  # auto (bf16 on CUDA, no on CPU) | no | bf16 | fp16
+    mixed_precision: str = "auto"  # auto (bf16 on CUDA, no on CPU) | no | bf16
     cpu: bool = False  # force the CPU even when a GPU is present
     resume: bool = True  # continue from out_dir/latest when it exists
     progress: bool = True  # tqdm bar (main process only)
@@ -84,8 +84,9 @@ class TrainConfig:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.save_every < 1:
             raise ConfigError("save_every must be >= 1")
-        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
-            raise ConfigError(f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
+        # fp16 would need a loss scaler wired into the optimizer step; bf16 does not.
+        if self.mixed_precision not in ("auto", "no", "bf16"):
+            raise ConfigError(f"mixed_precision must be auto, no or bf16, got {self.mixed_precision!r}")
 
 
 # --------------------------------------------------------------------------- config overrides
@@ -485,6 +486,8 @@ class Trainer:
         acc = self.accelerator
         if not self.maybe_resume():
             seed_everything(cfg.seed)
+        logger.info("%s: %d process(es), device %s, mixed precision %s", self.desc, acc.num_processes, acc.device,
+                    acc.mixed_precision)
         if acc.is_main_process:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             _atomic_write_text(self.out_dir / CONFIG_FILE, json.dumps(config_to_dict(cfg), indent=2))

@@ -118,11 +118,14 @@ def run(cfg: Stage0Config) -> Path:
         raise DataError(f"{cfg.corpus}: no samples in split {cfg.train_split!r}")
     val = load_samples(cfg.corpus, split=cfg.val_split, limit=cfg.val_samples) if cfg.val_split else []
     init_dir = out / "init"
-    if (init_dir / "config.json").is_file():  # a resumed run: same tokenizer and start weights
-        backbone = Backbone.load(init_dir, dtype="float32", device="cpu")
-    else:
-        backbone = build_initial_backbone(cfg, load_samples(cfg.corpus))
-        backbone.save_pretrained(init_dir)
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.is_main_process and not (init_dir / "config.json").is_file():
+        build_initial_backbone(cfg, load_samples(cfg.corpus)).save_pretrained(init_dir)
+    state.wait_for_everyone()
+    # Every run (and every process) starts from the saved init: same tokenizer and start weights on a resume.
+    backbone = Backbone.load(init_dir, dtype="float32", device="cpu")
     system = system_prompt(cfg.system_prompt)
     store = ClipStore(cfg.max_pixels, cfg.min_pixels)
 
@@ -156,12 +159,15 @@ def run(cfg: Stage0Config) -> Path:
         logger.warning("stage0 stopped at step %d of %d; run again to resume", trainer.step, cfg.max_steps)
         return out
     final = out / "model"
-    if val and (out / "best" / "config.json").is_file():
-        best = Backbone.load(out / "best", dtype="float32", device="cpu")
-        _save_model(best, final, cfg)
-        logger.info("stage0: kept the step-%s weights (best val_loss %.4f)", trainer.best_step, trainer.best)
-    else:
-        _save_model(backbone, final, cfg)
+    acc = trainer.accelerator
+    if acc.is_main_process:  # one writer under `accelerate launch`
+        if val and (out / "best" / "config.json").is_file():
+            best = Backbone.load(out / "best", dtype="float32", device="cpu")
+            _save_model(best, final, cfg)
+            logger.info("stage0: kept the step-%s weights (best val_loss %.4f)", trainer.best_step, trainer.best)
+        else:
+            _save_model(backbone, final, cfg)
+    acc.wait_for_everyone()
     return final
 
 

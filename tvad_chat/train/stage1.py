@@ -202,7 +202,9 @@ def run(cfg: Stage1Config) -> Path:
         logger.warning("stage1 stopped at step %d of %d; run again to resume", trainer.step, cfg.max_steps)
         return out
     if not val or not (out / "ahd" / "config.json").is_file():
-        _save_head(ahd, out / "ahd")
+        if trainer.accelerator.is_main_process:
+            _save_head(ahd, out / "ahd")
+        trainer.accelerator.wait_for_everyone()
     else:
         logger.info("stage1: kept the step-%s head (selection score %.4f)", trainer.best_step, trainer.best)
     return out / "ahd"

@@ -184,7 +184,10 @@ def run_phase(cfg: Stage2Config, tvad, phase: str, train: list[Sample], val: lis
         backbone.model.gradient_checkpointing_disable()
     merge_lora(backbone)
     tvad.rae.eval()
-    _save_tvad(tvad, out / "model")
+    acc = trainer.accelerator
+    if acc.is_main_process:  # one writer under `accelerate launch`; the others wait for the files
+        _save_tvad(tvad, out / "model")
+    acc.wait_for_everyone()
 
 
 class _Interrupted(Exception):
@@ -241,7 +244,11 @@ def run(cfg: Stage2Config) -> Path:
         logger.warning("%s", stop)
         return out
     final = out / "model"
-    if final.exists():
-        shutil.rmtree(final)
-    shutil.copytree(final_src, final)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        shutil.copytree(final_src, final)
+    PartialState().wait_for_everyone()
     return final
