@@ -179,7 +179,13 @@ def test_13a_tokeniser_equals_sacrebleus() -> None:
 
 def test_hand_computed_sentence_bleu_with_exp_smoothing() -> None:
     # hyp "the cat sat on the mat" vs ref "the cat sat on a mat" (6 tokens each, brevity penalty 1):
-    # matches 1-grams 5/6, 2-grams 3/5, 3-grams 1/4, 4-grams 0/3 -> exp smoothing: 1 / (2 * 3)
-    expected = 100 * math.exp((math.log(5 / 6) + math.log(3 / 5) + math.log(1 / 4) + math.log(1 / 6)) / 4)
+    # 1-grams 5/6 ("the" clipped to 1), 2-grams 3/5, 3-grams 2/4, 4-grams 1/3
+    expected = 100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25
     assert sentence_bleu4("the cat sat on the mat", ["the cat sat on a mat"]) == pytest.approx(expected)
-    assert sentence_bleu4("the cat sat on the mat", ["the cat sat on a mat"], BleuSettings(smooth="none")) == 0.0
+    # vs "the cat sat near the mat": 5/6 ("on" unmatched), 3/5, 1/4, 0/3 -> exp smoothing: 0/3 becomes 1 / (2 * 3)
+    smoothed = 100 * (5 / 6 * 3 / 5 * 1 / 4 * 1 / 6) ** 0.25
+    assert sentence_bleu4("the cat sat on the mat", ["the cat sat near the mat"]) == pytest.approx(smoothed)
+    unsmoothed = BleuSettings(smooth="none")
+    assert sentence_bleu4("the cat sat on the mat", ["the cat sat near the mat"], unsmoothed) == 0.0
+    # brevity penalty: hyp "the cat" (2) vs ref of 6 -> exp(1 - 6/2); effective order 2: p1 = p2 = 1
+    assert sentence_bleu4("the cat", ["the cat sat on a mat"]) == pytest.approx(100 * math.exp(1 - 3))
