@@ -150,3 +150,24 @@ def test_pixels_on_real_ped2_masks(tmp_path: Path, capsys: pytest.CaptureFixture
     assert report["frames_without_prediction"] == 2
     printed = capsys.readouterr().out
     assert "TAO protocol" in printed and "exact" in printed
+
+
+def test_pixels_with_float_npy_maps_and_a_score_range(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rng = np.random.default_rng(3)
+    (tmp_path / "gt" / "v").mkdir(parents=True), (tmp_path / "pred" / "v").mkdir(parents=True)
+    ys, ss = [], []
+    for i in range(4):
+        mask = np.zeros((24, 32), np.uint8)
+        mask[5 + i:12 + i, 8:16] = 255
+        score = rng.random((24, 32)) * 0.6 + (mask > 0) * 0.3
+        cv2.imwrite(str(tmp_path / "gt" / "v" / f"{i:03d}.png"), mask)
+        np.save(tmp_path / "pred" / "v" / f"{i:03d}.npy", score)
+        ys.append(mask.ravel() > 0), ss.append(score.ravel())
+    out = tmp_path / "r.json"
+    assert main(["eval", "pixels", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+                 "--score-range", "0", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["auroc"] == pytest.approx(100 * roc_auc_score(np.concatenate(ys), np.concatenate(ss)), abs=0.01)
+    assert "65536 equal-width bins over [0, 1]" in capsys.readouterr().out
+    assert main(["eval", "pixels", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+                 "--score-range", "1", "0"]) == 1

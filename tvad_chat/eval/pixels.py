@@ -67,10 +67,6 @@ def _check(frame: PixelFrame, index: int) -> None:
             raise DataError(f"{where}: score map holds NaN or infinite values")
 
 
-def _is_integer_map(score: np.ndarray | None) -> bool:
-    return score is None or score.dtype in (np.uint8, np.uint16)
-
-
 @dataclass
 class _Binning:
     exact: bool
@@ -101,16 +97,17 @@ def choose_binning(frames: Sequence[PixelFrame], bins: int = DEFAULT_BINS,
     """Exact levels for integer maps; otherwise equal-width bins over the given or observed range."""
     if bins < 2:
         raise ConfigError(f"bins must be at least 2, got {bins}")
-    dtypes = {f.score.dtype for f in frames if f.score is not None}
-    if all(_is_integer_map(f.score) for f in frames) and len(dtypes) <= 1:  # one integer scale: exact
+    dtypes, lows, highs = set(), [], []
+    for frame in frames:  # one pass (frames may be read from disk on access)
+        if frame.score is not None:
+            dtypes.add(frame.score.dtype)
+            if score_range is None:
+                lows.append(float(frame.score.min()))
+                highs.append(float(frame.score.max()))
+    if len(dtypes) <= 1 and dtypes <= {np.dtype(np.uint8), np.dtype(np.uint16)}:  # one integer scale: exact
         top = 65536 if np.dtype(np.uint16) in dtypes else 256
         return _Binning(True, 0.0, float(top - 1), top)
     if score_range is None:
-        lows, highs = [], []
-        for frame in frames:
-            if frame.score is not None:
-                lows.append(float(frame.score.min()))
-                highs.append(float(frame.score.max()))
         score_range = (min(lows), max(highs))
     low, high = map(float, score_range)
     if high < low:
