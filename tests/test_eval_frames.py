@@ -55,3 +55,8 @@ def test_bad_inputs() -> None:
     with pytest.raises(ConfigError):
         frame_auc({"v": [0.1]}, {"v": [0]}, one_class="drop")
     assert math.isnan(frame_auc({"v": [0.1, 0.2]}, {"v": [0, 0]})["micro_auc"])
+
+
+def test_non_numeric_scores_are_a_data_error() -> None:
+    with pytest.raises(DataError, match="lists of numbers"):
+        frame_auc({"v": ["high", "low"]}, {"v": [0, 1]})

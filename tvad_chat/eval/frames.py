@@ -28,10 +28,16 @@ def _prepare(scores: Mapping[str, Sequence[float]], labels: Mapping[str, Sequenc
     missing = sorted(set(labels) - set(scores))
     if missing:
         raise DataError(f"no scores for videos {missing[:5]}: every labelled video needs scores")
+    extra = sorted(set(scores) - set(labels))
+    if extra:
+        log.warning("%d video(s) have scores but no labels and are left out, e.g. %s", len(extra), extra[:3])
     prepared = {}
     for video in sorted(labels):
-        s = np.asarray(scores[video], dtype=np.float64)
-        y = np.asarray(labels[video])
+        try:
+            s = np.asarray(scores[video], dtype=np.float64)
+            y = np.asarray(labels[video], dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"video {video!r}: scores and labels must be lists of numbers ({err})") from err
         if s.shape != y.shape or s.ndim != 1:
             raise DataError(f"video {video!r}: {s.size} scores for {y.size} labelled frames")
         if not np.isfinite(s).all():

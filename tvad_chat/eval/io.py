@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import numpy as np
 
 from tvad_chat.errors import DataError
 from tvad_chat.eval.objects import Detections, Regions
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -64,6 +67,9 @@ def read_text_items(pred_path: str | Path, ref_path: str | Path) -> list[dict[st
             raise DataError(f"{ref_path}:{number}: no prediction with id {key!r} in {pred_path}")
         items.append({"id": key, "video_id": str(record["video_id"]), "kind": kind, "references": refs,
                       "prediction": predictions[key]})
+    unused = len(predictions) - len(items)
+    if unused:
+        log.warning("%d prediction(s) in %s have no reference in %s and are not scored", unused, pred_path, ref_path)
     return items
 
 
