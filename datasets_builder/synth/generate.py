@@ -1,0 +1,370 @@
+"""Generate one SynthCampus clip: plans -> rendered frames, instance ids, anomaly masks, annotation.
+
+Everything is a function of (seed, split, index): the clip's numpy Generator comes from
+``SeedSequence([seed, split code, index])``, so clips are independent of worker count and order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from datasets_builder.synth.agents import (
+    Painter,
+    draw_cart,
+    draw_cyclist,
+    draw_person,
+    draw_prop,
+    draw_skateboarder,
+    draw_small_object,
+    draw_vehicle,
+    shadow,
+)
+from datasets_builder.synth.behaviours import (
+    ANOMALY_BUILDERS,
+    ANOMALY_TYPES,
+    Context,
+    Plan,
+    normal_population,
+    road_mask_flags,
+)
+from datasets_builder.synth.scenes import SCENES, compose_background, random_lighting, render_background
+from datasets_builder.synth.splits import ANOMALOUS_FRACTION, SPLIT_CODES, SPLITS, check_split
+
+FORMAT = "synthcampus-v1"
+DIRECTIONS = ("right", "up-right", "up", "up-left", "left", "down-left", "down", "down-right")
+DIRECTION_WORDS = {"right": "left to right", "left": "right to left", "down": "top to bottom",
+                   "up": "bottom to top", "up-right": "bottom-left to top-right",
+                   "up-left": "bottom-right to top-left", "down-right": "top-left to bottom-right",
+                   "down-left": "top-right to bottom-left", "none": "stays in place"}
+SPEED_CLASSES = ((0.2, "stationary"), (0.8, "slow"), (2.2, "walking"), (4.5, "fast"), (math.inf, "very fast"))
+MIN_VISIBLE_PX = 4  # fewer visible pixels than this: the object counts as not visible
+
+
+@dataclass
+class ClipConfig:
+    frames: int = 32
+    width: int = 320
+    height: int = 192
+    fps: float = 10.0
+    effects: bool = True  # sensor noise, blur, compression artefacts
+
+
+@dataclass
+class SynthClip:
+    frames: np.ndarray  # uint8 (T, H, W, 3) RGB
+    ids: np.ndarray  # uint16 (T, H, W) instance ids, 0 background
+    masks: np.ndarray  # uint8 (T, H, W) 0/255 anomaly masks
+    annotation: dict[str, Any] = field(default_factory=dict)
+
+
+def clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), SPLIT_CODES[split], int(index)]))
+
+
+def heading_label(dx: float, dy: float) -> str:
+    ang = math.degrees(math.atan2(-dy, dx)) % 360.0  # image y points down
+    return DIRECTIONS[int(((ang + 22.5) % 360.0) // 45.0)]
+
+
+def choose_clip(split: str, rng: np.random.Generator, event: str | None = None, scene: str | None = None
+                ) -> tuple[str, str | None]:
+    """(scene name, anomaly type or None) for a clip of the split."""
+    if event is None and rng.random() < ANOMALOUS_FRACTION[split]:
+        types = SPLITS[split]
+        event = str(types[int(rng.integers(len(types)))])
+    if scene is None:
+        allowed = ANOMALY_TYPES[event][1] if event else tuple(SCENES)
+        scene = str(allowed[int(rng.integers(len(allowed)))])
+    return scene, event
+
+
+def generate_clip(seed: int, split: str, index: int, cfg: ClipConfig | None = None, event: str | None = None,
+                  scene_name: str | None = None) -> SynthClip:
+    """Render clip ``index`` of ``split``; ``event``/``scene_name`` force a choice (contact sheets, tests)."""
+    cfg = cfg or ClipConfig()
+    check_split(split)
+    rng = clip_rng(seed, split, index)
+    scene_name, event = choose_clip(split, rng, event, scene_name)
+    scene = SCENES[scene_name]
+    cam = scene.camera(cfg.width, cfg.height)
+    T = cfg.frames
+    routes = scene.routes_fn(cam)
+    flow = str(scene.flow_routes[int(rng.integers(len(scene.flow_routes)))]) if scene.flow_routes else None
+    ctx = Context(scene, cam, T, cfg.fps, rng, routes, flow=flow)
+    plans: list[Plan] = []
+    if event is not None:
+        plans += ANOMALY_BUILDERS[event](ctx)
+    n_normal = int(rng.integers(2, 7)) + (3 if event == "wrong_way" else 0)
+    plans += normal_population(ctx, n_normal)
+    for p in plans:
+        if p.meta.get("on_road"):
+            p.anomalous = road_mask_flags(p, ctx) & p.present
+    light = random_lighting(rng)
+    base, zones = render_background(scene, cam, rng)
+    background = compose_background(base, zones, scene, cam, light, rng)
+    effects = _random_effects(rng) if cfg.effects else {"noise": 0.0, "blur": 0, "jpeg": 0}
+    frames, ids = _render(plans, scene, cam, background, T)
+    masks, annotation = _ground_truth(plans, ids, cam, cfg, split, seed, index, scene_name, event, flow)
+    frames = _apply_effects(frames, effects, rng)
+    annotation["lighting"] = light.name
+    annotation["effects"] = effects
+    return SynthClip(frames, ids, masks, annotation)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _facings(plan: Plan, cam) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: signed sideways facing (-1..1) and whether the front is visible, from image motion."""
+    T = len(plan.pos)
+    pts = np.array([cam.project(x, z) for x, z in plan.pos])
+    d = np.zeros((T, 2))
+    d[1:] = pts[1:] - pts[:-1]
+    d[0] = d[1] if T > 1 else 0
+    facing = np.zeros(T)
+    toward = np.ones(T, bool)
+    last_f, last_t = (plan.facing_hint if plan.facing_hint is not None else 1.0), True
+    for t in range(T):
+        n = float(np.hypot(*d[t]))
+        if n > 0.15:
+            # depth motion foreshortens: compare with a typical sideways step at this depth
+            last_f = float(np.clip(d[t, 0] / n, -1, 1))
+            last_f = math.copysign(1.0, last_f) if abs(last_f) > 0.55 else last_f * 0.5
+            last_t = bool(d[t, 1] >= 0)
+        elif plan.facing_hint is not None:
+            last_f = plan.facing_hint
+        facing[t], toward[t] = last_f, last_t
+    return facing, toward
+
+
+def _render(plans: list[Plan], scene, cam, background: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
+    H, W = cam.height, cam.width
+    frames = np.empty((T, H, W, 3), np.uint8)
+    ids = np.zeros((T, H, W), np.uint16)
+    facing = {p.agent.instance_id: _facings(p, cam) for p in plans}
+    props = [(pr.Z, pr) for pr in scene.props]
+    for t in range(T):
+        frame = background.copy()
+        idm = ids[t]
+        items: list[tuple[float, int, Any]] = [(z, 0, pr) for z, pr in props]
+        for p in plans:
+            if p.present[t]:
+                items.append((float(p.pos[t, 1]), 1, p))
+        items.sort(key=lambda it: (-it[0], it[1], it[2].agent.instance_id if it[1] else 0))
+        # shadows first so no figure is darkened by a nearer one's shadow
+        for Z, kind, obj in items:
+            if kind == 1 and obj.agent.category not in ("object",):
+                x, y = cam.project(*obj.pos[t])
+                ppm = cam.px_per_m(Z)
+                w = ppm * (0.35 if obj.agent.category in ("person", "bag") else 0.5 * obj.agent.length_m + 0.3)
+                shadow(frame, (x, y), w)
+        painter = Painter(frame, idm)
+        for Z, kind, obj in items:
+            ppm = cam.px_per_m(Z)
+            if kind == 0:
+                draw_prop(painter, obj.kind, cam.project(obj.X, obj.Z), ppm, obj.scale)
+                continue
+            p: Plan = obj
+            x, y = cam.project(*p.pos[t])
+            f_side, toward = facing[p.agent.instance_id]
+            pose = p.poses[t]
+            pose.facing = float(f_side[t]) if not (p.behaviour in ("fight", "throw", "fall", "stand", "talk")
+                                                   and p.facing_hint is not None) else p.facing_hint
+            if p.behaviour == "fall" and pose.tilt:
+                pose.facing = math.copysign(1.0, pose.tilt)
+            if pose.tilt and p.behaviour in ("run", "chase"):
+                pose.tilt = math.copysign(abs(pose.tilt), pose.facing or 1.0)
+            pose.toward = bool(toward[t]) if p.facing_hint is None else pose.toward
+            cat = p.agent.category
+            h = ppm * p.agent.height_m
+            if cat == "person":
+                if p.meta.get("drops_bag_at") is not None and t >= p.meta["drops_bag_at"]:
+                    p.agent.attributes.pop("carrying", None)
+                draw_person(painter, p.agent, (x, y), h, pose)
+            elif cat == "cyclist":
+                draw_cyclist(painter, p.agent, (x, y), h, pose)
+            elif cat == "skateboarder":
+                draw_skateboarder(painter, p.agent, (x, y), h, pose)
+            elif cat in ("car", "van"):
+                draw_vehicle(painter, p.agent, (x, y), ppm, pose)
+            elif cat == "cart":
+                draw_cart(painter, p.agent, (x, y), ppm, pose)
+            else:
+                up = float(p.up[t]) if p.up is not None else 0.0
+                draw_small_object(painter, p.agent, cam.project(p.pos[t, 0], p.pos[t, 1], up=up), ppm)
+        frames[t] = frame
+    return frames, ids
+
+
+def _random_effects(rng: np.random.Generator) -> dict[str, Any]:
+    return {
+        "noise": float(rng.choice([0.0, rng.uniform(1.0, 4.0), rng.uniform(4.0, 8.0)], p=[0.3, 0.5, 0.2])),
+        "blur": int(rng.choice([0, 3, 5], p=[0.6, 0.3, 0.1])),
+        "jpeg": int(rng.choice([0, int(rng.integers(25, 70))], p=[0.6, 0.4])),
+        "flicker": float(rng.uniform(0.0, 0.03)),
+    }
+
+
+def _apply_effects(frames: np.ndarray, eff: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+    out = np.empty_like(frames)
+    for t, f in enumerate(frames):
+        g = f.astype(np.float32)
+        if eff.get("blur"):
+            g = cv2.GaussianBlur(g, (eff["blur"], eff["blur"]), 0)
+        if eff.get("flicker"):
+            g *= 1.0 + float(rng.uniform(-eff["flicker"], eff["flicker"]))
+        if eff.get("noise"):
+            g += rng.normal(0.0, eff["noise"], g.shape).astype(np.float32)
+        g8 = np.clip(g, 0, 255).astype(np.uint8)
+        if eff.get("jpeg"):
+            ok, buf = cv2.imencode(".jpg", g8[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(eff["jpeg"])])
+            g8 = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+        out[t] = g8
+    return out
+
+
+# --------------------------------------------------------------------------- ground truth
+
+
+def _boxes(ids: np.ndarray, plans: list[Plan]) -> dict[int, dict[int, tuple[int, int, int, int]]]:
+    """Visible boxes per instance per frame; specks below MIN_VISIBLE_PX are erased from the id map."""
+    out: dict[int, dict[int, tuple[int, int, int, int]]] = {p.agent.instance_id: {} for p in plans}
+    for t in range(ids.shape[0]):
+        idm = ids[t]
+        present = np.unique(idm)
+        for iid in present[present > 0]:
+            m = idm == iid
+            ys = np.nonzero(m.any(axis=1))[0]
+            xs = np.nonzero(m.any(axis=0))[0]
+            if int(m.sum()) < MIN_VISIBLE_PX:
+                idm[m] = 0
+                continue
+            out[int(iid)][t] = (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1)
+    return out
+
+
+def _speed_class(v: float) -> str:
+    return next(name for lim, name in SPEED_CLASSES if v < lim)
+
+
+def _side(box: tuple[int, int, int, int], W: int, H: int, motion: np.ndarray, entering: bool) -> str | None:
+    x1, y1, x2, y2 = box
+    sides = [s for s, touch in (("left", x1 <= 1), ("right", x2 >= W - 1), ("top", y1 <= 1),
+                                ("bottom", y2 >= H - 1)) if touch]
+    if not sides:
+        return None
+    if len(sides) == 1:
+        return sides[0]
+    # several edges: the one the motion points through
+    vec = {"left": (-1, 0), "right": (1, 0), "top": (0, -1), "bottom": (0, 1)}
+    sgn = -1.0 if entering else 1.0
+    return max(sides, key=lambda s: sgn * (vec[s][0] * motion[0] + vec[s][1] * motion[1]))
+
+
+def trajectory_record(plan: Plan, boxes: dict[int, tuple[int, int, int, int]], cam, fps: float, T: int
+                      ) -> dict[str, Any] | None:
+    """The structured trajectory of one instance over the frames where it is visible."""
+    frames = sorted(boxes)
+    if not frames:
+        return None
+    W, H = cam.width, cam.height
+    f0, f1 = frames[0], frames[-1]
+    feet = np.array([cam.project(*plan.pos[t]) for t in frames])
+    disp = feet[-1] - feet[0]
+    heights = np.array([boxes[t][3] - boxes[t][1] for t in frames], np.float64)
+    moving = float(np.hypot(*disp)) >= 0.5 * max(2.0, float(np.median(heights)))
+    direction = heading_label(float(disp[0]), float(disp[1])) if moving else "none"
+    world = plan.pos[frames]
+    steps = np.linalg.norm(np.diff(world, axis=0), axis=1) * fps if len(frames) > 1 else np.zeros(1)
+    speed = float(np.median(steps)) if len(steps) else 0.0
+    # turns: heading changes above 55 degrees along the image path resampled every ~0.35 box heights
+    turns = []
+    step = 0.35 * max(2.0, float(np.median(heights)))
+    keep = [0]
+    for i in range(1, len(frames)):
+        if np.hypot(*(feet[i] - feet[keep[-1]])) >= step:
+            keep.append(i)
+    heads = []
+    for a, b in zip(keep[:-1], keep[1:], strict=False):
+        d = feet[b] - feet[a]
+        heads.append((frames[b], math.atan2(d[1], d[0])))
+    last_ang = heads[0][1] if heads else None
+    for fr, ang in heads[1:]:
+        diff = (math.degrees(ang - last_ang) + 180) % 360 - 180
+        if abs(diff) > 55:
+            sense = "back" if abs(diff) > 150 else ("right" if diff > 0 else "left")  # y down: +angle clockwise
+            d = (math.cos(ang), math.sin(ang))
+            turns.append({"frame": int(fr), "time": round(fr / fps, 3), "sense": sense,
+                          "new_direction": heading_label(d[0], d[1])})
+            last_ang = ang
+    m0 = feet[min(len(feet) - 1, 3)] - feet[0]
+    m1 = feet[-1] - feet[max(0, len(feet) - 4)]
+    entry = "start" if f0 == 0 else (_side(boxes[f0], W, H, m0, True) or "inside")
+    exit_ = "end" if f1 == T - 1 else (_side(boxes[f1], W, H, m1, False) or "inside")
+    z0, z1 = float(world[0, 1]), float(world[-1, 1])
+    depth = "away from the camera" if z1 - z0 > 1.0 else "towards the camera" if z0 - z1 > 1.0 else "across"
+    anom = np.nonzero(plan.anomalous)[0]
+    stride = max(1, len(frames) // 8)
+    return {
+        "entry": entry, "exit": exit_, "direction": direction, "direction_words": DIRECTION_WORDS[direction],
+        "depth_motion": depth, "turns": turns, "speed_mps": round(speed, 3), "speed_class": _speed_class(speed),
+        "start_frame": int(f0), "end_frame": int(f1), "start_time": round(f0 / fps, 3),
+        "end_time": round(f1 / fps, 3), "route": plan.route,
+        "displacement_px": [round(float(disp[0]), 2), round(float(disp[1]), 2)],
+        "anomaly_start_frame": int(anom[0]) if len(anom) else None,
+        "anomaly_end_frame": int(anom[-1]) if len(anom) else None,
+        "path": [[int(frames[i]), round(float(feet[i, 0]), 1), round(float(feet[i, 1]), 1)]
+                 for i in sorted(set(range(0, len(frames), stride)) | {len(frames) - 1})],
+    }
+
+
+def _ground_truth(plans: list[Plan], ids: np.ndarray, cam, cfg: ClipConfig, split: str, seed: int, index: int,
+                  scene_name: str, event: str | None, flow: str | None) -> tuple[np.ndarray, dict[str, Any]]:
+    T = ids.shape[0]
+    boxes = _boxes(ids, plans)
+    masks = np.zeros(ids.shape, np.uint8)
+    labels = np.zeros(T, np.int8)
+    by_id = {p.agent.instance_id: p for p in plans}
+    objects = []
+    frame_objs: list[list[dict[str, Any]]] = [[] for _ in range(T)]
+    for iid, p in by_id.items():
+        bx = boxes[iid]
+        for t, b in bx.items():
+            an = bool(p.anomalous[t])
+            if an:
+                masks[t][ids[t] == iid] = 255
+                labels[t] = 1
+            frame_objs[t].append({"track_id": str(iid), "box": list(b), "anomalous": an})
+        if not bx:
+            continue
+        traj = trajectory_record(p, bx, cam, cfg.fps, T)
+        vis_anom = [t for t in bx if p.anomalous[t]]
+        objects.append({
+            "track_id": str(iid), "instance_id": iid, "category": p.agent.category,
+            "attributes": dict(sorted(p.agent.attributes.items())), "behaviour": p.behaviour,
+            "anomalous": bool(vis_anom),
+            "anomalous_frames": [int(min(vis_anom)), int(max(vis_anom))] if vis_anom else None,
+            "trajectory": traj,
+            "boxes": {str(t): list(b) for t, b in sorted(bx.items())},
+            "meta": {k: (int(v) if isinstance(v, np.integer | int) and not isinstance(v, bool) else v)
+                     for k, v in sorted(p.meta.items())},
+        })
+    pos = np.nonzero(labels)[0]
+    ann = {
+        "format": FORMAT, "video_id": f"{split}_{index:06d}", "split": split, "seed": int(seed),
+        "index": int(index), "scene": scene_name, "fps": cfg.fps, "num_frames": T, "width": cam.width,
+        "height": cam.height, "anomalous": bool(labels.any()),
+        "event": event if labels.any() else None, "planned_event": event,
+        "event_description": ANOMALY_TYPES[event][0] if event and labels.any() else None,
+        "event_frames": [int(pos[0]), int(pos[-1])] if len(pos) else None,
+        "flow_route": flow, "frame_labels": [int(v) for v in labels],
+        "objects": objects,
+        "frames": [{"index": t, "time": round(t / cfg.fps, 3), "label": int(labels[t]),
+                    "objects": sorted(frame_objs[t], key=lambda o: int(o["track_id"]))} for t in range(T)],
+    }
+    return masks, ann
