@@ -32,7 +32,7 @@ def _timed(label: str, target: float, fn):
 
 def bench_objects(scale: float) -> None:
     rng = np.random.default_rng(0)
-    videos, frames_per_video = 100, int(400 * scale)
+    videos, frames_per_video = max(int(100 * scale), 1), 400
     rows = []
     track = 0
     for v in range(videos):
