@@ -27,6 +27,7 @@ Missing or malformed folders raise :class:`tvad_chat.errors.DataError`.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,7 +41,9 @@ from tvad_chat.errors import DataError
 
 Box = tuple[float, float, float, float]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
-DEFAULT_ROOTS = {"ped2": Path("/work/shared/data/ucsd_ped2"), "avenue": Path("/work/shared/data/cuhk_avenue")}
+# the shared benchmark data beside the checkout, or TVAD_SHARED_DATA
+_SHARED = Path(os.environ.get("TVAD_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+DEFAULT_ROOTS = {"ped2": _SHARED / "ucsd_ped2", "avenue": _SHARED / "cuhk_avenue"}
 
 
 @dataclass

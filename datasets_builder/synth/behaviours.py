@@ -135,14 +135,32 @@ def _pick_route(ctx: Context, kinds: tuple[str, ...] = ("walk", "cross"), exclud
     return r
 
 
-def _start_offset(ctx: Context, route: Route, speed: float, visible_frac: tuple[float, float] = (0.1, 0.7)
-                  ) -> float:
-    """An arc length to start from so the agent spends a good part of the clip in view."""
-    L = route_length(route)
+def in_view(ctx: Context, pos: np.ndarray, max_depth: float = 4.5) -> np.ndarray:
+    """Per position: the ground point lies inside the image and not farther than max_depth * z_near."""
+    cam = ctx.cam
+    out = np.zeros(len(pos), bool)
+    for i, (x, z) in enumerate(pos):
+        u, v = cam.project(float(x), float(z))
+        out[i] = 0 <= u < cam.width and cam.horizon + 2 < v < cam.height and z <= max_depth * cam.z_near
+    return out
+
+
+def _start_offset(ctx: Context, route: Route, speed: float, focus: bool = False) -> float:
+    """An arc length to start from so the agent spends a good part of the clip in view.
+
+    ``focus`` (anomalous agents): stay within 3 near-depths of the camera and in view most of the clip.
+    """
+    P, cum = _polyline(route.points)
+    s = np.arange(0.0, cum[-1], 0.2)
+    vis = np.nonzero(in_view(ctx, _at(P, cum, s), 3.0 if focus else 4.5))[0]
     travel = speed * ctx.T / ctx.fps
-    lo = -0.4 * travel
-    hi = max(lo + 0.1, L - 0.6 * travel)
-    return float(ctx.rng.uniform(lo, hi)) if travel < L else float(ctx.rng.uniform(-0.3 * travel, 0.0))
+    if len(vis) == 0:
+        return float(ctx.rng.uniform(-0.3 * travel, max(0.0, cum[-1] - travel)))
+    sa, sb = float(s[vis[0]]), float(s[vis[-1]])
+    lo, hi = (sa - 0.15 * travel, sb - 0.85 * travel) if focus else (sa - 0.5 * travel, sb - 0.5 * travel)
+    if hi <= lo:
+        return float((sa + sb) / 2 - travel / 2 + ctx.rng.uniform(-0.1, 0.1) * travel)
+    return float(ctx.rng.uniform(lo, hi))
 
 
 def _spot(ctx: Context, depth: tuple[float, float] = (1.2, 2.6), pedestrian: bool = True) -> tuple[float, float]:
@@ -171,7 +189,7 @@ def _onset(ctx: Context, lo: float = 0.15, hi: float = 0.5) -> int:
 
 
 def walk(ctx: Context, route: Route | None = None, speed: float | None = None, behaviour: str = "walk",
-         agent: Agent | None = None) -> list[Plan]:
+         agent: Agent | None = None, focus: bool = False) -> list[Plan]:
     rng = ctx.rng
     if route is None:
         if ctx.flow is not None and rng.random() < 0.75:
@@ -180,7 +198,7 @@ def walk(ctx: Context, route: Route | None = None, speed: float | None = None, b
             route = _pick_route(ctx, exclude=tuple(n for n in ctx.scene.flow_routes if n != ctx.flow))
     v = float(speed if speed is not None else rng.uniform(1.1, 1.6))
     agent = agent or random_person(rng, ctx.new_id())
-    s0 = _start_offset(ctx, route, v)
+    s0 = _start_offset(ctx, route, v, focus=focus)
     pos, present, _ = follow(route, s0, _constant(ctx.T, v) * rng.uniform(0.95, 1.05, ctx.T), ctx.fps,
                              lateral=float(rng.uniform(-0.5, 0.5)))
     poses = gait_poses(_steps(pos), 0.45, 1.35, float(rng.uniform(0, 6.28)))
@@ -272,7 +290,7 @@ def run(ctx: Context) -> list[Plan]:
     v_walk, v_run = float(ctx.rng.uniform(1.1, 1.5)), float(ctx.rng.uniform(3.8, 5.5))
     speed = np.where(np.arange(ctx.T) < onset, v_walk, v_run)
     agent = random_person(ctx.rng, ctx.new_id())
-    s0 = _start_offset(ctx, route, float(speed.mean()))
+    s0 = _start_offset(ctx, route, float(speed.mean()), focus=True)
     pos, present, _ = follow(route, s0, speed, ctx.fps)
     running = np.arange(ctx.T) >= onset
     poses = gait_poses(_steps(pos), np.where(running, 0.95, 0.45), np.where(running, 2.4, 1.35),
@@ -286,7 +304,7 @@ def ride(ctx: Context, kind: str) -> list[Plan]:
     route = _ped_route(ctx)
     v = float(ctx.rng.uniform(4.0, 6.0) if kind == "cyclist" else ctx.rng.uniform(2.8, 4.2))
     agent = _rider(ctx, kind)
-    s0 = _start_offset(ctx, route, v)
+    s0 = _start_offset(ctx, route, v, focus=True)
     pos, present, _ = follow(route, s0, _constant(ctx.T, v), ctx.fps)
     poses = gait_poses(_steps(pos), 0.0, 2.0 if kind == "cyclist" else 3.0, float(ctx.rng.uniform(0, 6.28)))
     beh = "cycle" if kind == "cyclist" else "skate"
@@ -298,7 +316,7 @@ def drive(ctx: Context) -> list[Plan]:
     kind = "car" if ctx.rng.random() < 0.6 else "van"
     agent = random_vehicle(ctx.rng, ctx.new_id(), kind)
     v = float(ctx.rng.uniform(3.0, 6.0))
-    s0 = _start_offset(ctx, route, v)
+    s0 = _start_offset(ctx, route, v, focus=True)
     pos, present, _ = follow(route, s0, _constant(ctx.T, v), ctx.fps)
     return [Plan(agent, "drive", pos, present, [Pose() for _ in range(ctx.T)], np.ones(ctx.T, bool),
                  route=route.name)]
@@ -308,7 +326,7 @@ def cart(ctx: Context) -> list[Plan]:
     route = _ped_route(ctx)
     v = float(ctx.rng.uniform(1.0, 1.5))
     cart_agent = random_vehicle(ctx.rng, ctx.new_id(), "cart")
-    s0 = _start_offset(ctx, route, v)
+    s0 = _start_offset(ctx, route, v, focus=True)
     pos, present, _ = follow(route, s0 + 1.1, _constant(ctx.T, v), ctx.fps)
     pusher = walk(ctx, route=route, speed=v, behaviour="cart")[0]
     ppos, ppresent, _ = follow(route, s0, _constant(ctx.T, v), ctx.fps)
@@ -324,9 +342,9 @@ def cart(ctx: Context) -> list[Plan]:
 
 
 def fall(ctx: Context) -> list[Plan]:
-    p = walk(ctx, route=_ped_route(ctx), behaviour="fall")[0]
+    p = walk(ctx, route=_ped_route(ctx), behaviour="fall", focus=True)[0]
     # choose the fall moment while the walker is in view
-    vis = np.nonzero(p.present)[0]
+    vis = np.nonzero(p.present & in_view(ctx, p.pos))[0]
     onset = int(vis[len(vis) // 3]) if len(vis) > 6 else _onset(ctx)
     p.pos[onset:] = p.pos[onset]
     direction = 1.0 if ctx.rng.random() < 0.5 else -1.0
@@ -397,7 +415,7 @@ def loiter(ctx: Context) -> list[Plan]:
 def wrong_way(ctx: Context) -> list[Plan]:
     assert ctx.flow is not None
     route = reverse(ctx.routes[ctx.flow])
-    p = walk(ctx, route=route, behaviour="wrong_way")[0]
+    p = walk(ctx, route=route, behaviour="wrong_way", focus=True)[0]
     p.anomalous[:] = True
     return [p]
 
@@ -433,20 +451,25 @@ def jaywalk(ctx: Context) -> list[Plan]:
     route = ctx.routes["jay"]
     if ctx.rng.random() < 0.5:
         route = reverse(route)
-    p = walk(ctx, route=route, behaviour="jaywalk", speed=float(ctx.rng.uniform(1.3, 1.8)))[0]
-    L = route_length(route)
-    travel = 1.5 * ctx.T / ctx.fps
-    p.pos, p.present, _ = follow(route, float(ctx.rng.uniform(0.0, max(0.1, L * 0.5 - travel * 0.5))),
-                                 _constant(ctx.T, 1.5), ctx.fps)
+    v = float(ctx.rng.uniform(1.3, 1.8))
+    p = walk(ctx, route=route, behaviour="jaywalk", speed=v)[0]
+    # start so the walker steps onto the road within the first third of the clip
+    P, cum = _polyline(route.points)
+    s = np.arange(0.0, cum[-1], 0.1)
+    on_road = [ctx.scene.zone_at(float(x), float(z)) == ROAD for x, z in _at(P, cum, s)]
+    s_kerb = float(s[on_road.index(True)]) if True in on_road else 0.0
+    s0 = s_kerb - v * float(ctx.rng.uniform(0.05, 0.33)) * ctx.T / ctx.fps
+    p.pos, p.present, _ = follow(route, s0, _constant(ctx.T, v), ctx.fps)
     p.poses = gait_poses(_steps(p.pos), 0.45, 1.35, 0.0)
     p.meta["on_road"] = True  # anomalous while on the road surface: set by the generator from the zone map
     return [p]
 
 
 def abandon_bag(ctx: Context) -> list[Plan]:
-    p = walk(ctx, route=_ped_route(ctx), behaviour="walk")[0]
-    vis = np.nonzero(p.present)[0]
-    drop = int(vis[min(len(vis) - 1, len(vis) // 3)]) if len(vis) else _onset(ctx)
+    p = walk(ctx, route=_ped_route(ctx), behaviour="walk", focus=True)[0]
+    # drop the bag where it stays in view (not under the bottom edge)
+    vis = np.nonzero(p.present & in_view(ctx, p.pos + np.array([0.25, -0.1]), 3.5))[0]
+    drop = int(vis[min(len(vis) - 1, len(vis) // 4)]) if len(vis) else _onset(ctx)
     p.agent.attributes["carrying"] = "bag"
     bag = Agent(ctx.new_id(), "bag", {"color": "brown"}, {"body": COLOURS[str(ctx.rng.choice(
         ["brown", "black", "red", "navy"]))]}, height_m=0.35)
@@ -462,7 +485,7 @@ def abandon_bag(ctx: Context) -> list[Plan]:
 def chase(ctx: Context) -> list[Plan]:
     route = _ped_route(ctx)
     v = float(ctx.rng.uniform(3.8, 5.0))
-    s0 = _start_offset(ctx, route, v)
+    s0 = _start_offset(ctx, route, v, focus=True)
     plans = []
     for k, gap in enumerate((0.0, -2.2)):
         agent = random_person(ctx.rng, ctx.new_id())

@@ -219,7 +219,7 @@ def _apply_effects(frames: np.ndarray, eff: dict[str, Any], rng: np.random.Gener
         if eff.get("flicker"):
             g *= 1.0 + float(rng.uniform(-eff["flicker"], eff["flicker"]))
         if eff.get("noise"):
-            g += rng.normal(0.0, eff["noise"], g.shape).astype(np.float32)
+            g += rng.standard_normal(g.shape, dtype=np.float32) * np.float32(eff["noise"])
         g8 = np.clip(g, 0, 255).astype(np.uint8)
         if eff.get("jpeg"):
             ok, buf = cv2.imencode(".jpg", g8[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(eff["jpeg"])])
@@ -236,14 +236,16 @@ def _boxes(ids: np.ndarray, plans: list[Plan]) -> dict[int, dict[int, tuple[int,
     out: dict[int, dict[int, tuple[int, int, int, int]]] = {p.agent.instance_id: {} for p in plans}
     for t in range(ids.shape[0]):
         idm = ids[t]
-        present = np.unique(idm)
-        for iid in present[present > 0]:
+        counts = np.bincount(idm.ravel())
+        for iid in np.nonzero(counts)[0]:
+            if iid == 0:
+                continue
             m = idm == iid
-            ys = np.nonzero(m.any(axis=1))[0]
-            xs = np.nonzero(m.any(axis=0))[0]
-            if int(m.sum()) < MIN_VISIBLE_PX:
+            if counts[iid] < MIN_VISIBLE_PX:
                 idm[m] = 0
                 continue
+            ys = np.nonzero(m.any(axis=1))[0]
+            xs = np.nonzero(m.any(axis=0))[0]
             out[int(iid)][t] = (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1)
     return out
 
