@@ -9,7 +9,11 @@ TINY_CORPUS ?= data/synth_corpus
 TINY_RUNS ?= runs/tiny
 TINY_OUT ?= checkpoints/tvad-tiny
 TINY_FRAMES ?= 8
-TINY_SYNTH_ARGS ?=
+TINY_SYNTH_ARGS ?= --frames 32 --format mp4
+# clips per split (train / val / test hold disjoint anomaly types: test is unseen in training)
+TINY_CLIPS_train ?= 480
+TINY_CLIPS_val ?= 40
+TINY_CLIPS_test ?= 80
 # Step budgets tuned so that the stages fit 90 minutes of 2 CPU cores (override on the command line).
 TINY_STAGE0 ?= max_steps=1500 grad_accum=4 lr=2e-3 eval_every=250 save_every=100 max_minutes=50
 TINY_STAGE1 ?= max_steps=150 grad_accum=8 eval_every=50 save_every=50 max_minutes=6
@@ -21,7 +25,9 @@ TINY_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 tiny: tiny-eval
 
 tiny-data: $(STAMP)
-	test -f $(TINY_DATA)/.done || { $(TINY_ENV) $(PY) -m tvad_chat.cli synth --out $(TINY_DATA) $(TINY_SYNTH_ARGS) && touch $(TINY_DATA)/.done; }
+	$(TINY_ENV) $(PY) -m tvad_chat.cli synth --out $(TINY_DATA) --split train --clips $(TINY_CLIPS_train) $(TINY_SYNTH_ARGS) --no-progress
+	$(TINY_ENV) $(PY) -m tvad_chat.cli synth --out $(TINY_DATA) --split val --clips $(TINY_CLIPS_val) $(TINY_SYNTH_ARGS) --no-progress
+	$(TINY_ENV) $(PY) -m tvad_chat.cli synth --out $(TINY_DATA) --split test --clips $(TINY_CLIPS_test) $(TINY_SYNTH_ARGS) --no-progress
 
 tiny-corpus: tiny-data
 	for split in train val test; do \
