@@ -43,6 +43,7 @@ NUM_SUGGESTIONS = 3
 CSS = """
 #status .prose { font-size: 0.95em; }
 .warn-untrained { background: #fdecea; border-left: 4px solid #c0392b; padding: 6px 10px; }
+.warn-limited { background: #fff6e0; border-left: 4px solid #d68910; padding: 6px 10px; }
 """
 
 
@@ -62,6 +63,8 @@ def _model_banner(engine: ChatEngine, source: str | None = None) -> str:
         return _message(exc, "load the model")
     if not info.trained:
         return f"<div class='warn-untrained'>⚠ <b>Untrained model.</b> {info.note}</div>"
+    if info.note:
+        return f"<div class='warn-limited'>⚠ <b>Model `{info.source}` ({info.variant}):</b> {info.note}</div>"
     return f"Model: `{info.source}` ({info.variant})"
 
 

@@ -270,3 +270,16 @@ def test_model_directory_setting_loads_a_saved_checkpoint(engine, tmp_path):
     assert info.trained is True and info.source == str(tmp_path / "ckpt") and loaded.variant == model.variant
     with pytest.raises(chat.CheckpointError):
         chat.load_model(str(tmp_path / "nowhere"))
+
+
+def test_checkpoint_limitations_are_shown(tmp_path) -> None:
+    """A LIMITATIONS.txt inside a checkpoint folder reaches ModelInfo.note (the page and CLI show it)."""
+    from tvad_chat.chat import LIMITATIONS_FILE, build_untrained_model, load_model
+
+    model = build_untrained_model()
+    model.save_pretrained(tmp_path / "ckpt")
+    _, info = load_model(str(tmp_path / "ckpt"))
+    assert info.trained and info.note == ""
+    (tmp_path / "ckpt" / LIMITATIONS_FILE).write_text("Toy model:\n  answers are constant.\n")
+    _, info = load_model(str(tmp_path / "ckpt"))
+    assert info.note == "Toy model: answers are constant."

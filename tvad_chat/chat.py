@@ -61,6 +61,9 @@ class ChatModel(Protocol):
                stream: Callable[[str], Any] | None = None) -> str: ...
 
 
+LIMITATIONS_FILE = "LIMITATIONS.txt"  # optional plain-text caveat shipped inside a checkpoint folder
+
+
 @dataclass
 class ModelInfo:
     """Where the loaded model came from and whether it was trained (the page says so plainly)."""
@@ -148,7 +151,10 @@ def load_model(source: str = DEFAULT_MODEL, device: str | None = None, dtype: st
         raise
     except (OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"cannot load the model {source!r}: {exc}") from exc
-    return model, ModelInfo(source=source, trained=True, variant=model.variant)
+    # A checkpoint may carry a short statement of what it cannot do; the page and CLI show it.
+    limits_file = Path(source) / LIMITATIONS_FILE
+    note = " ".join(limits_file.read_text(encoding="utf-8").split()) if limits_file.is_file() else ""
+    return model, ModelInfo(source=source, trained=True, variant=model.variant, note=note)
 
 
 # --------------------------------------------------------------------------- sessions

@@ -92,7 +92,7 @@ def _progress(stage: float, text: str) -> None:
 
 
 def _warn_untrained(session) -> None:
-    if session.model_info is not None and not session.model_info.trained:
+    if session.model_info is not None and session.model_info.note:  # untrained, or a shipped caveat
         print(f"warning: {session.model_info.note}", file=sys.stderr)
 
 
