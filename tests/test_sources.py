@@ -96,6 +96,7 @@ def test_synthcampus_reader_matches_what_was_generated(synth_root):
             for o in ann["frames"][i]["objects"]:
                 assert list(objs[o["track_id"]].box) == o["box"]
                 assert objs[o["track_id"]].anomalous == o["anomalous"]
+                assert objs[o["track_id"]].attributes["action"] == o["action"]
         assert len(r.tracks) == len(ann["objects"]) and len(r.trajectories) == len(ann["objects"])
         for t in r.tracks:
             assert t.anomalous == bool(t.anomalous_frames)

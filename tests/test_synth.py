@@ -128,14 +128,17 @@ def _check_direction(o: dict) -> None:
     cx0, cx1 = (b0[0] + b0[2]) / 2, (b1[0] + b1[2]) / 2
     by0, by1 = b0[3], b1[3]
     d = tr["direction"]
+    # pure directions: strictly along the axis; diagonals: the minor component may be hidden by occlusion
+    # (a pusher's legs behind the cart), so it only must not go clearly the other way
+    tol = 0.0 if d in ("left", "right", "up", "down") else 0.15 * max(b0[3] - b0[1], b1[3] - b1[1])
     if "right" in d:
-        assert cx1 > cx0, (o["behaviour"], d, b0, b1)
+        assert cx1 - cx0 > -tol, (o["behaviour"], d, b0, b1)
     if "left" in d:
-        assert cx1 < cx0, (o["behaviour"], d, b0, b1)
+        assert cx0 - cx1 > -tol, (o["behaviour"], d, b0, b1)
     if d.startswith("down"):
-        assert by1 > by0, (o["behaviour"], d, b0, b1)
+        assert by1 - by0 > -tol, (o["behaviour"], d, b0, b1)
     if d.startswith("up"):
-        assert by1 < by0 or b1[1] < b0[1], (o["behaviour"], d, b0, b1)
+        assert by0 - by1 > -tol or b1[1] < b0[1], (o["behaviour"], d, b0, b1)
     if tr["entry"] in ("left", "right", "top", "bottom"):
         x1, y1, x2, y2 = b0
         touch = {"left": x1 <= 1, "right": x2 >= 255, "top": y1 <= 1, "bottom": y2 >= 159}
@@ -184,6 +187,8 @@ def test_anomaly_onsets_follow_the_story(event_clips):
     flags = [next(ob["anomalous"] for ob in fr["objects"] if ob["track_id"] == jay["track_id"])
              for fr in frames if any(ob["track_id"] == jay["track_id"] for ob in fr["objects"])]
     assert not flags[0] and any(flags)  # on the pavement first, anomalous once on the road
+    actions = [ob["action"] for fr in frames for ob in fr["objects"] if ob["track_id"] == jay["track_id"]]
+    assert [a == "crossing the road" for a in actions] == flags
 
 
 def _plan_along(points: list[tuple[float, float]], T: int = 30) -> Plan:

@@ -56,6 +56,7 @@ class Track:
     anomalous: bool = False  # anomalous in at least one frame
     boxes: dict[int, Box] = field(default_factory=dict)  # frame index -> visible box (x1, y1, x2, y2)
     anomalous_frames: set[int] = field(default_factory=set)
+    actions: dict[int, str] = field(default_factory=dict)  # frame index -> what it does ("running"...)
     behaviour: str | None = None
     trajectory: dict[str, Any] | None = None
 
@@ -162,7 +163,7 @@ class VideoRecord:
         """Annotated objects of frame i (tracks where present, else the mask's connected regions)."""
         if self.tracks is not None:
             return [GTObject(track_id=t.track_id, category=t.category, box=t.boxes[i],
-                             attributes=_extract_attributes(t), anomalous=i in t.anomalous_frames)
+                             attributes=_extract_attributes(t, i), anomalous=i in t.anomalous_frames)
                     for t in self.tracks if i in t.boxes]
         m = self.load_mask(i)
         if m is None:
@@ -185,9 +186,13 @@ class VideoRecord:
         return m
 
 
-def _extract_attributes(t: Track) -> dict[str, str]:
-    keys = ("upper_color", "lower_color", "color", "size", "carrying", "action")
-    return {k: v for k, v in t.attributes.items() if k in keys}
+def _extract_attributes(t: Track, i: int) -> dict[str, str]:
+    """The track's attributes under the extraction keys, with the frame's action."""
+    keys = ("upper_color", "lower_color", "color", "size", "carrying")
+    out = {k: v for k, v in t.attributes.items() if k in keys}
+    if i in t.actions:
+        out["action"] = t.actions[i]
+    return out
 
 
 # --------------------------------------------------------------------------- SynthCampus
@@ -225,14 +230,12 @@ def read_synthcampus_clip(folder: str | Path) -> VideoRecord:
     tracks = []
     for o in objs:
         boxes = {int(k): tuple(float(v) for v in b) for k, b in o["boxes"].items()}
-        af = o.get("anomalous_frames")
-        anom_frames: set[int] = set()
-        if af:
-            # per-frame flags come from the frame table (an interval may have gaps, e.g. jaywalking)
-            anom_frames = {fr["index"] for fr in ann["frames"] for ob in fr["objects"]
-                           if ob["track_id"] == o["track_id"] and ob["anomalous"]}
+        # per-frame flags and actions come from the frame table (an interval may have gaps: jaywalking)
+        mine = [(fr["index"], ob) for fr in ann["frames"] for ob in fr["objects"] if ob["track_id"] == o["track_id"]]
+        anom_frames = {i for i, ob in mine if ob["anomalous"]}
+        actions = {i: ob["action"] for i, ob in mine if ob.get("action")}
         tracks.append(Track(track_id=str(o["track_id"]), category=o["category"], attributes=dict(o["attributes"]),
-                            anomalous=bool(o["anomalous"]), boxes=boxes, anomalous_frames=anom_frames,
+                            anomalous=bool(o["anomalous"]), boxes=boxes, anomalous_frames=anom_frames, actions=actions,
                             behaviour=o.get("behaviour"), trajectory=o.get("trajectory")))
     trajectories = [dict(t.trajectory, track_id=t.track_id, behaviour=t.behaviour, category=t.category,
                          anomalous=t.anomalous) for t in tracks if t.trajectory]

@@ -293,7 +293,7 @@ def run(ctx: Context) -> list[Plan]:
     s0 = _start_offset(ctx, route, float(speed.mean()), focus=True)
     pos, present, _ = follow(route, s0, speed, ctx.fps)
     running = np.arange(ctx.T) >= onset
-    poses = gait_poses(_steps(pos), np.where(running, 0.95, 0.45), np.where(running, 2.4, 1.35),
+    poses = gait_poses(_steps(pos), np.where(running, 0.72, 0.45), np.where(running, 2.3, 1.35),
                        float(ctx.rng.uniform(0, 6.28)))
     for t in np.nonzero(running)[0]:
         poses[t].tilt = 0.12  # lean into the run (sign fixed later by the facing)
@@ -491,10 +491,34 @@ def chase(ctx: Context) -> list[Plan]:
         agent = random_person(ctx.rng, ctx.new_id())
         pos, present, _ = follow(route, s0 + gap, _constant(ctx.T, v * (1.0 + 0.04 * k)), ctx.fps,
                                  lateral=0.3 * k)
-        poses = gait_poses(_steps(pos), 0.95, 2.4, float(ctx.rng.uniform(0, 6.28)))
+        poses = gait_poses(_steps(pos), 0.72, 2.3, float(ctx.rng.uniform(0, 6.28)))
         plans.append(Plan(agent, "chase", pos, present, poses, np.ones(ctx.T, bool), route=route.name,
                           meta={"role": "chased" if k == 0 else "chaser"}))
     return plans
+
+
+# what an instance is doing, per frame: the anomalous action while flagged, else the normal one
+ACTIONS_NORMAL = {"walk": "walking", "stand": "standing", "talk": "talking", "enter": "walking", "leave": "walking",
+                  "drive_road": "driving", "cycle_road": "riding a bicycle", "run": "walking", "fall": "walking",
+                  "fight": "walking", "jump": "standing", "throw": "standing", "jaywalk": "walking",
+                  "abandon_bag": "lying on the ground", "cart": "pushing a cart", "wrong_way": "walking",
+                  "loiter": "walking", "chase": "running", "cycle": "riding a bicycle", "skate": "skateboarding",
+                  "drive": "driving"}
+ACTIONS_ANOMALOUS = {"run": "running", "fall": "falling", "fight": "fighting", "jump": "jumping",
+                     "throw": "throwing", "jaywalk": "crossing the road", "abandon_bag": "left unattended",
+                     "cart": "pushing a cart", "wrong_way": "walking against the flow", "loiter": "loitering",
+                     "chase": "running", "cycle": "riding a bicycle", "skate": "skateboarding", "drive": "driving"}
+
+
+def action_of(plan: Plan, t: int) -> str:
+    if plan.agent.category == "object":
+        return "flying through the air" if plan.anomalous[t] else "lying on the ground"
+    if plan.agent.category == "cart":
+        return "being pushed"
+    if plan.behaviour == "fall" and plan.anomalous[t]:
+        return "falling" if t - plan.meta.get("onset", 0) < 5 else "lying on the ground"
+    table = ACTIONS_ANOMALOUS if plan.anomalous[t] else ACTIONS_NORMAL
+    return table.get(plan.behaviour, "walking")
 
 
 ANOMALY_BUILDERS: dict[str, Callable[[Context], list[Plan]]] = {

@@ -29,6 +29,7 @@ from datasets_builder.synth.behaviours import (
     ANOMALY_TYPES,
     Context,
     Plan,
+    action_of,
     normal_population,
     road_mask_flags,
 )
@@ -91,7 +92,7 @@ def generate_clip(seed: int, split: str, index: int, cfg: ClipConfig | None = No
     rng = clip_rng(seed, split, index)
     scene_name, event = choose_clip(split, rng, event, scene_name)
     scene = SCENES[scene_name]
-    cam = scene.camera(cfg.width, cfg.height)
+    cam = scene.camera(cfg.width, cfg.height, rng)
     T = cfg.frames
     routes = scene.routes_fn(cam)
     flow = str(scene.flow_routes[int(rng.integers(len(scene.flow_routes)))]) if scene.flow_routes else None
@@ -99,7 +100,7 @@ def generate_clip(seed: int, split: str, index: int, cfg: ClipConfig | None = No
     plans: list[Plan] = []
     if event is not None:
         plans += ANOMALY_BUILDERS[event](ctx)
-    n_normal = int(rng.integers(2, 7)) + (3 if event == "wrong_way" else 0)
+    n_normal = int(rng.integers(2, 9)) + (3 if event == "wrong_way" else 0)
     plans += normal_population(ctx, n_normal)
     for p in plans:
         if p.meta.get("on_road"):
@@ -108,7 +109,8 @@ def generate_clip(seed: int, split: str, index: int, cfg: ClipConfig | None = No
     base, zones = render_background(scene, cam, rng)
     background = compose_background(base, zones, scene, cam, light, rng)
     effects = _random_effects(rng) if cfg.effects else {"noise": 0.0, "blur": 0, "jpeg": 0}
-    frames, ids = _render(plans, scene, cam, background, T)
+    props = _jitter_props(scene, rng)
+    frames, ids = _render(plans, props, cam, background, T)
     masks, annotation = _ground_truth(plans, ids, cam, cfg, split, seed, index, scene_name, event, flow)
     frames = _apply_effects(frames, effects, rng)
     annotation["lighting"] = light.name
@@ -117,6 +119,19 @@ def generate_clip(seed: int, split: str, index: int, cfg: ClipConfig | None = No
 
 
 # --------------------------------------------------------------------------- rendering
+
+
+def _jitter_props(scene, rng: np.random.Generator) -> list:
+    """The scene's props, some left out and the rest nudged and resized: no two clips quite alike."""
+    from datasets_builder.synth.scenes import Prop
+
+    out = []
+    for pr in scene.props:
+        if rng.random() < 0.2:
+            continue
+        out.append(Prop(pr.kind, pr.X + float(rng.uniform(-0.6, 0.6)), pr.Z + float(rng.uniform(-0.8, 0.8)),
+                        pr.scale * float(rng.uniform(0.75, 1.0) if pr.kind == "tree" else rng.uniform(0.9, 1.1))))
+    return out
 
 
 def _facings(plan: Plan, cam) -> tuple[np.ndarray, np.ndarray]:
@@ -142,12 +157,13 @@ def _facings(plan: Plan, cam) -> tuple[np.ndarray, np.ndarray]:
     return facing, toward
 
 
-def _render(plans: list[Plan], scene, cam, background: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
+def _render(plans: list[Plan], props_of_clip, cam, background: np.ndarray, T: int
+            ) -> tuple[np.ndarray, np.ndarray]:
     H, W = cam.height, cam.width
     frames = np.empty((T, H, W, 3), np.uint8)
     ids = np.zeros((T, H, W), np.uint16)
     facing = {p.agent.instance_id: _facings(p, cam) for p in plans}
-    props = [(pr.Z, pr) for pr in scene.props]
+    props = [(pr.Z, pr) for pr in props_of_clip]
     for t in range(T):
         frame = background.copy()
         idm = ids[t]
@@ -341,7 +357,8 @@ def _ground_truth(plans: list[Plan], ids: np.ndarray, cam, cfg: ClipConfig, spli
             if an:
                 masks[t][ids[t] == iid] = 255
                 labels[t] = 1
-            frame_objs[t].append({"track_id": str(iid), "box": list(b), "anomalous": an})
+            frame_objs[t].append({"track_id": str(iid), "box": list(b), "anomalous": an,
+                                  "action": action_of(p, t)})
         if not bx:
             continue
         traj = trajectory_record(p, bx, cam, cfg.fps, T)

@@ -32,14 +32,20 @@ class Camera:
     horizon: float  # image row of the horizon
     f: float  # focal length in pixels
     hc: float  # camera height in metres
+    mirror: bool = False  # the layout seen mirrored left-right (more variety from the same scenes)
 
     @classmethod
-    def for_scene(cls, width: int, height: int, horizon_frac: float, near_person_frac: float) -> Camera:
+    def for_scene(cls, width: int, height: int, horizon_frac: float, near_person_frac: float,
+                  mirror: bool = False) -> Camera:
         f = 0.95 * width
         horizon = horizon_frac * height
         z_near = f * PERSON_HEIGHT_M / (near_person_frac * height)  # a person with feet on the bottom row
         hc = z_near * (height - horizon) / f
-        return cls(width, height, horizon, f, hc)
+        return cls(width, height, horizon, f, hc, mirror)
+
+    @property
+    def sx(self) -> float:
+        return -1.0 if self.mirror else 1.0
 
     @property
     def z_near(self) -> float:
@@ -48,13 +54,13 @@ class Camera:
     def project(self, X: float, Z: float, up: float = 0.0) -> tuple[float, float]:
         """Image point of the world point (X, up, Z) (up in metres above the ground)."""
         Z = max(Z, 0.05)
-        return self.width / 2 + self.f * X / Z, self.horizon + self.f * (self.hc - up) / Z
+        return self.width / 2 + self.sx * self.f * X / Z, self.horizon + self.f * (self.hc - up) / Z
 
     def px_per_m(self, Z: float) -> float:
         return self.f / max(Z, 0.05)
 
     def x_edge(self, Z: float, side: int, margin_m: float = 1.5) -> float:
-        """World X just outside the left (-1) or right (+1) image border at depth Z."""
+        """World X just outside the world's left (-1) or right (+1) view border at depth Z."""
         return side * (Z * self.width / (2 * self.f) + margin_m)
 
     def ground_grid(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -63,7 +69,7 @@ class Camera:
         dy = ys + 0.5 - self.horizon
         valid = dy > 0.5
         Z = np.where(valid, self.f * self.hc / np.maximum(dy, 0.5), 1e4).astype(np.float32)
-        X = ((xs + 0.5 - self.width / 2) * Z / self.f).astype(np.float32)
+        X = (self.sx * (xs + 0.5 - self.width / 2) * Z / self.f).astype(np.float32)
         return X, Z, valid
 
 
@@ -114,8 +120,12 @@ class Scene:
     paving_tile_m: float = 0.8
     description: str = ""
 
-    def camera(self, width: int, height: int) -> Camera:
-        return Camera.for_scene(width, height, self.horizon_frac, self.near_person_frac)
+    def camera(self, width: int, height: int, rng: np.random.Generator | None = None) -> Camera:
+        """The scene's camera; with ``rng`` a varied one (height, tilt of the horizon, mirrored layout)."""
+        if rng is None:
+            return Camera.for_scene(width, height, self.horizon_frac, self.near_person_frac)
+        return Camera.for_scene(width, height, self.horizon_frac * float(rng.uniform(0.85, 1.15)),
+                                self.near_person_frac * float(rng.uniform(0.85, 1.12)), bool(rng.random() < 0.5))
 
     def zone_at(self, X: float, Z: float) -> int:
         return int(self.zone_fn(np.array([[X]], np.float32), np.array([[Z]], np.float32))[0, 0])
@@ -357,12 +367,6 @@ def render_background(scene: Scene, cam: Camera, rng: np.random.Generator) -> tu
     if grass.any():
         blades = _smooth_noise(rng, h, w, 1)
         img[grass] *= (0.85 + 0.3 * blades[grass])[:, None]
-    # sky and distant tree line above the horizon
-    hz = int(math.ceil(cam.horizon))
-    if hz > 0:
-        tsky = np.linspace(0, 1, hz, dtype=np.float32)[:, None, None]
-        img[:hz] = 0  # filled by lighting (sky colours depend on it); marked by zones == 255
-        img[:hz] = tsky * 0 + 0
     return img, zones
 
 
@@ -403,6 +407,7 @@ def _draw_facade(img: np.ndarray, fa: Facade, cam: Camera, rng: np.random.Genera
     h, w = img.shape[:2]
     x0, yb = cam.project(fa.x0, fa.Z)
     x1, yt = cam.project(fa.x1, fa.Z, up=fa.height)
+    x0, x1 = min(x0, x1), max(x0, x1)
     xa, xb = max(0, int(x0)), min(w, int(math.ceil(x1)))
     ya, yb_i = max(0, int(yt)), min(h, int(math.ceil(yb)))
     if xa >= xb or ya >= yb_i:
@@ -418,6 +423,7 @@ def _draw_facade(img: np.ndarray, fa: Facade, cam: Camera, rng: np.random.Genera
             if fa.door and fa.door[0] - 1.5 < fx < fa.door[1] + 0.5 and fy < 3.0:
                 continue
             px0, py0 = cam.project(fx, fa.Z, up=fy + 1.4)
+            px0 = min(px0, px0 + cam.sx * 1.3 * ppm)
             px1 = px0 + 1.3 * ppm
             py1 = py0 + 1.4 * ppm
             if px1 < 0 or px0 >= w:
@@ -426,11 +432,13 @@ def _draw_facade(img: np.ndarray, fa: Facade, cam: Camera, rng: np.random.Genera
     if fa.door:
         dx0, dy0 = cam.project(fa.door[0], fa.Z, up=2.4)
         dx1, dy1 = cam.project(fa.door[1], fa.Z)
+        dx0, dx1 = min(dx0, dx1), max(dx0, dx1)
         cv2.rectangle(img, (int(dx0), int(dy0)), (int(dx1), int(dy1)), (45, 40, 38), -1)
         cv2.line(img, (int((dx0 + dx1) / 2), int(dy0)), (int((dx0 + dx1) / 2), int(dy1)), (120, 120, 120), 1)
         # canopy above the door
         cx0, cy0 = cam.project(fa.door[0] - 0.6, fa.Z, up=2.9)
         cx1, cy1 = cam.project(fa.door[1] + 0.6, fa.Z, up=2.6)
+        cx0, cx1 = min(cx0, cx1), max(cx0, cx1)
         cv2.rectangle(img, (int(cx0), int(cy0)), (int(cx1), int(cy1)), (90, 60, 50), -1)
     # the facade base line
     cv2.line(img, (xa, int(yb) - 1), (xb, int(yb) - 1), (col * 0.6).tolist(), 1)
