@@ -128,17 +128,24 @@ def _check_direction(o: dict) -> None:
     cx0, cx1 = (b0[0] + b0[2]) / 2, (b1[0] + b1[2]) / 2
     by0, by1 = b0[3], b1[3]
     d = tr["direction"]
-    # pure directions: strictly along the axis; diagonals: the minor component may be hidden by occlusion
-    # (a pusher's legs behind the cart), so it only must not go clearly the other way
+    # partial occlusion (legs behind a bench or a cart) can pin one edge of the visible box, so along each
+    # labelled component at least one box edge must move that way; for diagonals the minor component
+    # must not go clearly the other way
     tol = 0.0 if d in ("left", "right", "up", "down") else 0.15 * max(b0[3] - b0[1], b1[3] - b1[1])
+    dx = max(b1[0] - b0[0], b1[2] - b0[2], cx1 - cx0)
+    dx_neg = max(b0[0] - b1[0], b0[2] - b1[2], cx0 - cx1)
+    dy = max(b1[1] - b0[1], by1 - by0)
+    dy_neg = max(b0[1] - b1[1], by0 - by1)
     if "right" in d:
-        assert cx1 - cx0 > -tol, (o["behaviour"], d, b0, b1)
+        assert dx > -tol, (o["behaviour"], d, b0, b1)
     if "left" in d:
-        assert cx0 - cx1 > -tol, (o["behaviour"], d, b0, b1)
+        assert dx_neg > -tol, (o["behaviour"], d, b0, b1)
     if d.startswith("down"):
-        assert by1 - by0 > -tol, (o["behaviour"], d, b0, b1)
+        assert dy > -tol, (o["behaviour"], d, b0, b1)
     if d.startswith("up"):
-        assert by0 - by1 > -tol or b1[1] < b0[1], (o["behaviour"], d, b0, b1)
+        assert dy_neg > -tol, (o["behaviour"], d, b0, b1)
+    if d in ("left", "right", "up", "down"):
+        assert (dx if d == "right" else dx_neg if d == "left" else dy if d == "down" else dy_neg) > 0
     if tr["entry"] in ("left", "right", "top", "bottom"):
         x1, y1, x2, y2 = b0
         touch = {"left": x1 <= 1, "right": x2 >= 255, "top": y1 <= 1, "bottom": y2 >= 159}
@@ -275,3 +282,7 @@ def test_tvad_synth_cli_writes_clips_and_rejects_bad_options(tmp_path, capsys):
     assert "even" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli_main(["synth", "--out", str(out), "--clips", "1", "--split", "bogus"])
+    # extending a folder with other settings would mix clips: refused
+    assert cli_main(["synth", "--out", str(out), "--clips", "3", "--split", "test", "--seed", "4", "--frames", "6",
+                     "--size", "128x96", "--no-progress"]) == 1
+    assert "seed=3" in capsys.readouterr().err

@@ -200,7 +200,7 @@ def walk(ctx: Context, route: Route | None = None, speed: float | None = None, b
     agent = agent or random_person(rng, ctx.new_id())
     s0 = _start_offset(ctx, route, v, focus=focus)
     pos, present, _ = follow(route, s0, _constant(ctx.T, v) * rng.uniform(0.95, 1.05, ctx.T), ctx.fps,
-                             lateral=float(rng.uniform(-0.5, 0.5)))
+                             lateral=float(rng.uniform(-1.0, 1.0)))
     poses = gait_poses(_steps(pos), 0.45, 1.35, float(rng.uniform(0, 6.28)))
     return [Plan(agent, behaviour, pos, present, poses, np.zeros(ctx.T, bool), route=route.name)]
 

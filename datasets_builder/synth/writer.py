@@ -108,6 +108,17 @@ def generate_split(out: str | Path, split: str, clips: int, seed: int = 0, cfg: 
     root.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "seed": seed, "width": cfg.width, "height": cfg.height, "frames": cfg.frames,
             "fps": cfg.fps, "splits": {k: list(v) for k, v in SPLITS.items()}}
+    old_path = root / "dataset.json"
+    if old_path.exists():
+        # finished clips are skipped on a rerun: they must come from the same settings
+        try:
+            old = json.loads(old_path.read_text(encoding="utf-8"))
+        except ValueError:
+            old = {}
+        diff = [k for k in ("seed", "width", "height", "frames", "fps") if k in old and old[k] != meta[k]]
+        if diff:
+            raise ConfigError(f"{root} holds clips made with other settings ({', '.join(f'{k}={old[k]}' for k in diff)}); "
+                              "use another --out folder or the same settings")
     (root / "dataset.json").write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
     todo = [i for i in range(start, start + clips)
             if not (root / split / f"{split}_{i:06d}" / ANNOTATION).exists()]
