@@ -377,9 +377,15 @@ def draw_vehicle(p: Painter, agent: Agent, foot: tuple[float, float], ppm: float
                    (x1, fy - 0.7 * H)] if fdir > 0 else [(x1, lower_top + 0.1 * H), (x1, fy - H), (x0, fy - H),
                                                          (x0, fy - 0.7 * H)]
             p.poly(cab + [(x1, lower_top + 0.1 * H)] if fdir > 0 else cab + [(x0, lower_top + 0.1 * H)], body, iid)
-            wx = x1 - 0.9 * ppm if fdir > 0 else x0 + 0.2 * ppm
-            p.poly([(wx, fy - 0.92 * H), (wx + 0.7 * ppm, fy - 0.92 * H), (wx + 0.7 * ppm, fy - 0.62 * H),
-                    (wx, fy - 0.62 * H)], glass, iid)
+            # windscreen at the front, a row of side windows behind it, a sliding-door seam
+            front = x1 if fdir > 0 else x0
+            for k in range(4):
+                wx = front - fdir * (0.25 + 1.05 * k) * ppm
+                p.poly([(wx, fy - 0.9 * H), (wx - fdir * 0.8 * ppm, fy - 0.9 * H),
+                        (wx - fdir * 0.8 * ppm, fy - 0.66 * H), (wx, fy - 0.66 * H)], glass, iid)
+            seam = front - fdir * 1.2 * ppm
+            p.line((seam, fy - 0.62 * H), (seam, fy - 0.2 * H), dark, max(1.0, 0.04 * ppm), iid)
+            p.circle((front - fdir * 0.08 * ppm, fy - 0.35 * H), max(1.0, 0.1 * ppm), (250, 240, 190), iid)
         else:
             rear = x0 if fdir > 0 else x1
             front = x1 if fdir > 0 else x0

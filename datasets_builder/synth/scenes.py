@@ -355,7 +355,8 @@ def render_background(scene: Scene, cam: Camera, rng: np.random.Generator) -> tu
         # dashed centre line of the road and the zebra stripes
         mid = (np.abs(Z - 14.0) < 0.12) & (((X / 3.0) % 1.0) < 0.55) & road
         img[mid] = (225, 220, 200)
-        zebra = (zones == CROSSWALK) & (((Z / 0.9) % 1.0) < 0.5)
+        # zebra bars run along the walking direction (away from the camera), alternating across the road
+        zebra = (zones == CROSSWALK) & ((((X + 1.6) / 0.5) % 1.0) < 0.55) & (np.abs(Z - 14.0) < 2.7)
         img[zebra] = (232, 232, 228)
         kerb = (np.abs(Z - 11.0) < 0.1) | (np.abs(Z - 17.0) < 0.1)
         img[kerb & valid & ~(zones == GRASS)] = (200, 200, 195)
