@@ -198,6 +198,18 @@ def test_anomaly_onsets_follow_the_story(event_clips):
     assert [a == "crossing the road" for a in actions] == flags
 
 
+def test_bag_owner_carries_the_bag_until_the_drop(event_clips):
+    ann = event_clips["abandon_bag"].annotation
+    bag = next(o for o in ann["objects"] if o["category"] == "bag")
+    owner = next(o for o in ann["objects"] if str(o["instance_id"]) == str(bag["meta"]["owner"]))
+    drop = bag["meta"]["onset"]
+    assert owner["attributes"]["carrying"] == "bag" and bag["anomalous_frames"][0] >= drop
+    for fr in ann["frames"]:
+        ob = next((o for o in fr["objects"] if o["track_id"] == owner["track_id"]), None)
+        if ob is not None:
+            assert ("carrying" in ob.get("attributes", owner["attributes"])) == (fr["index"] < drop)
+
+
 def _plan_along(points: list[tuple[float, float]], T: int = 30) -> Plan:
     pts = np.asarray(points, float)
     s = np.linspace(0, 1, T)

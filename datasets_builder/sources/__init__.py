@@ -57,6 +57,7 @@ class Track:
     boxes: dict[int, Box] = field(default_factory=dict)  # frame index -> visible box (x1, y1, x2, y2)
     anomalous_frames: set[int] = field(default_factory=set)
     actions: dict[int, str] = field(default_factory=dict)  # frame index -> what it does ("running"...)
+    frame_attributes: dict[int, dict[str, str]] = field(default_factory=dict)  # frames where the look changes
     behaviour: str | None = None
     trajectory: dict[str, Any] | None = None
 
@@ -189,7 +190,7 @@ class VideoRecord:
 def _extract_attributes(t: Track, i: int) -> dict[str, str]:
     """The track's attributes under the extraction keys, with the frame's action."""
     keys = ("upper_color", "lower_color", "color", "size", "carrying")
-    out = {k: v for k, v in t.attributes.items() if k in keys}
+    out = {k: v for k, v in t.frame_attributes.get(i, t.attributes).items() if k in keys}
     if i in t.actions:
         out["action"] = t.actions[i]
     return out
@@ -234,8 +235,10 @@ def read_synthcampus_clip(folder: str | Path) -> VideoRecord:
         mine = [(fr["index"], ob) for fr in ann["frames"] for ob in fr["objects"] if ob["track_id"] == o["track_id"]]
         anom_frames = {i for i, ob in mine if ob["anomalous"]}
         actions = {i: ob["action"] for i, ob in mine if ob.get("action")}
+        frame_attrs = {i: dict(ob["attributes"]) for i, ob in mine if "attributes" in ob}
         tracks.append(Track(track_id=str(o["track_id"]), category=o["category"], attributes=dict(o["attributes"]),
                             anomalous=bool(o["anomalous"]), boxes=boxes, anomalous_frames=anom_frames, actions=actions,
+                            frame_attributes=frame_attrs,
                             behaviour=o.get("behaviour"), trajectory=o.get("trajectory")))
     trajectories = [dict(t.trajectory, track_id=t.track_id, behaviour=t.behaviour, category=t.category,
                          anomalous=t.anomalous) for t in tracks if t.trajectory]

@@ -199,9 +199,7 @@ def _render(plans: list[Plan], props_of_clip, cam, background: np.ndarray, T: in
             cat = p.agent.category
             h = ppm * p.agent.height_m
             if cat == "person":
-                if p.meta.get("drops_bag_at") is not None and t >= p.meta["drops_bag_at"]:
-                    p.agent.attributes.pop("carrying", None)
-                draw_person(painter, p.agent, (x, y), h, pose)
+                draw_person(painter, _agent_at(p, t), (x, y), h, pose)
             elif cat == "cyclist":
                 draw_cyclist(painter, p.agent, (x, y), h, pose)
             elif cat == "skateboarder":
@@ -215,6 +213,16 @@ def _render(plans: list[Plan], props_of_clip, cam, background: np.ndarray, T: in
                 draw_small_object(painter, p.agent, cam.project(p.pos[t, 0], p.pos[t, 1], up=up), ppm)
         frames[t] = frame
     return frames, ids
+
+
+def _agent_at(p: Plan, t: int):
+    """The agent as it looks in frame t (an owner who dropped the bag carries nothing any more)."""
+    drop = p.meta.get("drops_bag_at")
+    if drop is None or t < drop:
+        return p.agent
+    import dataclasses
+
+    return dataclasses.replace(p.agent, attributes={k: v for k, v in p.agent.attributes.items() if k != "carrying"})
 
 
 def _random_effects(rng: np.random.Generator) -> dict[str, Any]:
@@ -357,8 +365,11 @@ def _ground_truth(plans: list[Plan], ids: np.ndarray, cam, cfg: ClipConfig, spli
             if an:
                 masks[t][ids[t] == iid] = 255
                 labels[t] = 1
-            frame_objs[t].append({"track_id": str(iid), "box": list(b), "anomalous": an,
-                                  "action": action_of(p, t)})
+            entry = {"track_id": str(iid), "box": list(b), "anomalous": an, "action": action_of(p, t)}
+            now = _agent_at(p, t).attributes
+            if now != p.agent.attributes:
+                entry["attributes"] = dict(sorted(now.items()))  # only where the look changes mid-clip
+            frame_objs[t].append(entry)
         if not bx:
             continue
         traj = trajectory_record(p, bx, cam, cfg.fps, T)
