@@ -157,6 +157,9 @@ def _start_offset(ctx: Context, route: Route, speed: float, focus: bool = False)
     if len(vis) == 0:
         return float(ctx.rng.uniform(-0.3 * travel, max(0.0, cum[-1] - travel)))
     sa, sb = float(s[vis[0]]), float(s[vis[-1]])
+    if focus and ctx.rng.random() < 0.5:
+        # arrive a while after the clip starts: normal frames first, then the anomaly (temporal localisation)
+        return sa - float(ctx.rng.uniform(0.15, 0.45)) * travel
     lo, hi = (sa - 0.15 * travel, sb - 0.85 * travel) if focus else (sa - 0.5 * travel, sb - 0.5 * travel)
     if hi <= lo:
         return float((sa + sb) / 2 - travel / 2 + ctx.rng.uniform(-0.1, 0.1) * travel)
@@ -281,7 +284,8 @@ def cycle_road(ctx: Context) -> list[Plan]:
 
 
 def _ped_route(ctx: Context) -> Route:
-    return _pick_route(ctx, kinds=("walk",), exclude=("grass", "lawn", "jay"))
+    # the far pavement of the road scene hides behind passing traffic: anomalies use the near one
+    return _pick_route(ctx, kinds=("walk",), exclude=("grass", "lawn", "jay", "walk_far"))
 
 
 def run(ctx: Context) -> list[Plan]:
