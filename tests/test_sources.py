@@ -101,6 +101,9 @@ def test_synthcampus_reader_matches_what_was_generated(synth_root):
         for t in r.tracks:
             assert t.anomalous == bool(t.anomalous_frames)
             assert t.anomalous_frames <= set(t.boxes)
+    item = recs[0].as_video_item()
+    assert item.frame_labels == recs[0].frame_labels.tolist() and item.event == recs[0].event
+    assert item.annotations(0) == recs[0].objects(0) and item.read_frames([1]).shape == (1, 96, 160, 3)
     val = read_dataset("synthcampus", synth_root, "val")[0]
     assert val.video_path is not None and val.video_path.suffix == ".mp4"
     assert val.load_frames([0, 9]).shape == (2, 96, 160, 3)

@@ -18,7 +18,8 @@
 
 Methods: ``load_frames(indices) -> uint8 (N, H, W, 3) RGB``, ``load_mask(i) -> bool (H, W) | None``,
 ``objects(i) -> list[GTObject]`` (what the ground-truth extraction backend needs; for Ped2/Avenue the
-mask's connected regions, category "object", no track id), ``boxes(i)``.
+mask's connected regions, category "object", no track id), ``boxes(i)``, ``load_ids(i)`` (SynthCampus
+instance-id map) and ``as_video_item()`` (the corpus builder's VideoItem).
 
 Readers: :func:`read_synthcampus`, :func:`read_ped2`, :func:`read_avenue`, and :func:`read_dataset` by name.
 Missing or malformed folders raise :class:`tvad_chat.errors.DataError`.
@@ -173,6 +174,19 @@ class VideoRecord:
 
     def boxes(self, i: int) -> list[Box]:
         return [o.box for o in self.objects(i)]
+
+    def as_video_item(self) -> Any:
+        """The record as the corpus builder's ``VideoItem`` (datasets_builder.corpus)."""
+        from datasets_builder.corpus import VideoItem
+
+        return VideoItem(
+            video_id=self.video_id, split=self.split, video=str(self.source), fps=self.fps, width=self.size[0],
+            height=self.size[1], num_frames=self.num_frames, read_frames=self.load_frames,
+            annotations=self.objects, masks=self.load_mask if self.mask_dir is not None else None,
+            frame_labels=None if self.frame_labels is None else self.frame_labels.tolist(),
+            mask_dir=str(self.mask_dir) if self.mask_dir is not None else None, event=self.event,
+            meta={"dataset": self.dataset, "trajectories": self.trajectories, **{
+                k: v for k, v in self.meta.items() if k in ("scene", "event_frames", "event_description")}})
 
     def load_ids(self, i: int) -> np.ndarray | None:
         """Instance-id map (uint16) of frame i (SynthCampus), else None."""
