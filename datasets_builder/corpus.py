@@ -419,7 +419,13 @@ def dataset_items(source: str, data: str | Path | None, split: str) -> list[Vide
     """Annotated datasets as VideoItems."""
     if source in ("ped2", "avenue"):
         return mask_dataset_items(source, data, split)
-    raise ConfigError(f"--source {source}: the dataset reader is not available in this build yet")
+    if source == "synth":
+        from datasets_builder.sources import read_synthcampus
+
+        if data is None:
+            raise ConfigError("--source synth needs --data DIR: a folder written by `tvad synth`")
+        return [record.as_video_item() for record in read_synthcampus(data, split)]
+    raise ConfigError(f"unknown dataset source {source!r}")
 
 
 def mask_components(mask: np.ndarray, min_area: int = 20, join_px: int = 4) -> list[tuple[float, float, float, float]]:
