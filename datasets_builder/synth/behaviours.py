@@ -63,6 +63,7 @@ class Context:
     rng: np.random.Generator
     routes: dict[str, Route]
     flow: str | None = None  # the dominant route of this clip (flow scenes)
+    lanes: dict = field(default_factory=dict)  # road route -> (speed, start offsets taken): no pile-ups
     _next: int = 1
 
     def new_id(self) -> int:
@@ -255,8 +256,15 @@ def drive_road(ctx: Context, anomalous: bool = False) -> list[Plan]:
     route = ctx.routes[str(ctx.rng.choice([n for n, r in ctx.routes.items() if r.kind == "road"]))]
     kind = "car" if ctx.rng.random() < 0.7 else "van"
     agent = random_vehicle(ctx.rng, ctx.new_id(), kind)
-    v = float(ctx.rng.uniform(5.0, 9.0))
-    s0 = _start_offset(ctx, route, v)
+    # one speed per lane and at least 9 m between vehicles, so they never drive through each other
+    v, taken = ctx.lanes.setdefault(route.name, (float(ctx.rng.uniform(5.0, 9.0)), []))
+    for _ in range(20):
+        s0 = _start_offset(ctx, route, v)
+        if all(abs(s0 - o) > 9.0 for o in taken):
+            break
+    else:
+        return []
+    taken.append(s0)
     pos, present, _ = follow(route, s0, _constant(ctx.T, v), ctx.fps)
     return [Plan(agent, "drive_road", pos, present, [Pose() for _ in range(ctx.T)], np.zeros(ctx.T, bool),
                  route=route.name)]
@@ -553,7 +561,10 @@ def normal_population(ctx: Context, n: int) -> list[Plan]:
         elif b in ("enter", "leave"):
             plans += enter_leave(ctx, b)
         elif b == "drive_road":
-            plans += drive_road(ctx)
+            got = drive_road(ctx)
+            plans += got
+            if not got:  # the lanes are full
+                options = [o for o in options if o != "drive_road"]
         else:
             plans += cycle_road(ctx)
     return plans
