@@ -2,8 +2,8 @@
 
     python scripts/synth_contact_sheet.py --out runs/synth_contact_sheet.png [--seed 0] [--size 320x192]
 
-Each anomaly tile shows a frame in the middle of the event with the anomaly mask outlined in red and the
-anomalous boxes in yellow; scene tiles show the normal boxes in green. A second sheet (suffix _seq) shows
+Each anomaly tile shows the event frame where the anomaly is most visible, with the anomaly mask
+outlined in red and the anomalous boxes in yellow; scene tiles show the normal boxes in green. A second sheet (suffix _seq) shows
 four frames of each anomaly so the motion can be checked.
 """
 
@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         clip = generate_clip(args.seed, split, 2000 + k, cfg, event=event)
         ann = clip.annotation
         ef = ann["event_frames"] or [0, args.frames - 1]
-        mid = (ef[0] + ef[1]) // 2
+        # the event frame where most of the anomaly is visible: a passing car may hide it mid-event
+        area = [int((clip.masks[t] > 0).sum()) for t in range(ef[0], ef[1] + 1)]
+        mid = ef[0] + int(np.argmax(area))
         tiles.append(_tile(clip, mid, f"{event} [{split}] {ann['scene']} f{mid}"))
         picks = np.linspace(max(0, ef[0] - 2), min(args.frames - 1, ef[1]), 4).round().astype(int)
         seq.append(np.concatenate([_tile(clip, int(t), f"{event} f{t}") for t in picks], axis=1))
