@@ -29,9 +29,19 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 def engine() -> chat.ChatEngine:
     eng = chat.ChatEngine(chat.EngineConfig(num_frames=8, max_new_tokens=6))
     model, info = eng.model()
-    assert info.trained is False and "RANDOM weights" in info.note  # no checkpoint: said plainly
+    if (Path(chat.__file__).resolve().parents[1] / chat.DEFAULT_MODEL / "config.json").is_file():
+        assert info.trained is True and info.source.endswith(chat.DEFAULT_MODEL)  # the shipped checkpoint
+    else:
+        assert info.trained is False and "RANDOM weights" in info.note  # no checkpoint: said plainly
     assert model.variant == "ahd+rae"
     return eng
+
+
+def test_missing_default_checkpoint_falls_back_to_a_labelled_untrained_model(monkeypatch) -> None:
+    monkeypatch.setattr(chat, "DEFAULT_MODEL", "checkpoints/no-such-model")
+    model, info = chat.load_model("checkpoints/no-such-model")
+    assert info.trained is False and "RANDOM weights" in info.note
+    assert model.variant == "ahd+rae"
 
 
 @needs_data
@@ -188,7 +198,7 @@ def test_report_and_overlay_export(engine, clips, tmp_path):
     analysis = engine.load_video(session, clips["ped2_test01_bicycle"])
     engine.ask(session, chat.JUDGEMENT_QUESTION)
     report = json.loads(chat.write_report(session, tmp_path / "r.json").read_text())
-    assert report["model"]["trained"] is False
+    assert report["model"]["trained"] is session.model_info.trained  # the report says which model answered
     assert len(report["frame_scores"]) == len(report["sampled_timestamps_s"]) == 8
     assert report["judgement"] == bool(analysis.judgement)
     assert report["dialogue"][0]["question"] == chat.JUDGEMENT_QUESTION
