@@ -412,7 +412,6 @@ def source_items(source: str, data: str | Path | None, split: str, extract_fps: 
     raise ConfigError(f"unknown --source {source!r}; choose synth, ped2, avenue or folder")
 
 
-DEFAULT_DATA = {"ped2": Path("/work/shared/data/ucsd_ped2"), "avenue": Path("/work/shared/data/cuhk_avenue")}
 
 
 def dataset_items(source: str, data: str | Path | None, split: str) -> list[VideoItem]:
@@ -451,7 +450,9 @@ def mask_dataset_items(source: str, data: str | Path | None, split: str) -> list
     """
     import cv2
 
-    root = Path(data) if data else DEFAULT_DATA[source]
+    from datasets_builder.sources import DEFAULT_ROOTS  # ../shared/data beside the checkout
+
+    root = Path(data) if data else DEFAULT_ROOTS[source]
     if split not in ("test", "train"):
         raise ConfigError(f"--split for {source} is test or train (got {split!r})")
     if not root.is_dir():

@@ -20,6 +20,7 @@ and otherwise rejects the frame with a recorded reason.
 
 from __future__ import annotations
 
+import abc
 import ast
 import base64
 import email.utils
@@ -426,19 +427,20 @@ def parse_extraction(
 # --------------------------------------------------------------------------- backends
 
 
-class ExtractionBackend:
+class ExtractionBackend(abc.ABC):
     """Interface of every backend: ``extract(task)`` and ``extract_many(tasks)`` (same order)."""
 
     name = "base"
     needs_images = True  # the corpus runner decodes frames only for backends that look at them
 
-    def extract(self, task: FrameTask) -> FrameRecord:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def extract(self, task: FrameTask) -> FrameRecord:
+        """One frame's structured record."""
 
     def extract_many(self, tasks: Sequence[FrameTask]) -> list[FrameRecord]:
         return [self.extract(t) for t in tasks]
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release resources (threads, models)."""
 
 
