@@ -54,3 +54,4 @@ tiny-eval: tiny-stage2
 	mkdir -p $(TINY_RUNS)/eval
 	$(TINY_ENV) $(PY) -m tvad_chat.cli eval run --model $(TINY_OUT) --corpus $(TINY_CORPUS) --split test \
 	  --out $(TINY_RUNS)/eval | tee $(TINY_RUNS)/eval/table.md
+	cp $(TINY_RUNS)/eval/table.md $(TINY_OUT)/EVAL.md  # the shipped model carries its own test table
