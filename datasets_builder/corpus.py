@@ -427,21 +427,6 @@ def dataset_items(source: str, data: str | Path | None, split: str) -> list[Vide
     raise ConfigError(f"unknown dataset source {source!r}")
 
 
-def mask_components(mask: np.ndarray, min_area: int = 20, join_px: int = 4) -> list[tuple[float, float, float, float]]:
-    """Boxes of the connected regions of a mask (parts closer than join_px merged: rider + bicycle)."""
-    import cv2
-
-    m = mask.astype(np.uint8)
-    joined = cv2.dilate(m, np.ones((2 * join_px + 1, 2 * join_px + 1), np.uint8)) if join_px else m
-    n, labels = cv2.connectedComponents(joined, connectivity=8)
-    boxes = []
-    for k in range(1, n):
-        ys, xs = np.nonzero((labels == k) & (m > 0))
-        if len(xs) >= min_area:
-            boxes.append((float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)))
-    return boxes
-
-
 def mask_dataset_items(source: str, data: str | Path | None, split: str) -> list[VideoItem]:
     """UCSD Ped2 / CUHK Avenue in the layout of shared/data: frames or videos, per-frame masks and labels.
 
@@ -450,7 +435,7 @@ def mask_dataset_items(source: str, data: str | Path | None, split: str) -> list
     """
     import cv2
 
-    from datasets_builder.sources import DEFAULT_ROOTS  # ../shared/data beside the checkout
+    from datasets_builder.sources import DEFAULT_ROOTS, mask_boxes
 
     root = Path(data) if data else DEFAULT_ROOTS[source]
     if split not in ("test", "train"):
@@ -500,7 +485,7 @@ def mask_dataset_items(source: str, data: str | Path | None, split: str) -> list
             if m is None:
                 return []
             return [GTObject(track_id=None, category="object", box=b, anomalous=True)  # type: ignore[arg-type]
-                    for b in mask_components(m)]
+                    for b in mask_boxes(m)]
 
         lab = labels.get(vid)
         if split == "train":
