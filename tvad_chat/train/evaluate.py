@@ -129,59 +129,36 @@ def text_metrics(res: VariantResult, refs: dict[str, dict[str, Any]], tasks: lis
 
 def heatmap_metrics(frames: dict[str, dict[str, Any]], tasks: list[VideoTask]) -> dict[str, Any]:
     """Frame AUC, RBDC/TBDC and pooled pixel metrics of the heatmaps against the masks."""
-    from scipy import ndimage
-
     from tvad_chat.eval.frames import frame_auc
-    from tvad_chat.eval.objects import Detections, Regions, rbdc_tbdc
+    from tvad_chat.eval.heatmaps import object_metrics
     from tvad_chat.eval.pixels import PixelFrame, pooled_pixel_metrics
     from tvad_chat.evidence import upsample_heatmaps
 
     by_id = {t.video_id: t for t in tasks}
     scores, labels = {}, {}
-    reg: dict[str, list] = defaultdict(list)
-    det: dict[str, list] = defaultdict(list)
+    videos = []
     pixel_frames = []
-    track = 0
-    total_frames = 0
-    for v, (vid, item) in enumerate(sorted(frames.items())):
+    for vid, item in sorted(frames.items()):
         task, clip, analysis = by_id[vid], item["clip"], item["analysis"]
         h, w = clip.frames.shape[1:3]
         masks = read_masks(task.sample.mask_dir, task.sample.frame_indices, (h, w))
         labels[vid] = masks.reshape(len(masks), -1).any(1).astype(int).tolist()
         scores[vid] = [float(s) for s in analysis.frame_scores]
-        total_frames += len(masks)
         maps = upsample_heatmaps(analysis.heatmaps, len(masks), (w, h))
-        for f in range(len(masks)):
-            pixel_frames.append(PixelFrame(score=maps[f], mask=masks[f]))
-            lab, n = ndimage.label(masks[f])
-            for k, sl in enumerate(ndimage.find_objects(lab)):
-                if sl is None:
-                    continue
-                reg["video"].append(v)
-                reg["frame"].append(f)
-                reg["track"].append(track + k)  # one track per connected component index in the video
-                reg["boxes"].append([sl[1].start, sl[0].start, sl[1].stop - 1, sl[0].stop - 1])
-            ev = analysis.evidence
-            for box in (ev.boxes[f] if ev is not None and f < len(ev.boxes) else []):
-                det["video"].append(v)
-                det["frame"].append(f)
-                det["boxes"].append(list(box.xyxy))
-                det["scores"].append(float(box.score))
-        track += 1000
+        pixel_frames += [PixelFrame(score=maps[f], mask=masks[f]) for f in range(len(masks))]
+        ev = analysis.evidence
+        boxes = [[(list(b.xyxy), float(b.score)) for b in (ev.boxes[f] if ev is not None and f < len(ev.boxes)
+                                                           else [])] for f in range(len(masks))]
+        videos.append((boxes, masks))
     out: dict[str, Any] = {}
     try:
         fa = frame_auc(scores, labels)
         out["frame.micro_auc"], out["frame.macro_auc"] = fa.get("micro_auc"), fa.get("macro_auc")
     except DataError as exc:
         logger.warning("frame AUC: %s", exc)
-    if reg["frame"]:
-        regions = Regions(video=np.array(reg["video"]), frame=np.array(reg["frame"]), track=np.array(reg["track"]),
-                          boxes=np.array(reg["boxes"], dtype=np.float64))
-        dets = Detections(video=np.array(det["video"], dtype=np.int64), frame=np.array(det["frame"], dtype=np.int64),
-                          boxes=np.array(det["boxes"], dtype=np.float64).reshape(-1, 4),
-                          scores=np.array(det["scores"], dtype=np.float64))
-        ob = rbdc_tbdc(regions, dets, total_frames)
-        out["rbdc"], out["tbdc"] = ob.get("rbdc"), ob.get("tbdc")
+    objects = object_metrics(videos)
+    if objects:
+        out["rbdc"], out["tbdc"] = objects["rbdc"], objects["tbdc"]
         px = pooled_pixel_metrics(pixel_frames)
         out["pixel.auroc"], out["pixel.ap"] = px.get("auroc"), px.get("ap")
     return out

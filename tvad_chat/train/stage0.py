@@ -4,6 +4,11 @@ The tokenizer is a byte-level BPE trained on the corpus texts (every conversatio
 and a few generic sentences). Every parameter trains: vision tower, merger, language model; the loss is the
 language-model loss on assistant answers only (each sample's whole conversation, as the corpus writes it).
 
+A dense auxiliary loss (``dense_weight``) grounds the vision tower: a linear probe on its last block predicts
+each patch's anomaly mask (the same patch-grid targets as stage 1). A pretrained Qwen2.5-VL arrives with
+spatially meaningful features; a tower trained only through caption loss does not (the first shipped model's
+AHD stayed at chance on it), so stage 0 buys that grounding here. The probe is dropped after training.
+
     tvad train stage0 corpus=data/synth_corpus out_dir=runs/stage0 max_steps=600
 """
 
@@ -50,6 +55,9 @@ class Stage0Config(TrainConfig):
     vision_heads: int = 4
     vision_intermediate: int = 128
     vocab_size: int = 1024
+    dense_weight: float = 1.0  # weight of the per-patch anomaly-mask loss on the last vision block (0 = off)
+    dense_abnormal_weight: float = 4.0  # cross-entropy weight of anomalous patches (they are rare)
+    mask_fraction: float = 0.1  # share of a patch's pixels that makes it anomalous (as in stage 1)
     system_prompt: str = ""  # empty: the prompt set's system prompt (when prompts/loader exists)
 
     def tiny_config(self):
@@ -99,13 +107,65 @@ def build_initial_backbone(cfg: Stage0Config, samples: list[Sample]):
     return Backbone(model, processor)
 
 
-def sample_loss(backbone, store: ClipStore, sample: Sample, system: str | None, grad: bool = True) -> torch.Tensor:
-    """Answer loss of one sample, with the vision tower in the graph (it trains in stage 0)."""
+class DenseProbe(torch.nn.Module):
+    """Per-patch normal/anomalous logits from the last vision block's grid (training aid, not saved)."""
+
+    def __init__(self, vision_dim: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(vision_dim, 2)
+
+    def loss(self, grid: torch.Tensor, masks: torch.Tensor, abnormal_weight: float) -> torch.Tensor:
+        logits = self.linear(grid).reshape(-1, 2)  # grid (T', H', W', D_v)
+        weight = torch.tensor([1.0, abnormal_weight], dtype=logits.dtype, device=logits.device)
+        return torch.nn.functional.cross_entropy(logits, masks.reshape(-1).to(logits.device), weight=weight)
+
+
+def sample_loss(backbone, store: ClipStore, sample: Sample, system: str | None, grad: bool = True,
+                probe: DenseProbe | None = None, cfg: Stage0Config | None = None) -> torch.Tensor:
+    """Answer loss of one sample (plus the dense probe's loss), with the vision tower in the graph."""
     clip = store.get(sample)
-    vision = backbone.encode_video(clip.frames, clip.fps, (), grad=grad)
+    dense = probe is not None and cfg is not None and cfg.dense_weight > 0
+    taps = (backbone.vision_depth,) if dense else ()
+    vision = backbone.encode_video(clip.frames, clip.fps, taps, grad=grad)
     inputs = backbone.build_inputs(vision, sample.conversation, 0, system_prompt=system,
                                    add_generation_prompt=False, with_labels=True)
-    return backbone.forward(inputs, vision, None, labels=inputs.labels).loss
+    loss = backbone.forward(inputs, vision, None, labels=inputs.labels).loss
+    if dense:
+        from heads.ahd import masks_to_patch_grid
+
+        grid = vision.grids[0]
+        masks = masks_to_patch_grid(torch.from_numpy(clip.masks), tuple(grid.shape[1:3]),
+                                    min_fraction=cfg.mask_fraction)[: grid.shape[0]]
+        loss = loss + cfg.dense_weight * probe.loss(grid, masks, cfg.dense_abnormal_weight)
+    return loss
+
+
+def probe_metrics(backbone, store: ClipStore, probe: DenseProbe, samples: list[Sample], cfg: Stage0Config
+                  ) -> dict[str, float]:
+    """Patch-level and frame-level (max over the frame's patches) AUC of the dense probe, for the log only."""
+    from sklearn.metrics import roc_auc_score
+
+    from heads.ahd import masks_to_patch_grid
+    from tvad_chat.train.data import unique_clips
+
+    patch_s, patch_y, frame_s, frame_y = [], [], [], []
+    with torch.no_grad():
+        for s in unique_clips(samples):
+            clip = store.get(s)
+            grid = backbone.encode_video(clip.frames, clip.fps, (backbone.vision_depth,)).grids[0]
+            prob = probe.linear(grid).softmax(-1)[..., 1].cpu()
+            masks = masks_to_patch_grid(torch.from_numpy(clip.masks), tuple(grid.shape[1:3]),
+                                        min_fraction=cfg.mask_fraction)[: grid.shape[0]]
+            patch_s.append(prob.reshape(-1))
+            patch_y.append(masks.reshape(-1))
+            frame_s.append(prob.reshape(prob.shape[0], -1).max(1).values)
+            frame_y.append(masks.reshape(masks.shape[0], -1).amax(1))
+    out = {}
+    for name, sc, y in (("val_patch_auc", patch_s, patch_y), ("val_frame_auc", frame_s, frame_y)):
+        y_all = torch.cat(y).numpy()
+        if 0 < y_all.sum() < len(y_all):
+            out[name] = float(roc_auc_score(y_all, torch.cat(sc).numpy()))
+    return out
 
 
 def run(cfg: Stage0Config) -> Path:
@@ -138,22 +198,30 @@ def run(cfg: Stage0Config) -> Path:
         idx = batch_indices(len(train), step, micro, rank, world, cfg.batch_size, cfg.grad_accum, cfg.seed)
         return [train[i] for i in idx]
 
+    torch.manual_seed(cfg.seed)
+    probe = DenseProbe(backbone.vision_dim)
+    modules = {"model": model, "dense_probe": probe} if cfg.dense_weight > 0 else {"model": model}
+
     def loss_fn(batch: list[Sample]) -> torch.Tensor:
-        return sum(sample_loss(backbone, store, s, system) for s in batch) / len(batch)
+        return sum(sample_loss(backbone, store, s, system, probe=probe, cfg=cfg) for s in batch) / len(batch)
 
     def evaluate(step: int) -> dict[str, float]:
         if not val:
             return {}
         with torch.no_grad():
             losses = [float(sample_loss(backbone, store, s, system, grad=False)) for s in val]
-        return {"val_loss": sum(losses) / len(losses)}
+        metrics = {"val_loss": sum(losses) / len(losses)}
+        if cfg.dense_weight > 0:
+            metrics.update(probe_metrics(backbone, store, probe, val, cfg))
+        return metrics
 
     def on_best(step: int, metrics: dict[str, float]) -> None:
         _save_model(backbone, out / "best", cfg)
 
-    trainer = Trainer(cfg, {"model": model}, loss_fn, batch_fn, evaluate=evaluate if val else None,
+    trainer = Trainer(cfg, modules, loss_fn, batch_fn, evaluate=evaluate if val else None,
                       select_metric="val_loss" if val else None, select_mode="min", on_best=on_best, desc="stage0")
     backbone.model = backbone.model.to(trainer.accelerator.device)
+    probe.to(trainer.accelerator.device)
     trainer.fit()
     if not trainer.finished:
         logger.warning("stage0 stopped at step %d of %d; run again to resume", trainer.step, cfg.max_steps)

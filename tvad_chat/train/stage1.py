@@ -3,8 +3,8 @@
 Paper schedule: AdamW, accumulation 8, warmup ratio 0.1, peak LR 1e-3, cosine to 1e-8. The backbone never
 changes, so each clip's vision pass (tapped grids) is computed once and cached; a step then costs only the AHD.
 Clips of anomalous videos without masks are skipped (no pixel supervision); normal clips train with all-zero
-masks. The checkpoint is selected by validation frame-level micro-AUC plus RBDC (when the RBDC evaluator is
-available), and written to ``out_dir/ahd`` (config.json + model.safetensors).
+masks. The checkpoint is selected by validation frame-level micro-AUC plus RBDC (tvad_chat.eval.heatmaps),
+and written to ``out_dir/ahd`` (config.json + model.safetensors).
 
     tvad train stage1 backbone=runs/stage0/model corpus=data/synth_corpus out_dir=runs/stage1
 """
@@ -132,18 +132,16 @@ def validation_metrics(ahd, items: list[ClipItem], class_vectors: torch.Tensor) 
     if rbdc is not None:
         metrics["rbdc"] = rbdc
     auc = metrics["micro_auc"] if not np.isnan(metrics["micro_auc"]) else 0.0
-    metrics["select"] = auc + (rbdc or 0.0)
+    metrics["select"] = auc + (rbdc or 0.0) / 100.0  # both in 0..1: a sharper map wins a tie in AUC
     return metrics
 
 
 def _rbdc(items: list[ClipItem], maps: list[np.ndarray]) -> float | None:
-    """RBDC of the heatmaps against the masks, through tvad_chat.eval when it provides the evaluator."""
+    """RBDC (percent) of the heatmaps against the masks; None when it cannot be computed."""
+    from tvad_chat.eval.heatmaps import rbdc_from_heatmaps
+
     try:
-        from tvad_chat.eval.heatmaps import rbdc_from_heatmaps  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    try:
-        return float(rbdc_from_heatmaps(maps, [it.pixel_masks for it in items]))
+        return rbdc_from_heatmaps(maps, [it.pixel_masks for it in items]).get("rbdc")
     except Exception as exc:  # noqa: BLE001 - selection falls back to the AUC alone
         logger.warning("stage1: RBDC failed (%s); selecting by micro-AUC only", exc)
         return None
