@@ -1,10 +1,12 @@
 """Qwen2.5-VL wrapper: loading, one vision pass with layer taps, E_t class vectors, prompt injection, generation.
 
 The model is transformers' own ``Qwen2_5_VLForConditionalGeneration`` (no forked modeling code), so the same
-code serves a tiny random model on a CPU and Qwen2.5-VL-7B-Instruct on a GPU. The pitfalls this module exists
-to avoid (notes/qwen25vl.md): vision block outputs are in window order; the video processor needs the real fps;
-rotary positions silently fall back to 1D without ``mm_token_type_ids``; ``model.model.rope_deltas`` is
-mutable state that a cached follow-up must restore.
+code serves a tiny random model on a CPU and Qwen2.5-VL-7B-Instruct on a GPU. Answers come from a short decode
+loop over the model's text forward (``Backbone._decode``) rather than ``model.generate``, whose per-token
+bookkeeping added about a third to each token of the tiny model; tests hold the loop token-equal to
+``generate``. The pitfalls this module exists to avoid (notes/qwen25vl.md): vision block outputs are in
+window order; the video processor needs the real fps; rotary positions silently fall back to 1D without
+``mm_token_type_ids``; ``model.model.rope_deltas`` is mutable state that a cached follow-up must restore.
 """
 
 from __future__ import annotations
@@ -125,6 +127,20 @@ def _common_prefix(a: Tensor, b: Tensor) -> int:
 
 
 @dataclass
+class DecodeOptions:
+    """How Backbone.generate picks tokens; greedy by default (the sampling knobs act only with do_sample)."""
+
+    max_new_tokens: int = 64
+    min_new_tokens: int = 0  # stop tokens are barred until this many tokens are out
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0  # 0: no top-k cut
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0  # transformers' rule over every token of the conversation
+    seed: int | None = None  # sampling generator seed (None: torch's global generator)
+
+
+@dataclass
 class GenerationResult:
     text: str
     token_ids: list[int]
@@ -166,12 +182,13 @@ def _looks_like_path(name: str) -> bool:
 
 
 class _CallbackStreamer:
-    """Streams decoded text to a callback as tokens arrive (transformers' streamer protocol: put/end)."""
+    """Streams decoded text to a callback as new tokens arrive (transformers' TextStreamer does the detokenising)."""
 
-    def __init__(self, tokenizer, callback: Callable[[str], Any], skip_prompt: bool = True):
+    def __init__(self, tokenizer, callback: Callable[[str], Any]):
         from transformers import TextStreamer
 
-        streamer = TextStreamer(tokenizer, skip_prompt=skip_prompt, skip_special_tokens=True)
+        # Only generated tokens are put, so no prompt to skip.
+        streamer = TextStreamer(tokenizer, skip_prompt=False, skip_special_tokens=True)
         streamer.on_finalized_text = lambda text, stream_end=False: callback(text) if text else None
         self._streamer = streamer
 
@@ -597,53 +614,147 @@ class Backbone:
         clip_cache: ClipCache | None = None,
         max_new_tokens: int = 64,
         stream: Callable[[str], Any] | None = None,
-        **generate_kwargs: Any,
+        **options: Any,
     ) -> GenerationResult:
-        """Greedy answer to the conversation in ``inputs``.
+        """Answer the conversation in ``inputs`` (greedy unless ``do_sample=True``).
 
         With ``clip_cache`` only the tokens after the longest cached prefix are run (no vision pass, no prefix);
         without it the whole sequence is run from ``vision`` and ``prompt_embeds``. ``stream`` receives text
-        chunks as they are decoded.
+        chunks as they are decoded. ``options`` are the fields of DecodeOptions (min_new_tokens, do_sample,
+        temperature, top_k, top_p, repetition_penalty, seed).
         """
-        kwargs = inputs.model_kwargs()
-        streamer = _CallbackStreamer(self.tokenizer, stream) if stream is not None else None
-        gen_kwargs: dict[str, Any] = {
-            "max_new_tokens": max_new_tokens,
-            "do_sample": False,
-            "return_dict_in_generate": True,
-            "use_cache": True,
-            "suppress_tokens": list(self.anomaly_token_ids),
-            "streamer": streamer,
-        }
-        gen_kwargs.update(generate_kwargs)
-        length = inputs.input_ids.shape[1]
-        if clip_cache is not None:
-            cache, n_cached, rope_deltas = clip_cache.best(inputs.input_ids)
-            self.model.model.rope_deltas = rope_deltas
-            with torch.no_grad():
-                out = self.model.generate(past_key_values=cache, **kwargs, **gen_kwargs)
-            processed = length - n_cached
-        else:
-            if vision is None:
-                raise ConfigError("generate needs the clip's vision output or its cache")
-            with torch.no_grad():
-                embeds = self.inputs_embeds(inputs, vision, prompt_embeds)
-                self.model.model.rope_deltas = None
-                out = self.model.generate(inputs_embeds=embeds, **kwargs, **gen_kwargs)
-            processed = length
-        sequences = out.sequences
-        # With input_ids given, generate returns the prompt followed by the new tokens.
-        new = sequences[0, length:] if sequences.shape[1] > length and torch.equal(
-            sequences[0, :length], inputs.input_ids[0]) else sequences[0]
-        token_ids = new.tolist()
-        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
-        state = None
-        pkv = getattr(out, "past_key_values", None)
-        if pkv is not None:
-            full = torch.cat([inputs.input_ids, new.view(1, -1).to(inputs.input_ids.device)], dim=1)
-            state = CacheState(ids=full[:, : pkv.get_seq_length()], cache=pkv,
-                               rope_deltas=self.model.model.rope_deltas.clone())
+        opts = self.decode_options(max_new_tokens, **options)
+        ids = inputs.input_ids
+        length = ids.shape[1]
+        with torch.inference_mode():
             if clip_cache is not None:
-                clip_cache.latest = state
-        return GenerationResult(text=text, token_ids=token_ids, state=state, new_tokens_processed=processed)
+                cache, n_cached, rope_deltas = clip_cache.best(ids)
+                # The uncached tokens are text (the prefix holds the video), so their 3D position is the 1D one
+                # shifted by the clip's rope_deltas, as transformers' generate computes it.
+                embeds = self._embed_tokens()(ids[:, n_cached:])
+                positions = self._text_positions(n_cached, length, rope_deltas)
+            else:
+                if vision is None:
+                    raise ConfigError("generate needs the clip's vision output or its cache")
+                from transformers import DynamicCache
 
+                embeds = self.inputs_embeds(inputs, vision, prompt_embeds)
+                positions, rope_deltas = self.model.model.get_rope_index(
+                    ids, inputs.mm_token_type_ids, video_grid_thw=inputs.video_grid_thw,
+                    second_per_grid_ts=inputs.second_per_grid_ts, attention_mask=inputs.attention_mask)
+                cache, n_cached = DynamicCache(config=self.model.config), 0
+            self.model.model.rope_deltas = rope_deltas  # as generate left it: the next forward starts clean anyway
+            streamer = _CallbackStreamer(self.tokenizer, stream) if stream is not None else None
+            token_ids = self._decode(ids, embeds, positions, cache, rope_deltas, opts, streamer)
+        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        new = torch.tensor([token_ids], dtype=ids.dtype, device=ids.device)
+        # The last token was never fed back, so the cache covers the sequence up to the one before it.
+        full = torch.cat([ids, new], dim=1)
+        state = CacheState(ids=full[:, : cache.get_seq_length()], cache=cache, rope_deltas=rope_deltas.clone())
+        if clip_cache is not None:
+            clip_cache.latest = state
+        return GenerationResult(text=text, token_ids=token_ids, state=state, new_tokens_processed=length - n_cached)
+
+    def decode_options(self, max_new_tokens: int = 64, **options: Any) -> DecodeOptions:
+        """DecodeOptions from keyword options; defaults from the model's generation_config where it has them."""
+        fields = set(DecodeOptions.__dataclass_fields__)
+        unknown = sorted(set(options) - fields)
+        if unknown:
+            raise ConfigError(f"unknown generation options {unknown}: use {sorted(fields)}")
+        gc = self.model.generation_config
+        # Only the repetition penalty is inherited when greedy: transformers' generate applied it too
+        # (Qwen2.5-VL-7B-Instruct ships 1.05). The sampling knobs only matter with do_sample=True.
+        values: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "repetition_penalty": float(getattr(gc, "repetition_penalty", None) or 1.0),
+            "temperature": float(getattr(gc, "temperature", None) or 1.0),
+            "top_k": int(getattr(gc, "top_k", None) or 0),
+            "top_p": float(getattr(gc, "top_p", None) or 1.0),
+        }
+        values.update({k: v for k, v in options.items() if v is not None})
+        opts = DecodeOptions(**values)
+        if opts.max_new_tokens < 1 or opts.min_new_tokens < 0:
+            raise ConfigError(f"max_new_tokens must be >= 1 and min_new_tokens >= 0, got {opts.max_new_tokens}, "
+                              f"{opts.min_new_tokens}")
+        if opts.temperature <= 0 or not 0 < opts.top_p <= 1 or opts.top_k < 0 or opts.repetition_penalty <= 0:
+            raise ConfigError("sampling options out of range: temperature > 0, 0 < top_p <= 1, top_k >= 0, "
+                              "repetition_penalty > 0")
+        return opts
+
+    def stop_token_ids(self) -> list[int]:
+        """Token ids that end an answer: the generation_config's eos ids, else <|im_end|>."""
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+
+    @staticmethod
+    def _text_positions(start: int, end: int, rope_deltas: Tensor) -> Tensor:
+        """(3, 1, end - start) rotary positions of text tokens start..end-1 after the clip's video block."""
+        pos = torch.arange(start, end, device=rope_deltas.device).view(1, 1, -1) + rope_deltas.view(1, -1, 1)
+        return pos.expand(3, -1, -1)
+
+    def _next_logits(self, embeds: Tensor, positions: Tensor, cache: Any) -> Tensor:
+        """Run tokens through the language model into ``cache``; float32 logits (V,) of the last position.
+
+        Calls the text model directly (the video is already in ``embeds`` or in the cache) and projects only
+        the last hidden state: the per-step work is the model's own.
+        """
+        out = self.model.model.language_model(inputs_embeds=embeds, position_ids=positions, past_key_values=cache,
+                                              use_cache=True)
+        return self.model.lm_head(out.last_hidden_state[:, -1])[0].float()
+
+    def _decode(self, ids: Tensor, embeds: Tensor, positions: Tensor, cache: Any, rope_deltas: Tensor,
+                opts: DecodeOptions, streamer: _CallbackStreamer | None) -> list[int]:
+        """The decode loop: run the uncached prompt, then one token at a time until a stop token or the limit."""
+        stop = self.stop_token_ids()
+        logits = self._next_logits(embeds, positions, cache)
+        vocab, dev = logits.shape[0], logits.device  # lm_head may sit on another device under a device_map
+        banned = torch.tensor([i for i in self.anomaly_token_ids if i < vocab], dtype=torch.long, device=dev)
+        stop_ids = torch.tensor([i for i in stop if i < vocab], dtype=torch.long, device=dev)
+        seen = None
+        if opts.repetition_penalty != 1.0:  # every token of the conversation so far, as transformers counts them
+            seen = torch.zeros(vocab, dtype=torch.bool, device=dev)
+            seen[ids[0].to(dev)] = True
+        generator = None
+        if opts.do_sample and opts.seed is not None:
+            generator = torch.Generator(device=dev).manual_seed(opts.seed)
+        embed = self._embed_tokens()
+        next_pos = ids.shape[1]
+        tokens: list[int] = []
+        while True:
+            logits[banned] = -float("inf")  # the anomaly placeholders are never an answer
+            if len(tokens) < opts.min_new_tokens:
+                logits[stop_ids] = -float("inf")
+            if seen is not None:
+                picked = logits[seen]
+                logits[seen] = torch.where(picked < 0, picked * opts.repetition_penalty,
+                                           picked / opts.repetition_penalty)
+            token = _sample(logits, opts, generator) if opts.do_sample else int(logits.argmax())
+            tokens.append(token)
+            if streamer is not None:
+                streamer.put(torch.tensor([token]))
+            if token in stop or len(tokens) >= opts.max_new_tokens:
+                break
+            if seen is not None:
+                seen[token] = True
+            step = torch.tensor([[token]], device=embeds.device)
+            logits = self._next_logits(embed(step), self._text_positions(next_pos, next_pos + 1, rope_deltas), cache)
+            next_pos += 1
+        if streamer is not None:
+            streamer.end()
+        return tokens
+
+
+def _sample(logits: Tensor, opts: DecodeOptions, generator: torch.Generator | None) -> int:
+    """One token from temperature-scaled logits restricted to the top_k and the top_p nucleus."""
+    scores = logits / opts.temperature
+    if 0 < opts.top_k < scores.shape[0]:
+        kth = torch.topk(scores, opts.top_k).values[-1]
+        scores = scores.masked_fill(scores < kth, -float("inf"))
+    if opts.top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=True)
+        cumulative = sorted_scores.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_scores.softmax(-1) >= opts.top_p  # keep up to and including the crossing token
+        scores = scores.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), -float("inf"))
+    return int(torch.multinomial(scores.softmax(-1), 1, generator=generator))
