@@ -7,15 +7,15 @@
    category, and a centre shift no larger than a few box sizes per step.
 2. :func:`describe_trajectory` measures a timeline's geometry: where it
    enters and leaves (image sides), its overall direction, its legs and
-   turns, its speed class (in box heights per second, a rough perspective
-   correction) and its start and end times.
+   turns, its speed class (in sizes per second, a rough perspective
+   correction) and its start and end times, with the rules of
+   :mod:`datasets_builder.motion` (the same rules SynthCampus's records use).
 3. :func:`trajectory_phrasings` renders that description in several
    phrasings (references for BLEU, variety for training).
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +25,25 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from datasets_builder.extract import Box, FrameRecord, region_cue
+from datasets_builder.motion import (  # noqa: F401  (DIRECTIONS, SIDES, heading_label: re-exported)
+    BORDER_MARGIN,
+    DIRECTIONS,
+    LEG_STEP,
+    MIN_DISPLACEMENT,
+    SIDES,
+    SPEED_CLASSES,
+    SPEED_WINDOW_S,
+    TURN_ANGLE_DEG,
+    Leg,
+    Turn,
+    cut_by_frame,
+    entry_and_exit,
+    foot_points,
+    heading_label,
+    legs_and_turns,
+    measure_motion,
+    target_sizes,
+)
 
 # --------------------------------------------------------------------------- association
 
@@ -245,37 +264,19 @@ def _group_by_track_id(recs: Sequence[FrameRecord], cfg: AssociationConfig, pref
 
 
 # --------------------------------------------------------------------------- trajectory description
-
-SIDES = ("left", "right", "top", "bottom")
-_SIDE_NORMAL = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "top": (0.0, -1.0), "bottom": (0.0, 1.0)}
-# 8 headings, counter-clockwise from "right", with y pointing up (image y flipped)
-DIRECTIONS = ("right", "up-right", "up", "up-left", "left", "down-left", "down", "down-right")
+# The words' meanings (thresholds, heading rule, position = foot point) live in datasets_builder.motion,
+# shared with SynthCampus's trajectory records.
 
 
 @dataclass
 class TrajectoryConfig:
-    border_margin: float = 0.04  # a box within this fraction of the frame side of an edge touches it
-    min_displacement: float = 0.5  # net move below this many box heights: the target stays in place
-    leg_step: float = 0.35  # resample the path every this many box heights before measuring headings
-    turn_angle_deg: float = 55.0  # heading change that counts as a turn
-    # speed classes by median speed in box heights per second (a walker covers ~0.8 of its height per second)
-    speed_classes: tuple[tuple[float, str], ...] = (
-        (0.12, "stationary"), (0.45, "slow"), (1.3, "walking"), (3.0, "fast"), (math.inf, "very fast"))
-
-
-@dataclass
-class Leg:
-    direction: str
-    start_time: float
-    end_time: float
-
-
-@dataclass
-class Turn:
-    time: float
-    frame_index: int
-    sense: str  # "left", "right" or "back" (as seen in the image)
-    new_direction: str
+    border_margin: float = BORDER_MARGIN  # a box within this fraction of the frame side of an edge touches it
+    min_displacement: float = MIN_DISPLACEMENT  # net move below this many sizes: the target stays in place
+    leg_step: float = LEG_STEP  # resample the path every this many sizes before measuring headings
+    turn_angle_deg: float = TURN_ANGLE_DEG  # heading change that counts as a turn
+    speed_window_s: float = SPEED_WINDOW_S  # speed is measured over moves at least this long
+    # speed classes by median speed in sizes (see datasets_builder.motion) per second
+    speed_classes: tuple[tuple[float, str], ...] = SPEED_CLASSES
 
 
 @dataclass
@@ -289,13 +290,13 @@ class Trajectory:
     direction: str  # one of DIRECTIONS, or "none" when the target stays in place
     legs: list[Leg]
     turns: list[Turn]
-    speed: float  # box heights per second (median over the path)
+    speed: float  # sizes (box heights; people's longer box side) per second (median over the path)
     speed_class: str
     start_time: float
     end_time: float
     start_frame: int
     end_frame: int
-    displacement: tuple[float, float]  # net centre move in pixels (x right, y down)
+    displacement: tuple[float, float]  # net foot-point move in pixels (x right, y down)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -309,46 +310,6 @@ class Trajectory:
         }
 
 
-def heading_label(dx: float, dy: float) -> str:
-    """8-way heading of an image-space move (y down)."""
-    ang = math.degrees(math.atan2(-dy, dx)) % 360.0
-    return DIRECTIONS[int(((ang + 22.5) % 360.0) // 45.0)]
-
-
-def _touching(box: Sequence[float], width: int, height: int, margin: float) -> list[str]:
-    mx, my = margin * width, margin * height
-    sides = []
-    if box[0] <= mx:
-        sides.append("left")
-    if box[2] >= width - mx:
-        sides.append("right")
-    if box[1] <= my:
-        sides.append("top")
-    if box[3] >= height - my:
-        sides.append("bottom")
-    return sides
-
-
-def _pick_side(sides: list[str], motion: np.ndarray, entering: bool) -> str:
-    """Of the touched sides, the one the motion comes from (entering) or goes to (leaving)."""
-    if len(sides) == 1 or not np.any(motion):
-        return sides[0]
-    sign = -1.0 if entering else 1.0
-    return max(sides, key=lambda s: sign * float(np.dot(_SIDE_NORMAL[s], motion)))
-
-
-def _resample(points: np.ndarray, times: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Keep a point each time the path has moved `step` pixels from the last kept one (drops jitter)."""
-    keep = [0]
-    for i in range(1, len(points)):
-        if np.linalg.norm(points[i] - points[keep[-1]]) >= step:
-            keep.append(i)
-    if keep[-1] != len(points) - 1 and len(points) > 1:
-        keep.append(len(points) - 1)
-    idx = np.array(keep)
-    return points[idx], times[idx], idx
-
-
 def describe_trajectory(
     timeline: Timeline, width: int, height: int, clip_start_frame: int = 0, clip_end_frame: int | None = None,
     config: TrajectoryConfig | None = None,
@@ -359,98 +320,24 @@ def describe_trajectory(
     boxes = np.array([o.box for o in obs], dtype=float)
     times = np.array([o.timestamp for o in obs], dtype=float)
     frames = [o.frame_index for o in obs]
-    centers = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
-    h_med = float(np.median(boxes[:, 3] - boxes[:, 1]))
-    h_med = max(h_med, 1.0)
-    # light smoothing of the path (boxes from models jitter)
-    if len(centers) >= 3:
-        pad = np.concatenate([centers[:1], centers, centers[-1:]])
-        smooth = (pad[:-2] + pad[1:-1] + pad[2:]) / 3.0
-        smooth[0], smooth[-1] = centers[0], centers[-1]
-    else:
-        smooth = centers
-    disp = smooth[-1] - smooth[0]
-    moving = float(np.linalg.norm(disp)) >= cfg.min_displacement * h_med
-    direction = heading_label(disp[0], disp[1]) if moving else "none"
-
-    # speed: path length over time, per box height
-    duration = float(times[-1] - times[0])
-    if duration > 0 and len(smooth) > 1:
-        path = float(np.sum(np.linalg.norm(np.diff(smooth, axis=0), axis=1)))
-        speed = path / duration / h_med
-    else:
-        speed = 0.0
-    speed_class = next(name for lim, name in cfg.speed_classes if speed < lim)
-    if not moving and speed_class in ("walking", "fast", "very fast"):
-        speed_class = "slow"  # moving around on the spot: no net progress
-
-    # legs and turns on a resampled path
+    mo = measure_motion(foot_points(boxes), target_sizes(boxes, timeline.category), times,
+                        cut_by_frame(boxes, width, height), cfg.speed_classes, cfg.min_displacement,
+                        cfg.speed_window_s)
     legs: list[Leg] = []
     turns: list[Turn] = []
-    if moving and len(smooth) >= 2:
-        pts, ts, idx = _resample(smooth, times, cfg.leg_step * h_med)
-        seg_dirs = [pts[i + 1] - pts[i] for i in range(len(pts) - 1)]
-        # merge segments into legs while the heading stays within the turn angle of the leg's start
-        leg_start = 0
-        leg_vec = seg_dirs[0]
-        for i in range(1, len(seg_dirs)):
-            ang = _angle_between(leg_vec, seg_dirs[i])
-            # require the new heading to persist over two segments when available (noise guard)
-            persists = i + 1 >= len(seg_dirs) or _angle_between(leg_vec, seg_dirs[i + 1]) >= cfg.turn_angle_deg
-            if ang >= cfg.turn_angle_deg and persists and np.linalg.norm(pts[i] - pts[leg_start]) >= 0.8 * h_med:
-                v = pts[i] - pts[leg_start]
-                legs.append(Leg(heading_label(v[0], v[1]), float(ts[leg_start]), float(ts[i])))
-                leg_start = i
-                leg_vec = seg_dirs[i]
-            else:
-                leg_vec = pts[i + 1] - pts[leg_start]
-        v = pts[-1] - pts[leg_start]
-        if np.linalg.norm(v) >= 0.8 * h_med or not legs:
-            legs.append(Leg(heading_label(v[0], v[1]), float(ts[leg_start]), float(ts[-1])))
-        else:  # a short tail: fold into the last leg
-            legs[-1].end_time = float(ts[-1])
-        for a, b in zip(legs, legs[1:]):
-            if a.direction == b.direction:
-                continue
-            ang_a = DIRECTIONS.index(a.direction) * 45
-            ang_b = DIRECTIONS.index(b.direction) * 45
-            delta = (ang_b - ang_a + 540) % 360 - 180  # signed, counter-clockwise positive (y up)
-            if abs(delta) < cfg.turn_angle_deg:
-                continue
-            sense = "back" if abs(delta) >= 150 else ("left" if delta > 0 else "right")
-            fi = frames[int(np.argmin(np.abs(times - b.start_time)))]
-            turns.append(Turn(time=b.start_time, frame_index=fi, sense=sense, new_direction=b.direction))
-
-    first_box, last_box = boxes[0], boxes[-1]
-    in_sides = _touching(first_box, width, height, cfg.border_margin)
-    out_sides = _touching(last_box, width, height, cfg.border_margin)
-    first_motion = (smooth[min(len(smooth) - 1, 2)] - smooth[0]) if len(smooth) > 1 else disp
-    last_motion = (smooth[-1] - smooth[max(0, len(smooth) - 3)]) if len(smooth) > 1 else disp
-    if obs[0].frame_index <= clip_start_frame:
-        entry = "start"
-    elif in_sides:
-        entry = _pick_side(in_sides, first_motion, entering=True)
-    else:
-        entry = "inside"
-    if clip_end_frame is not None and obs[-1].frame_index >= clip_end_frame:
-        exit_ = "end"
-    elif out_sides:
-        exit_ = _pick_side(out_sides, last_motion, entering=False)
-    else:
-        exit_ = "inside"
+    if mo.moving:
+        legs, turns = legs_and_turns(mo.path, times[mo.kept], [frames[i] for i in mo.kept], mo.size, cfg.leg_step,
+                                     cfg.turn_angle_deg)
+    entry, exit_ = entry_and_exit(
+        boxes[0], boxes[-1], mo.path, width, height, starts_with_clip=obs[0].frame_index <= clip_start_frame,
+        ends_with_clip=clip_end_frame is not None and obs[-1].frame_index >= clip_end_frame,
+        margin=cfg.border_margin)
     return Trajectory(
-        entry=entry, exit=exit_, entry_region=region_cue(first_box, width, height),
-        exit_region=region_cue(last_box, width, height), direction=direction, legs=legs, turns=turns,
-        speed=speed, speed_class=speed_class, start_time=float(times[0]), end_time=float(times[-1]),
-        start_frame=frames[0], end_frame=frames[-1], displacement=(float(disp[0]), float(disp[1])),
+        entry=entry, exit=exit_, entry_region=region_cue(boxes[0], width, height),
+        exit_region=region_cue(boxes[-1], width, height), direction=mo.direction, legs=legs, turns=turns,
+        speed=mo.speed, speed_class=mo.speed_class, start_time=float(times[0]), end_time=float(times[-1]),
+        start_frame=frames[0], end_frame=frames[-1], displacement=mo.displacement,
     )
-
-
-def _angle_between(a: np.ndarray, b: np.ndarray) -> float:
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 or nb == 0:
-        return 0.0
-    return math.degrees(math.acos(float(np.clip(np.dot(a, b) / (na * nb), -1.0, 1.0))))
 
 
 # --------------------------------------------------------------------------- phrasing

@@ -13,6 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from datasets_builder.motion import cut_by_frame, entry_and_exit, legs_and_turns, measure_motion, target_sizes
 from datasets_builder.synth.agents import (
     Painter,
     draw_cart,
@@ -37,12 +38,10 @@ from datasets_builder.synth.scenes import SCENES, compose_background, random_lig
 from datasets_builder.synth.splits import ANOMALOUS_FRACTION, SPLIT_CODES, SPLITS, check_split
 
 FORMAT = "synthcampus-v1"
-DIRECTIONS = ("right", "up-right", "up", "up-left", "left", "down-left", "down", "down-right")
 DIRECTION_WORDS = {"right": "left to right", "left": "right to left", "down": "top to bottom",
                    "up": "bottom to top", "up-right": "bottom-left to top-right",
                    "up-left": "bottom-right to top-left", "down-right": "top-left to bottom-right",
                    "down-left": "top-right to bottom-left", "none": "stays in place"}
-SPEED_CLASSES = ((0.2, "stationary"), (0.8, "slow"), (2.2, "walking"), (4.5, "fast"), (math.inf, "very fast"))
 MIN_VISIBLE_PX = 4  # fewer visible pixels than this: the object counts as not visible
 
 
@@ -65,11 +64,6 @@ class SynthClip:
 
 def clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), SPLIT_CODES[split], int(index)]))
-
-
-def heading_label(dx: float, dy: float) -> str:
-    ang = math.degrees(math.atan2(-dy, dx)) % 360.0  # image y points down
-    return DIRECTIONS[int(((ang + 22.5) % 360.0) // 45.0)]
 
 
 def choose_clip(split: str, rng: np.random.Generator, event: str | None = None, scene: str | None = None
@@ -274,79 +268,72 @@ def _boxes(ids: np.ndarray, plans: list[Plan]) -> dict[int, dict[int, tuple[int,
     return out
 
 
-def _speed_class(v: float) -> str:
-    return next(name for lim, name in SPEED_CLASSES if v < lim)
+def _screen_track(plan: Plan, frames: list[int], cam) -> np.ndarray:
+    """Exact image foot points (N, 2) of the instance: its projected ground position (or, for an object in
+    the air, its projected centre), whatever occludes it or cuts it off at the frame edge."""
+    pts = []
+    for t in frames:
+        up = float(plan.up[t]) if plan.up is not None else 0.0
+        pts.append(cam.project(float(plan.pos[t, 0]), float(plan.pos[t, 1]), up=up))
+    return np.array(pts, dtype=float)
 
 
-def _side(box: tuple[int, int, int, int], W: int, H: int, motion: np.ndarray, entering: bool) -> str | None:
-    x1, y1, x2, y2 = box
-    sides = [s for s, touch in (("left", x1 <= 1), ("right", x2 >= W - 1), ("top", y1 <= 1),
-                                ("bottom", y2 >= H - 1)) if touch]
-    if not sides:
-        return None
-    if len(sides) == 1:
-        return sides[0]
-    # several edges: the one the motion points through
-    vec = {"left": (-1, 0), "right": (1, 0), "top": (0, -1), "bottom": (0, 1)}
-    sgn = -1.0 if entering else 1.0
-    return max(sides, key=lambda s: sgn * (vec[s][0] * motion[0] + vec[s][1] * motion[1]))
+def _describe_span(plan: Plan, frames: list[int], boxes: dict[int, tuple[int, int, int, int]], cam, fps: float,
+                   T: int) -> dict[str, Any]:
+    """Entry, exit, direction, speed and turns of the frames ``frames``, by the rules of datasets_builder.motion:
+    the exact screen track for the positions, the visible boxes for the sizes and the frame sides."""
+    feet = _screen_track(plan, frames, cam)
+    sizes = target_sizes([boxes[t] for t in frames], plan.agent.category)
+    times = np.array(frames, np.float64) / fps
+    mo = measure_motion(feet, sizes, times, cut_by_frame([boxes[t] for t in frames], cam.width, cam.height))
+    turns = []
+    if mo.moving:
+        _, tl = legs_and_turns(mo.path, times[mo.kept], [frames[i] for i in mo.kept], mo.size)
+        turns = [{"frame": t.frame_index, "time": round(t.time, 3), "sense": t.sense,
+                  "new_direction": t.new_direction} for t in tl]
+    f0, f1 = frames[0], frames[-1]
+    entry, exit_ = entry_and_exit(boxes[f0], boxes[f1], mo.path, cam.width, cam.height,
+                                  starts_with_clip=f0 == 0, ends_with_clip=f1 == T - 1)
+    world = plan.pos[frames]
+    steps = np.linalg.norm(np.diff(world, axis=0), axis=1) * fps if len(frames) > 1 else np.zeros(1)
+    return {
+        "entry": entry, "exit": exit_, "direction": mo.direction, "direction_words": DIRECTION_WORDS[mo.direction],
+        "turns": turns, "speed": round(mo.speed, 3), "speed_class": mo.speed_class,
+        "speed_mps": round(float(np.median(steps)), 3),  # metric ground speed, for reference
+        "start_frame": int(f0), "end_frame": int(f1), "start_time": round(f0 / fps, 3),
+        "end_time": round(f1 / fps, 3),
+        "displacement_px": [round(mo.displacement[0], 2), round(mo.displacement[1], 2)],
+        "size_px": round(mo.size, 2),  # median size the speed and the "moving" threshold are measured in
+    }
 
 
 def trajectory_record(plan: Plan, boxes: dict[int, tuple[int, int, int, int]], cam, fps: float, T: int
                       ) -> dict[str, Any] | None:
-    """The structured trajectory of one instance over the frames where it is visible."""
+    """The structured trajectory of one instance over the frames where it is visible.
+
+    ``anomaly_trajectory`` describes, by the same rules, only the visible frames where the instance is
+    anomalous: the span the corpus builder's anomaly-focused pass describes.
+    """
     frames = sorted(boxes)
     if not frames:
         return None
-    W, H = cam.width, cam.height
-    f0, f1 = frames[0], frames[-1]
-    feet = np.array([cam.project(*plan.pos[t]) for t in frames])
-    disp = feet[-1] - feet[0]
-    heights = np.array([boxes[t][3] - boxes[t][1] for t in frames], np.float64)
-    moving = float(np.hypot(*disp)) >= 0.5 * max(2.0, float(np.median(heights)))
-    direction = heading_label(float(disp[0]), float(disp[1])) if moving else "none"
+    rec = _describe_span(plan, frames, boxes, cam, fps, T)
     world = plan.pos[frames]
-    steps = np.linalg.norm(np.diff(world, axis=0), axis=1) * fps if len(frames) > 1 else np.zeros(1)
-    speed = float(np.median(steps)) if len(steps) else 0.0
-    # turns: heading changes above 55 degrees along the image path resampled every ~0.35 box heights
-    turns = []
-    step = 0.35 * max(2.0, float(np.median(heights)))
-    keep = [0]
-    for i in range(1, len(frames)):
-        if np.hypot(*(feet[i] - feet[keep[-1]])) >= step:
-            keep.append(i)
-    heads = []
-    for a, b in zip(keep[:-1], keep[1:], strict=False):
-        d = feet[b] - feet[a]
-        heads.append((frames[b], math.atan2(d[1], d[0])))
-    last_ang = heads[0][1] if heads else None
-    for fr, ang in heads[1:]:
-        diff = (math.degrees(ang - last_ang) + 180) % 360 - 180
-        if abs(diff) > 55:
-            sense = "back" if abs(diff) > 150 else ("right" if diff > 0 else "left")  # y down: +angle clockwise
-            d = (math.cos(ang), math.sin(ang))
-            turns.append({"frame": int(fr), "time": round(fr / fps, 3), "sense": sense,
-                          "new_direction": heading_label(d[0], d[1])})
-            last_ang = ang
-    m0 = feet[min(len(feet) - 1, 3)] - feet[0]
-    m1 = feet[-1] - feet[max(0, len(feet) - 4)]
-    entry = "start" if f0 == 0 else (_side(boxes[f0], W, H, m0, True) or "inside")
-    exit_ = "end" if f1 == T - 1 else (_side(boxes[f1], W, H, m1, False) or "inside")
     z0, z1 = float(world[0, 1]), float(world[-1, 1])
     depth = "away from the camera" if z1 - z0 > 1.0 else "towards the camera" if z0 - z1 > 1.0 else "across"
     anom = np.nonzero(plan.anomalous)[0]
+    anom_vis = [t for t in frames if plan.anomalous[t]]
+    feet = _screen_track(plan, frames, cam)
     stride = max(1, len(frames) // 8)
-    return {
-        "entry": entry, "exit": exit_, "direction": direction, "direction_words": DIRECTION_WORDS[direction],
-        "depth_motion": depth, "turns": turns, "speed_mps": round(speed, 3), "speed_class": _speed_class(speed),
-        "start_frame": int(f0), "end_frame": int(f1), "start_time": round(f0 / fps, 3),
-        "end_time": round(f1 / fps, 3), "route": plan.route,
-        "displacement_px": [round(float(disp[0]), 2), round(float(disp[1]), 2)],
+    rec.update({
+        "depth_motion": depth, "route": plan.route,
         "anomaly_start_frame": int(anom[0]) if len(anom) else None,
         "anomaly_end_frame": int(anom[-1]) if len(anom) else None,
+        "anomaly_trajectory": _describe_span(plan, anom_vis, boxes, cam, fps, T) if anom_vis else None,
         "path": [[int(frames[i]), round(float(feet[i, 0]), 1), round(float(feet[i, 1]), 1)]
                  for i in sorted(set(range(0, len(frames), stride)) | {len(frames) - 1})],
-    }
+    })
+    return rec
 
 
 def _ground_truth(plans: list[Plan], ids: np.ndarray, cam, cfg: ClipConfig, split: str, seed: int, index: int,
