@@ -14,11 +14,11 @@ TINY_SYNTH_ARGS ?= --frames 32 --format mp4 --workers 2
 TINY_CLIPS_train ?= 480
 TINY_CLIPS_val ?= 40
 TINY_CLIPS_test ?= 80
-# Step budgets of the shipped model's run (override on the command line). max_minutes caps each stage so the
-# whole recipe stays within 90 minutes on this 2-core machine even when something else runs beside it.
+# Step budgets of the shipped model's run (override on the command line). max_minutes caps each stage (each
+# stage-2 phase) so the whole recipe stays within 90 minutes on this 2-core machine even when something else runs beside it.
 TINY_STAGE0 ?= max_steps=3600 grad_accum=4 lr=2e-3 eval_every=400 save_every=200 max_minutes=40
 TINY_STAGE1 ?= max_steps=1200 grad_accum=8 eval_every=200 save_every=100 max_minutes=8
-TINY_STAGE2 ?= max_steps=600 phase_b_steps=200 grad_accum=4 lr=5e-4 phase_b_lr=2e-4 eval_every=150 save_every=50 max_minutes=12
+TINY_STAGE2 ?= max_steps=600 phase_b_steps=200 grad_accum=4 lr=5e-4 phase_b_lr=2e-4 eval_every=150 save_every=50 max_minutes=9
 # One math thread: these small matrices gain little from two, and two threads per process slow training
 # tenfold as soon as a second process competes for the cores (OpenMP spin-waiting; measured 10 s vs 1 s per step).
 TINY_THREADS ?= 1
