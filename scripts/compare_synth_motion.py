@@ -7,7 +7,8 @@ Usage::
     python scripts/compare_synth_motion.py DATA/train CORPUS/videos/train [--details]
 
 For every described target of the corpus (anomaly targets and normal targets of videos/<split>/*.json) it
-finds the annotated object with the same track id and compares speed class, direction, entry and exit.
+finds the annotated object with the same track id and compares speed class, direction, entry, exit and
+the turns (their senses, in order).
 Both sides describe the frames each one covers; the record's ``anomaly_trajectory`` (when present) is the
 span the corpus describes for an anomaly target.
 """
@@ -56,7 +57,7 @@ def main() -> None:
     ap.add_argument("corpus_videos_dir", type=Path, help="CORPUS/videos/<split>")
     ap.add_argument("--details", action="store_true", help="print every disagreement")
     args = ap.parse_args()
-    fields = ("speed_class", "direction", "entry", "exit")
+    fields = ("speed_class", "direction", "entry", "exit", "turns")
     agree: dict[str, Counter] = {"anomaly": Counter(), "normal": Counter()}
     boundary: dict[str, Counter] = {"anomaly": Counter(), "normal": Counter()}
     total: Counter = Counter()
@@ -76,22 +77,30 @@ def main() -> None:
                 total[kind] += 1
                 mine = t["trajectory"]
                 for f in fields:
-                    ok = mine[f] == rec[f]
+                    ok = _value(mine, f) == _value(rec, f)
                     agree[kind][f] += ok
-                    if not ok and f == "speed_class" and _near_speed_boundary(mine["speed"], rec["speed"]):
+                    if not ok and f == "speed_class" and "speed" in rec and _near_speed_boundary(
+                            mine["speed"], rec["speed"]):
                         boundary[kind][f] += 1
-                    if not ok and f == "direction" and _near_direction_boundary(mine, rec):
+                    if not ok and f == "direction" and "size_px" in rec and _near_direction_boundary(mine, rec):
                         boundary[kind][f] += 1
                     if not ok and args.details:
                         print(f"{dump['video_id']} {kind} track {tid} ({objs[tid]['behaviour']}): {f} corpus="
-                              f"{mine[f]!r} record={rec[f]!r}  corpus speed={mine['speed']} record speed="
+                              f"{_value(mine, f)!r} record={_value(rec, f)!r}  corpus speed={mine['speed']} record speed="
                               f"{rec.get('speed', rec.get('speed_mps'))} corpus disp={mine['displacement']} "
-                              f"record disp={rec['displacement_px']}")
+                              f"record disp={rec.get('displacement_px')}")
     for kind in ("anomaly", "normal"):
         n = total[kind]
         cells = ", ".join(f"{f} {agree[kind][f]}/{n}" + (f" (+{boundary[kind][f]} at a class boundary)"
                                                          if boundary[kind][f] else "") for f in fields)
         print(f"{kind} targets: {cells}")
+
+
+def _value(tr: dict, field: str):
+    """A compared field; turns as their senses in order ("right", "back", ...)."""
+    if field == "turns":
+        return [t["sense"] for t in tr["turns"]]
+    return tr[field]
 
 
 def _track_ids(dump: dict, timeline: dict) -> list[str]:

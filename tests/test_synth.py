@@ -208,6 +208,18 @@ def test_anomaly_onsets_follow_the_story(event_clips):
     assert [a == "crossing the road" for a in actions] == flags
 
 
+def test_anomaly_trajectory_describes_the_anomalous_frames_by_the_same_rules(event_clips, normal_clips):
+    """The span the corpus's anomaly-focused pass describes: a person who walks, then falls, lies still."""
+    fall = next(o for o in event_clips["fall"].annotation["objects"] if o["behaviour"] == "fall")
+    tr, at = fall["trajectory"], fall["trajectory"]["anomaly_trajectory"]
+    assert [at["start_frame"], at["end_frame"]] == fall["anomalous_frames"] and at["start_frame"] > tr["start_frame"]
+    assert tr["direction"] != "none" and tr["speed_class"] != "stationary"  # the walk before the fall
+    assert (at["direction"], at["speed_class"]) == ("none", "stationary")  # lying still
+    assert at["entry"] in ("inside", "left", "right", "top", "bottom") and tr["entry"] == "start"
+    for clip in normal_clips:
+        assert all(o["trajectory"]["anomaly_trajectory"] is None for o in clip.annotation["objects"])
+
+
 def test_bag_owner_carries_the_bag_until_the_drop(event_clips):
     ann = event_clips["abandon_bag"].annotation
     bag = next(o for o in ann["objects"] if o["category"] == "bag")
