@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -158,7 +159,7 @@ def test_eval_run_reports_every_variant(corpus, stage0_dir, stage2_dir, tmp_path
 
     from tvad_chat.cli import main
     from tvad_chat.train.data import load_samples
-    from tvad_chat.train.evaluate import video_tasks
+    from tvad_chat.train.evaluate import variant_file_name, video_tasks
 
     model = tmp_path / "model"
     shutil.copytree(stage2_dir, model)
@@ -168,16 +169,16 @@ def test_eval_run_reports_every_variant(corpus, stage0_dir, stage2_dir, tmp_path
                "--max-new-tokens", "4", "--out", str(out)])
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
-    assert list(report) == ["backbone only", "+ AHD", "+ RAE", "full"]
+    assert list(report) == ["backbone only", "+ AHD", "+ RAE (no AHD maps)", "full"]
     tasks = video_tasks(load_samples(corpus, split="test"))
     n_questions = sum(len(t.questions) for t in tasks)
     for name in report:
-        safe = name.replace(" ", "_").replace("+", "plus")
-        preds = (out / f"predictions_{safe}.jsonl").read_text().splitlines()
+        preds = (out / f"predictions_{variant_file_name(name)}.jsonl").read_text().splitlines()
         assert len(preds) == n_questions
         assert 0.0 <= report[name]["yesno.accuracy"] <= 100.0
     assert "pixel.auroc" in report["full"] and "pixel.auroc" not in report["backbone only"]
     assert "rbdc" in report["+ AHD"] and 0.0 <= report["+ AHD"]["rbdc"] <= 100.0
+    assert "pixel.auroc" not in report["+ RAE (no AHD maps)"]  # a blank map is no evidence to score
     table = capsys.readouterr().out
     assert "| backbone only |" in table and "| full |" in table
 
@@ -190,3 +191,19 @@ def test_train_cli_shows_and_overrides_config(capsys):
     assert cfg["lora_r"] == 8 and cfg["phase_b_steps"] == 0 and cfg["warmup_ratio"] == 0.1
     assert main(["train", "stage0", "no_such_key=1"]) == 1
     assert "unknown setting" in capsys.readouterr().err
+
+
+def test_blank_maps_stand_in_for_the_ahd_with_no_evidence(stage2_dir):
+    """The '+ RAE (no AHD maps)' row: RAE reads 50/50 maps, so its prompts differ from the full model's."""
+    from tvad_chat.pipeline import TVAD
+    from tvad_chat.train.evaluate import BlankMaps
+
+    full = TVAD.from_pretrained(stage2_dir)
+    blank = TVAD(full.backbone, ahd=BlankMaps(full.ahd), rae=full.rae, config=full.config)
+    frames = np.random.default_rng(0).integers(0, 255, (4, 56, 84, 3), dtype=np.uint8)
+    vision = full.backbone.encode_video(frames, 5.0, tuple(full.ahd.config.tap_layers))
+    out = blank.heatmap_outputs(vision)
+    assert out.class_probs.shape == full.heatmap_outputs(vision).class_probs.shape
+    assert torch.all(out.class_probs == 0.5)
+    trained = full.anomaly_prompts(full.heatmap_outputs(vision).class_probs)
+    assert not torch.allclose(blank.anomaly_prompts(out.class_probs), trained)

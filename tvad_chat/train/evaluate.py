@@ -8,10 +8,10 @@ pixel AUROC/AP. With ``--ablation`` the same for the paper's Table 4 rows:
 
 * backbone only: the stage-0 backbone (``DIR/backbone`` when present, else DIR's backbone) without heads;
 * + AHD: that backbone with the AHD (heatmaps, evidence; the answers are still the plain model's);
-* + RAE: DIR's stage-2 backbone with the RAE prompts, answers without the AHD evidence shown to the user;
+* + RAE (no AHD maps): DIR's stage-2 backbone and RAE, but the RAE reads a blank map (both classes 0.5
+  everywhere) instead of the AHD's: what the trained prompt encoder and LoRA answer without pixel evidence.
+  (RAE encodes the AHD's maps, so a model with RAE and no AHD at all does not exist in this architecture.)
 * full: the whole model (stage-2 backbone, AHD, RAE).
-
-``+ RAE`` and ``full`` differ only in what is reported (RAE reads the AHD maps, so it cannot run without them).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from tvad_chat.errors import DataError
 from tvad_chat.train.data import Sample, load_samples, read_frames, read_masks
@@ -173,6 +174,29 @@ def load_refs(corpus: str | Path, ids: set[str]) -> dict[str, dict[str, Any]]:
     return {r["id"]: r for r in read_jsonl(path) if r["id"] in ids}
 
 
+def variant_file_name(name: str) -> str:
+    """'+ RAE (no AHD maps)' -> 'plus_rae_no_ahd_maps': a file-name-safe form of a variant's name."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "_", name.lower().replace("+", "plus")).strip("_")
+
+
+class BlankMaps(torch.nn.Module):
+    """Stands in for the AHD: same taps and widths, but every patch is 50/50 normal/abnormal (no evidence)."""
+
+    def __init__(self, ahd):
+        super().__init__()
+        self.config = ahd.config
+
+    def forward(self, layer_grids, class_vectors):
+        from heads.ahd import ABNORMAL, AHDOutput
+
+        t, h, w = layer_grids[0].shape[-4:-1]
+        logits = torch.zeros(*layer_grids[0].shape[:-4], t, 2, h, w)
+        probs = logits.softmax(dim=-3)
+        return AHDOutput(class_logits=logits, class_probs=probs, heatmap=probs[..., ABNORMAL, :, :], layer_logits=[])
+
+
 def build_variants(model_dir: str | Path, ablation: bool, device: str | None = None):
     """(name, TVAD) pairs, loaded lazily one at a time."""
     from tvad_chat.pipeline import TVAD
@@ -190,7 +214,7 @@ def build_variants(model_dir: str | Path, ablation: bool, device: str | None = N
         yield "+ AHD", TVAD(base.backbone, ahd=AnomalyHeatmapDecoder.from_pretrained(root / "ahd"), config=base.config)
     full = TVAD.from_pretrained(root, device=device)
     if full.rae is not None:
-        yield "+ RAE", full
+        yield "+ RAE (no AHD maps)", TVAD(full.backbone, ahd=BlankMaps(full.ahd), rae=full.rae, config=full.config)
     yield "full", full
 
 
@@ -203,25 +227,20 @@ def evaluate_model(model_dir: str | Path, corpus: str | Path, split: str = "test
         raise DataError(f"{corpus}: no dialogue samples in split {split!r}")
     refs = load_refs(corpus, {rid for t in tasks for rid, _ in t.questions})
     report: dict[str, dict[str, Any]] = {}
-    cached: dict[int, tuple] = {}
     for name, tvad in build_variants(model_dir, ablation, device):
-        key = id(tvad)
-        if key in cached:  # "+ RAE" and "full" are the same model: run it once
-            res, frames = cached[key]
-        else:
-            res, frames = run_variant(name, tvad, tasks, max_new_tokens=max_new_tokens, progress=progress)
-            cached[key] = (res, frames)
+        res, frames = run_variant(name, tvad, tasks, max_new_tokens=max_new_tokens, progress=progress)
         metrics = text_metrics(res, refs, tasks)
-        if frames and name != "+ RAE":
+        blank = isinstance(tvad.ahd, BlankMaps)
+        if frames and not blank:
             metrics.update(heatmap_metrics(frames, tasks))
-        if name == "+ RAE":
+        if blank:  # a blank map has no heatmap judgement to report
             metrics.pop("heatmap_judgement.accuracy", None)
         metrics["videos"] = len(tasks)
         report[name] = metrics
         if out is not None:
             o = Path(out)
             o.mkdir(parents=True, exist_ok=True)
-            safe = name.replace(" ", "_").replace("+", "plus")
+            safe = variant_file_name(name)
             (o / f"predictions_{safe}.jsonl").write_text(
                 "".join(json.dumps({"id": i, "prediction": p}) + "\n" for i, p in res.predictions.items()))
     if out is not None:
