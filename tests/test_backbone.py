@@ -270,7 +270,12 @@ def _hf_answer(bb, inp, vision=None, prompt=None, clip_cache=None, max_new_token
                suppress_tokens=list(bb.anomaly_token_ids), **kwargs)
     with torch.no_grad():
         if clip_cache is not None:
-            cache, _, deltas = clip_cache.best(inp.input_ids)
+            from transformers import DynamicCache
+
+            ours, _, deltas = clip_cache.best(inp.input_ids)
+            cache = DynamicCache()  # transformers' own cache, holding the same keys and values
+            for i, layer in enumerate(ours.layers):
+                cache.update(layer.keys.clone(), layer.values.clone(), i)
             bb.model.model.rope_deltas = deltas
             out = bb.model.generate(past_key_values=cache, **inp.model_kwargs(), **gen)
         else:

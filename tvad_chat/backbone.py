@@ -6,12 +6,13 @@ loop over the model's text forward (``Backbone._decode``) rather than ``model.ge
 bookkeeping added about a third to each token of the tiny model; tests hold the loop token-equal to
 ``generate``. The pitfalls this module exists to avoid (notes/qwen25vl.md): vision block outputs are in
 window order; the video processor needs the real fps; rotary positions silently fall back to 1D without
-``mm_token_type_ids``; ``model.model.rope_deltas`` is mutable state that a cached follow-up must restore.
+``mm_token_type_ids``; ``model.model.rope_deltas`` is mutable state a previous clip leaves behind, so every
+full forward resets it and the decode loop passes its 3D positions explicitly (the clip's deltas travel with
+its caches).
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 import os
@@ -92,7 +93,7 @@ class CacheState:
 class ClipCache:
     """The expensive per-clip language-model state: the prefix cache and the latest conversation cache.
 
-    A question is answered from a deep copy of whichever state shares the longest token prefix with the new
+    A question is answered from a copy of whichever state shares the longest token prefix with the new
     conversation, so the prefix (video + anomaly prompts) is computed once per clip and a follow-up costs
     only the tokens after the last answer.
     """
@@ -102,7 +103,12 @@ class ClipCache:
     prefix_forward_calls: int = 1
 
     def best(self, ids: Tensor) -> tuple[Any, int, Tensor]:
-        """(deep-copied cache, number of cached tokens, rope_deltas) to continue ``ids`` from."""
+        """(a copy of the cache, number of cached tokens, rope_deltas) to continue ``ids`` from.
+
+        The copy holds only the shared tokens and has room to append in place (tvad_chat.kv_cache).
+        """
+        from tvad_chat.kv_cache import preallocated_copy
+
         best_state, best_n = self.prefix, _common_prefix(self.prefix.ids, ids)
         if best_n < self.prefix.ids.shape[1]:
             raise ConfigError("the conversation does not start with this clip's prefix; build it with build_inputs")
@@ -111,11 +117,7 @@ class ClipCache:
             if n > best_n:
                 best_state, best_n = self.latest, n
         best_n = min(best_n, ids.shape[1] - 1)  # generate needs at least one uncached token
-        cache = copy.deepcopy(best_state.cache)
-        extra = cache.get_seq_length() - best_n
-        if extra > 0:
-            cache.crop(-extra)
-        return cache, best_n, best_state.rope_deltas.clone()
+        return preallocated_copy(best_state.cache, best_n), best_n, best_state.rope_deltas.clone()
 
 
 def _common_prefix(a: Tensor, b: Tensor) -> int:
@@ -636,14 +638,13 @@ class Backbone:
             else:
                 if vision is None:
                     raise ConfigError("generate needs the clip's vision output or its cache")
-                from transformers import DynamicCache
+                from tvad_chat.kv_cache import empty_cache
 
                 embeds = self.inputs_embeds(inputs, vision, prompt_embeds)
                 positions, rope_deltas = self.model.model.get_rope_index(
                     ids, inputs.mm_token_type_ids, video_grid_thw=inputs.video_grid_thw,
                     second_per_grid_ts=inputs.second_per_grid_ts, attention_mask=inputs.attention_mask)
-                cache, n_cached = DynamicCache(config=self.model.config), 0
-            self.model.model.rope_deltas = rope_deltas  # as generate left it: the next forward starts clean anyway
+                cache, n_cached = empty_cache(self.model.config), 0
             streamer = _CallbackStreamer(self.tokenizer, stream) if stream is not None else None
             token_ids = self._decode(ids, embeds, positions, cache, rope_deltas, opts, streamer)
         text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
