@@ -146,11 +146,42 @@ def _extract_indices(item: VideoItem, cfg: CorpusConfig, needs_images: bool) -> 
     return list(range(0, item.num_frames, stride))
 
 
-def _overlaps(a: Timeline, b: Timeline, thr: float = 0.3) -> bool:
-    """Do two timelines follow the same target (mean IoU over shared frames)?"""
+def _mean_iou(a: Timeline, b: Timeline) -> float:
+    """Mean IoU of two timelines' boxes over their shared frames (0 when they share none)."""
     bb = {o.frame_index: o.box for o in b.observations}
     ious = [box_iou(o.box, bb[o.frame_index]) for o in a.observations if o.frame_index in bb]
-    return bool(ious) and float(np.mean(ious)) >= thr
+    return float(np.mean(ious)) if ious else 0.0
+
+
+def _overlaps(a: Timeline, b: Timeline, thr: float = 0.3) -> bool:
+    """Do two timelines follow the same target (mean IoU over shared frames)?"""
+    return _mean_iou(a, b) >= thr
+
+
+def _whole_track(focus: Timeline, timelines: Sequence[Timeline], thr: float = 0.3) -> Timeline | None:
+    """The main-pass timeline a focused timeline follows (best mean IoU, at least ``thr``), or None."""
+    best = max(timelines, key=lambda tl: _mean_iou(focus, tl), default=None)
+    return best if best is not None and _mean_iou(focus, best) >= thr else None
+
+
+def _spliced(focus: Timeline, main: Timeline) -> Timeline:
+    """The target over its whole track: the main pass before and after the anomaly, the focused pass during it.
+
+    The anomaly pass sees the target only in its masked (anomalous) frames, so where it comes from and where
+    it goes are in the main pass; the id, category and looks stay the focused pass's (an anomaly target is
+    described as it looks during the anomaly: "falling", not "walking").
+    """
+    a, b = focus.start_frame, focus.end_frame
+    obs = ([o for o in main.observations if o.frame_index < a] + list(focus.observations)
+           + [o for o in main.observations if o.frame_index > b])
+    return Timeline(target_id=focus.target_id, category=focus.category, attributes=dict(focus.attributes),
+                    observations=obs)
+
+
+def _flagged_span(tl: Timeline) -> tuple[int, int]:
+    """First and last frame a timeline is flagged anomalous in (its whole span when no frame is flagged)."""
+    flagged = [o.frame_index for o in tl.observations if o.anomalous]
+    return (flagged[0], flagged[-1]) if flagged else (tl.start_frame, tl.end_frame)
 
 
 @dataclass
@@ -192,10 +223,12 @@ def process_video(item: VideoItem, backend: ExtractionBackend, cfg: CorpusConfig
     timelines = associate(records, cfg.association)
     first, last = indices[0], indices[-1]
 
-    def facts_of(tl: Timeline, anomalous: bool, focused: bool) -> TargetFacts:
+    def facts_of(tl: Timeline, anomalous: bool, focused: bool,
+                 span: tuple[int, int] | None = None) -> TargetFacts:
         tr = describe_trajectory(tl, item.width, item.height, clip_start_frame=first, clip_end_frame=last,
                                  config=cfg.trajectory)
-        return TargetFacts(timeline=tl, trajectory=tr, anomalous=anomalous, anomaly_focused=focused)
+        return TargetFacts(timeline=tl, trajectory=tr, anomalous=anomalous, anomaly_focused=focused,
+                           anomaly_span=span)
 
     anomaly_targets: list[TargetFacts] = []
     focus_records: list[FrameRecord] = []
@@ -211,11 +244,23 @@ def process_video(item: VideoItem, backend: ExtractionBackend, cfg: CorpusConfig
                        or getattr(backend, "name", "") == "gt")
         res = anomaly_focused_pass(tasks, masks, backend, ecfg, cfg.association)
         focus_records, rejected = res.records, res.rejected
-        anomaly_targets = [facts_of(tl, True, True) for tl in res.timelines]
+        # Described over the whole track (a faller was in view before falling), asked "when" over the anomaly.
+        by_main: dict[str, TargetFacts] = {}
+        for tl in res.timelines:
+            span = (tl.start_frame, tl.end_frame)
+            main = _whole_track(tl, timelines)
+            if main is None:  # the main pass missed it: the anomalous frames are all there is
+                anomaly_targets.append(facts_of(tl, True, True, span))
+            elif main.target_id in by_main:  # another piece of a target already described: widen its "when"
+                t = by_main[main.target_id]
+                t.anomaly_span = (min(t.anomaly_span[0], span[0]), max(t.anomaly_span[1], span[1]))
+            else:
+                by_main[main.target_id] = facts_of(_spliced(tl, main), True, True, span)
+                anomaly_targets.append(by_main[main.target_id])
     else:
         flagged = [tl for tl in timelines if tl.anomalous and tl.confidence >= cfg.min_anomaly_confidence]
         flagged.sort(key=lambda t: (-len(t.observations), -t.confidence, t.start_frame))
-        anomaly_targets = [facts_of(tl, True, False) for tl in flagged]
+        anomaly_targets = [facts_of(tl, True, False, _flagged_span(tl)) for tl in flagged]
     anomaly_tls = [t.timeline for t in anomaly_targets]
     normal = [tl for tl in timelines
               if not tl.anomalous and len(tl.observations) >= cfg.min_normal_observations
@@ -252,7 +297,9 @@ def _video_dump(item: VideoItem, res: VideoResult) -> dict[str, Any]:
         "records": [r.to_dict() for r in res.records],
         "timelines": [tl.to_dict() for tl in res.timelines],
         "anomaly_targets": [{"timeline": t.timeline.to_dict(), "trajectory": t.trajectory.to_dict(),
-                             "anomaly_focused": t.anomaly_focused} for t in f.targets],
+                             "anomaly_focused": t.anomaly_focused,
+                             "anomaly_span": list(t.anomaly_span) if t.anomaly_span else None}
+                            for t in f.targets],
         "normal_targets": [{"timeline": t.timeline.to_dict(), "trajectory": t.trajectory.to_dict()}
                            for t in f.normal_targets],
         "focus_records": [r.to_dict() for r in res.focus_records],

@@ -68,25 +68,47 @@ def _with_article(phrase: str) -> str:
     return f"{_article(phrase)} {phrase}"
 
 
+# What a rider rides: a rider's "color" (next to its clothes' colours) is this vehicle's.
+RIDES = {"cyclist": "bicycle", "biker": "bicycle", "skateboarder": "skateboard", "skater": "skateboard"}
+_NO = ("", "no", "none", "nothing", "false")
+
+
+def _hat(value: str) -> str | None:
+    """A hat attribute as a noun phrase: "hat" (or yes/true) -> "hat", "red" -> "red hat", "no" -> None."""
+    v = value.strip().lower()
+    if v in _NO:
+        return None
+    if v in ("hat", "yes", "true"):
+        return "hat"
+    return v if v.split()[-1] in ("hat", "cap", "helmet", "beanie", "hood") else f"{v} hat"
+
+
 def appearance_phrasings(category: str, attributes: dict[str, str]) -> list[str]:
     """Indefinite noun phrases ("a person in a red top and blue trousers") in three wordings.
 
     Every wording names the category and every appearance attribute present
-    (colours, size, what is carried, the action), and nothing else.
+    (colours, size, what is carried, a rider's vehicle colour, a hat, the action), and nothing else.
     """
     a = {k: v for k, v in attributes.items() if v}
     size = a.get("size")
     cat = category.strip().lower() or "object"
+    person = cat in PERSON_CATEGORIES
     extras_known = {"upper_color", "lower_color", "color", "size", "carrying", "action"}
+    if person:
+        extras_known.add("hat")
     other = [(k.replace("_", " "), v) for k, v in sorted(a.items()) if k not in extras_known]
     carry = a.get("carrying")
     carry = None if carry in (None, "nothing", "none") else carry
     action = a.get("action")
     out = []
-    if cat in PERSON_CATEGORIES:
+    if person:
         up, low = a.get("upper_color"), a.get("lower_color")
+        ride = None
         if not (up or low) and a.get("color"):
             up = a["color"]
+        elif a.get("color"):  # next to the clothes' colours, "color" is a rider's vehicle (or the overall look)
+            ride = f"{a['color']} {RIDES.get(cat, 'colouring')}"
+        hat = _hat(a.get("hat", ""))
         head = f"{size} {cat}" if size else cat
         for v in range(3):
             clothes = []
@@ -101,13 +123,22 @@ def appearance_phrasings(category: str, attributes: dict[str, str]) -> list[str]
                     clothes.append(f"{_with_article(up)} top")
                 if low:
                     clothes.append(f"{low} trousers")
-                desc = _with_article(head) + (" wearing " + " and ".join(clothes) if clothes else "")
+                if hat:
+                    clothes.append(_with_article(hat))
+                listed = ", ".join(clothes[:-1]) + " and " + clothes[-1] if len(clothes) > 1 else "".join(clothes)
+                desc = _with_article(head) + (" wearing " + listed if clothes else "")
             else:
                 if up:
                     clothes.append(f"{up} on top")
                 if low:
                     clothes.append(f"{low} below")
                 desc = _with_article(head) + (" dressed in " + " and ".join(clothes) if clothes else "")
+            if hat and v != 1:  # (the second wording lists it with the clothes)
+                sep = "," if clothes else ""
+                desc += (f"{sep} with {_with_article(hat)}", "", f"{sep} wearing {_with_article(hat)}")[v]
+            if ride:
+                desc += (f", on {_with_article(ride)}", f", riding {_with_article(ride)}",
+                         f", on {_with_article(ride)}")[v] if cat in RIDES else f", with {ride}"
             if carry:
                 desc += (f", carrying {_with_article(carry)}", f" with {_with_article(carry)}",
                          f", who carries {_with_article(carry)}")[v]
@@ -166,6 +197,8 @@ class TargetFacts:
     trajectory: Trajectory
     anomalous: bool
     anomaly_focused: bool = False  # came from the anomaly-focused (mask + blur) pass
+    # (first, last) anomalous frame: the "when"; the trajectory describes the whole track, which may be longer
+    anomaly_span: tuple[int, int] | None = None
 
     @property
     def appearance(self) -> list[str]:
@@ -286,7 +319,8 @@ def build_video_qa(facts: VideoFacts, max_normal_targets: int = 3) -> QAOutput:
         refs.append({"id": f"{vid}/trajectory", "video_id": vid, "kind": "trajectory",
                      "references": traj_it + traj_named})
     if facts.anomalous and (facts.anomaly_segments or main is not None):
-        segs = facts.anomaly_segments or [(main.trajectory.start_frame, main.trajectory.end_frame)]
+        segs = facts.anomaly_segments or [main.anomaly_span or (main.trajectory.start_frame,
+                                                                main.trajectory.end_frame)]
         temporal = _temporal_answers(segs, facts.fps)
         conv = conv + turn(r.choice(tpl["temporal"]["questions"]), r.choice(temporal))
         samples.append(sample("temporal", "temporal", conv, focused, "dialogue", main))

@@ -17,7 +17,6 @@ import pytest
 from shared_data import DATA
 
 from datasets_builder.corpus import CorpusConfig, VideoItem, build_corpus, sample_indices
-from datasets_builder.enhance import EnhanceConfig
 from datasets_builder.extract import GroundTruthBackend, GTObject
 from datasets_builder.jsonl import JsonlAppender, read_jsonl, repair_tail
 from datasets_builder.motion import (
@@ -501,28 +500,19 @@ def synth_corpus(tmp_path_factory):
     generate_split(root / "data", "train", 30, seed=7, cfg=ClipConfig(frames=24, width=256, height=160,
                                                                         effects=False))
     out = root / "corpus"
-    # With ground-truth flags the anomaly pass's box-coverage filters only drop true targets: a person's
-    # silhouette fills about half of its box, less while falling (the default 0.3 / 0.5 thresholds cut a
-    # fall's first frames, so "comes in from the left at 0.9 s" for someone in view from 0 s, and drop
-    # about half of the anomaly targets altogether). Off here, so every anomaly target is checked.
-    enhance = EnhanceConfig(min_mask_overlap=0.0, min_mean_overlap=0.0)
     build_corpus(dataset_items("synth", root / "data", "train"), GroundTruthBackend(),
-                 CorpusConfig(out_dir=out, source="synth", progress=False, enhance=enhance))
+                 CorpusConfig(out_dir=out, source="synth", progress=False))  # default settings
     anns = {f"train/{p.parent.name}": json.loads(p.read_text())
             for p in sorted((root / "data" / "train").glob("*/annotation.json"))}
     return out, anns
 
 
 def _synth_span(s: dict, anns: dict) -> tuple[dict, dict[int, tuple]]:
-    """(record, {frame: box}) of a sample's target: an anomaly target is described over its anomalous frames."""
+    """(record, {frame: box}) of a sample's target: every target, anomalous or not, is described over its
+    whole track (a faller is in view before the fall); only the "when" answer is about the anomalous frames."""
     ann = anns[s["video_id"]]
     obj = next(o for o in ann["objects"] if o["track_id"] == s["meta"]["track_id"])
-    boxes = {int(f): tuple(b) for f, b in obj["boxes"].items()}
-    if s["meta"].get("target_anomalous") and s["meta"].get("anomaly_focused"):
-        flagged = {fr["index"] for fr in ann["frames"] for ob in fr["objects"]
-                   if ob["track_id"] == obj["track_id"] and ob["anomalous"]}
-        return obj["trajectory"]["anomaly_trajectory"], {f: b for f, b in boxes.items() if f in flagged}
-    return obj["trajectory"], boxes
+    return obj["trajectory"], {int(f): tuple(b) for f, b in obj["boxes"].items()}
 
 
 def _directions_allowed(record: dict) -> set[str]:
@@ -544,7 +534,9 @@ def check_against_record(text: str, record: dict) -> int:
     """Assert the claims of `text` against a SynthCampus trajectory record; returns how many were checked."""
     checked = 0
     directions = _directions_allowed(record)
-    speeds = speed_classes_allowed(record["speed"])
+    # and the record's own class: a target that got somewhere is at least "slow" even when it mostly stood
+    # (walked up, then fought or fell), the rule check_trajectory_statement applies to the boxes too
+    speeds = speed_classes_allowed(record["speed"]) | {record["speed_class"]}
     turns = TURN.findall(text)
     for phrase, speed in MOVE.findall(text):
         if not turns:  # with turns, the first clause is the first leg's heading, not the overall one
@@ -586,8 +578,6 @@ def test_synthcampus_statements_agree_with_the_boxes_the_records_and_the_attribu
                      if fr_o["track_id"] == o["track_id"] and "attributes" in fr_o}
             if looks:  # the look changes mid-clip (a dropped bag): either is a fair description
                 attrs.pop("carrying", None)
-            if "upper_color" in attrs:  # a cyclist's "color" is the bicycle's, which the phrasing leaves out
-                attrs.pop("color", None)
             cats[o["track_id"]] = (o["category"], attrs)
         meta_of[key] = (ann["fps"], ann["width"], ann["height"], ann["num_frames"], cats)
     # 1. against the annotated boxes, by the reader's own measurements
@@ -617,8 +607,26 @@ def test_synthcampus_statements_agree_with_the_boxes_the_records_and_the_attribu
                 continue
             claims += n
             focused += n if s["meta"].get("anomaly_focused") else 0
-    assert claims >= 600 and focused >= 300  # anomaly targets (their anomalous span) among them
+    assert claims >= 600 and focused >= 300  # anomaly targets (their whole tracks) among them
     assert len(disagree) <= 0.05 * len(targets), "\n".join(disagree.values())
+    # 3. with the default anomaly-pass filters every anomalous clip has its anomaly target, described over
+    # the target's whole track, while its anomaly span (the "when") is the frames it is flagged in
+    dumps = [json.loads(p.read_text()) for p in sorted((out / "videos" / "train").glob("*.json"))]
+    anomalous = [d for d in dumps if d["anomalous"]]
+    assert len(anomalous) >= 12 and all(d["anomaly_targets"] for d in anomalous)
+    described = 0
+    for d in anomalous:
+        ann = anns[f"train/{d['video_id']}"]
+        for t in d["anomaly_targets"]:
+            tid = next(i["track_id"] for r in d["records"] + d["focus_records"] for i in r["instances"]
+                       if r["frame_index"] == t["timeline"]["start_frame"] and i["box"] == t["timeline"]["boxes"][0][1:])
+            frames = sorted(int(f) for f in next(o for o in ann["objects"] if o["track_id"] == tid)["boxes"])
+            flagged = [fr["index"] for fr in ann["frames"] for ob in fr["objects"]
+                       if ob["track_id"] == tid and ob["anomalous"]]
+            assert (t["trajectory"]["start_frame"], t["trajectory"]["end_frame"]) == (frames[0], frames[-1])
+            assert t["anomaly_span"] == [flagged[0], flagged[-1]]
+            described += flagged[0] > frames[0]  # in view before its anomaly
+    assert described >= 5
 
 
 def test_the_record_check_catches_false_statements():
@@ -698,6 +706,99 @@ def test_anomaly_pass_keeps_only_masked_targets_and_rejects_weak_timelines():
     assert tl.category == "cyclist" and tl.anomalous and len(tl.observations) == len(masks)
     assert all(inst.category != "person" for r in res.records for inst in r.instances)
     assert [why for t, why in res.rejected if t.category == "dog"] == ["seen in 1 frame(s) < 3"]
+
+
+def _stick_figure(mask: np.ndarray, box) -> None:
+    """Draw a person's silhouette into its box: head (apart from the body), body, arms and legs, about a
+    quarter of the box's pixels, as thin as a small person at a distance."""
+    import cv2
+
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    h, cx, r = y2 - y1, (x1 + x2) // 2, (y2 - y1) // 10
+    m = mask.view(np.uint8)
+    cv2.circle(m, (cx, y1 + r), r, 1, -1)
+    cv2.line(m, (cx, y1 + 2 * r + 3), (cx, y1 + h // 2), 1, 3)  # 2 px below the head
+    cv2.line(m, (cx, y1 + 2 * r + 6), (x1 + 1, y1 + h // 2), 1, 2)
+    cv2.line(m, (cx, y1 + 2 * r + 6), (x2 - 2, y1 + h // 2), 1, 2)
+    cv2.line(m, (cx, y1 + h // 2), (x1 + 1, y2 - 2), 1, 3)
+    cv2.line(m, (cx, y1 + h // 2), (x2 - 2, y2 - 2), 1, 3)
+
+
+def test_mask_cover_is_judged_by_the_mask_regions_extent_not_its_pixel_count():
+    import cv2
+
+    from datasets_builder.enhance import mask_box_overlap, mask_region_boxes
+
+    mask = np.zeros((H, W), bool)
+    walker = (100, 60, 124, 140)
+    _stick_figure(mask, walker)
+    lying = (180, 150, 260, 176)  # a fallen person: a diagonal body across a flat box
+    cv2.line(mask.view(np.uint8), (181, 174), (258, 152), 1, 5)
+    assert cv2.connectedComponents(mask.view(np.uint8))[0] - 1 >= 2  # the head is apart from the body
+    ext = mask_region_boxes(mask)
+    for box in (walker, lying):
+        assert mask_box_overlap(mask, box) < 0.45  # the pixel share: under the old timeline filter's 0.5
+        assert mask_box_overlap(ext, box) == 1.0
+    assert mask_box_overlap(ext, (118, 60, 142, 140)) == pytest.approx(0.25, abs=0.05)  # brushing its side
+    assert mask_box_overlap(ext, (10, 10, 40, 90)) == 0.0  # on the blurred background
+    _, real = _ped2(120)  # a real mask: the cyclist fills only part of its box, the extent all of it
+    ys, xs = np.nonzero(real)
+    box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    assert mask_box_overlap(real, box) < 0.7 and mask_box_overlap(mask_region_boxes(real), box) == 1.0
+
+
+def _faller_item(masks: bool, labels: bool) -> VideoItem:
+    """A walker in view from the first frame who runs (anomalous) from frame 15 on, masked as a stick figure,
+    and a passer-by walking alongside with a quarter of its box inside the runner's."""
+
+    def ann(f: int) -> list[GTObject]:
+        x = 20 + 3 * f if f < 15 else 65 + 8 * (f - 15)
+        return [GTObject("1", "person", (x, 60, x + 24, 140), {"upper_color": "red"}, f >= 15),
+                GTObject("2", "person", (x + 18, 64, x + 42, 144), {"upper_color": "blue"}, False)]
+
+    def mask_of(f: int) -> np.ndarray:
+        m = np.zeros((H, W), bool)
+        for o in ann(f):
+            if o.anomalous:
+                _stick_figure(m, o.box)
+        return m
+
+    return VideoItem(video_id="faller", split="test", video="/data/faller", fps=25.0, width=W, height=H,
+                     num_frames=40, annotations=ann, masks=mask_of if masks else None,
+                     frame_labels=[int(f >= 15) for f in range(40)] if labels else None)
+
+
+class BoxOnly(GroundTruthBackend):
+    """Boxes and looks without anomaly flags, as a model backend gives them: the mask decides alone."""
+
+    name = "boxes"
+
+    def extract(self, task):
+        rec = super().extract(task)
+        for inst in rec.instances:
+            inst.anomalous, inst.track_id = None, None
+        return rec
+
+
+@pytest.mark.parametrize("backend, masks", [(GroundTruthBackend(), True), (BoxOnly(), True),
+                                            (GroundTruthBackend(), False)])
+def test_an_anomaly_target_is_described_over_its_whole_track_and_asked_when_over_its_anomaly(
+        tmp_path, backend, masks):
+    out = tmp_path / "out"
+    build_corpus([_faller_item(masks, labels=False)], backend, CorpusConfig(out_dir=out, progress=False))
+    dump = json.loads((out / "videos" / "test" / "faller.json").read_text())
+    assert len(dump["anomaly_targets"]) == 1  # the runner, not the passer-by brushing its mask
+    target = dump["anomaly_targets"][0]
+    assert target["timeline"]["attributes"]["upper_color"] == "red"
+    assert target["anomaly_focused"] is masks
+    assert (target["trajectory"]["start_frame"], target["trajectory"]["end_frame"]) == (0, 39)
+    assert target["trajectory"]["entry"] == "start" and target["anomaly_span"] == [15, 39]
+    assert [t["timeline"]["attributes"]["upper_color"] for t in dump["normal_targets"]] == ["blue"]
+    by_id = {s["id"]: s for s in read_jsonl(out / "sft.jsonl")}
+    traj = by_id["test/faller/trajectory"]["conversation"][-1]["content"]
+    assert IN_VIEW_AT_START.search(traj) and not ENTRY.search(traj) and not APPEARS_INSIDE.search(traj), traj
+    when = by_id["test/faller/temporal"]["conversation"][-1]["content"]
+    assert "0.6 s" in when and "1.6 s" in when and "0.0 s" not in when, when  # frames 15..39, unlabelled clip
 
 
 def test_the_builder_does_not_import_the_model_pipeline():

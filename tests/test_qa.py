@@ -50,6 +50,27 @@ def test_appearance_names_every_attribute_and_no_other_colour(cat, up, low, size
         assert f"{low} trousers" in phr[1]
 
 
+def test_a_riders_vehicle_colour_and_a_hat_are_named():
+    attrs = {"upper_color": "red", "lower_color": "blue", "color": "green", "hat": "hat", "carrying": "backpack"}
+    phr = appearance_phrasings("cyclist", attrs)
+    assert phr == ["a cyclist in a red top and blue trousers, with a hat, on a green bicycle, carrying a backpack",
+                   "a cyclist wearing a red top, blue trousers and a hat, riding a green bicycle with a backpack",
+                   "a cyclist dressed in red on top and blue below, wearing a hat, on a green bicycle, "
+                   "who carries a backpack"]
+    assert "hat hat" not in " ".join(phr)
+    assert appearance_phrasings("skateboarder", {"upper_color": "black", "color": "orange"})[0] == (
+        "a skateboarder in a black top, on an orange skateboard")
+    assert appearance_phrasings("person", {"hat": "red cap"})[1] == "a person wearing a red cap"
+    assert appearance_phrasings("person", {"hat": "yellow", "lower_color": "grey"})[0] == (
+        "a person in grey trousers, with a yellow hat")
+    assert appearance_phrasings("person", {"upper_color": "white", "hat": "no"})[0] == "a person in a white top"
+    assert appearance_phrasings("cyclist", {"color": "green"})[0] == "a cyclist in a green top"  # no clothes given
+    # the subject (what appearance->motion questions name) stops before the extras
+    t = TargetFacts(timeline=Timeline("a0", "cyclist", attrs, [Observation(0, 0.0, (0, 0, 10, 30))]),
+                    trajectory=None, anomalous=True)  # type: ignore[arg-type]
+    assert t.subject == "the cyclist in a red top and blue trousers"
+
+
 def test_articles_and_definite():
     assert appearance_phrasings("person", {"upper_color": "orange"})[0] == "a person in an orange top"
     assert appearance_phrasings("car", {"color": "white", "size": "large"})[0] == "a large white car"
@@ -150,6 +171,16 @@ def test_anomalous_clip_without_a_target_still_answers_yes_and_when():
     assert by_id["test/07/judgement"]["conversation"][1]["content"].startswith("Yes")
     assert "test/07/target" not in by_id and "test/07/temporal" in by_id
     assert "1.6 s" in by_id["test/07/temporal"]["conversation"][-1]["content"]
+
+
+def test_unlabelled_clip_asks_when_over_the_targets_anomaly_span_not_its_whole_track():
+    facts = _facts(anomaly_segments=None)
+    facts.targets[0].anomaly_span = (50, 70)  # in view from frame 40, anomalous from 50 to 70
+    when = {s["id"]: s for s in build_video_qa(facts).samples}["test/07/temporal"]["conversation"][-1]["content"]
+    assert "2.0 s" in when and "2.8 s" in when and "1.6 s" not in when
+    facts.targets[0].anomaly_span = None  # no span known: the described track is the best guess
+    when = {s["id"]: s for s in build_video_qa(facts).samples}["test/07/temporal"]["conversation"][-1]["content"]
+    assert "1.6 s" in when and "3.6 s" in when
 
 
 def test_generation_is_deterministic_per_video_and_varies_across_videos():
