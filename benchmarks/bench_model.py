@@ -7,7 +7,9 @@ Uses a real clip (UCSD Ped2 test clip 01 from ../shared/data when present, else 
 random Qwen2.5-VL (tvad_chat.tiny), or the trained tiny checkpoint with --checkpoint (its own frame budget).
 The first question and the follow-up have the same number of tokens, and every answer is greedy with exactly
 --new-tokens tokens, so the timings compare. Prints medians and minima in milliseconds and checks the targets
-of issue #5 on the minima (the cost of the work itself; on a shared CPU other processes only add to it):
+of issue #5 on the minima (the cost of the work itself; on a shared CPU other processes only add to it; with
+--threads 2 on two cores that other processes also use, every small op waits for the other thread and the
+timings mostly measure the scheduler, so use --threads 1 there):
   * a cached follow-up costs at most a third of the first answer on a new clip (analyze + answer);
   * the heads add at most 10% to the backbone-only answer latency.
 """
