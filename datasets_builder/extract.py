@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 Box = tuple[float, float, float, float]
 
 # Canonical attribute keys; every backend maps what it has onto these.
-ATTRIBUTE_KEYS = ("upper_color", "lower_color", "color", "size", "carrying", "action")
+ATTRIBUTE_KEYS = ("upper_color", "lower_color", "color", "size", "carrying", "hat", "action")
 REGIONS = ("top-left", "top", "top-right", "left", "centre", "right", "bottom-left", "bottom", "bottom-right")
 _REGION_ALIASES = {"center": "centre", "middle": "centre", "top-center": "top", "bottom-center": "bottom",
                    "center-left": "left", "centre-left": "left", "center-right": "right",

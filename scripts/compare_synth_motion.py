@@ -45,10 +45,9 @@ def _near_direction_boundary(mine: dict, rec: dict) -> bool:
 
 
 def _record_for(obj: dict, anomaly_target: bool) -> dict | None:
-    tr = obj.get("trajectory")
-    if anomaly_target and tr and tr.get("anomaly_trajectory"):
-        return tr["anomaly_trajectory"]
-    return tr
+    # The corpus describes an anomaly target over its whole track (the anomaly span only answers "when"),
+    # so both kinds compare with the whole-track record.
+    return obj.get("trajectory")
 
 
 def main() -> None:

@@ -486,7 +486,7 @@ def test_the_checker_catches_false_statements():
 # The same reader on a generated SynthCampus set: statements against the annotated boxes (above) and
 # against SynthCampus's own trajectory records, which the generator measures on its exact screen track.
 
-EXTRACTED_KEYS = ("upper_color", "lower_color", "color", "size", "carrying")  # what extraction describes
+EXTRACTED_KEYS = ("upper_color", "lower_color", "color", "size", "carrying", "hat")  # what extraction describes
 
 
 @pytest.fixture(scope="module")

@@ -203,7 +203,7 @@ class VideoRecord:
 
 def _extract_attributes(t: Track, i: int) -> dict[str, str]:
     """The track's attributes under the extraction keys, with the frame's action."""
-    keys = ("upper_color", "lower_color", "color", "size", "carrying")
+    keys = ("upper_color", "lower_color", "color", "size", "carrying", "hat")
     out = {k: v for k, v in t.frame_attributes.get(i, t.attributes).items() if k in keys}
     if i in t.actions:
         out["action"] = t.actions[i]
