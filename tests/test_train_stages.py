@@ -59,6 +59,16 @@ def test_stage0_two_steps_write_a_loadable_backbone(stage0_dir):
     assert all(moved)  # every parameter trains in stage 0 (vision tower included)
 
 
+def test_stage0_model_carries_its_pixel_budget(stage0_dir):
+    """The backbone-only pipeline must see frames of the size stage 0 trained on, not the 448x448 default."""
+    from tvad_chat.pipeline import TVAD
+
+    trained = json.loads((stage0_dir / "stage0_config.json").read_text())
+    tvad = TVAD.from_pretrained(stage0_dir, use_heads=())
+    assert (tvad.config.max_pixels, tvad.config.min_pixels) == (trained["max_pixels"], trained["min_pixels"])
+    assert tvad.config.max_pixels < 448 * 448
+
+
 @pytest.mark.slow
 def test_stage1_two_steps_train_only_the_ahd(stage1_dir, stage0_dir):
     from heads.ahd import AnomalyHeatmapDecoder

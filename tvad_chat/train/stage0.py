@@ -248,6 +248,14 @@ def _save_model(backbone, directory: Path, cfg: Stage0Config) -> None:
         shutil.rmtree(tmp)
     backbone.save_pretrained(tmp)
     (tmp / "stage0_config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    # The pixel budget the model was trained at travels with it: TVAD.from_pretrained reads tvad_config.json,
+    # and a tiny model shown larger frames than it learnt on answers garbage.
+    from dataclasses import asdict
+
+    from tvad_chat.pipeline import CONFIG_NAME, TVADConfig
+
+    settings = TVADConfig(max_pixels=cfg.max_pixels, min_pixels=cfg.min_pixels)
+    (tmp / CONFIG_NAME).write_text(json.dumps(asdict(settings), indent=2))
     if directory.exists():
         import shutil
 
