@@ -482,7 +482,8 @@ def mask_dataset_items(source: str, data: str | Path | None, split: str) -> list
     """
     import cv2
 
-    from datasets_builder.sources import DEFAULT_ROOTS, mask_boxes
+    from datasets_builder.sources import DEFAULT_ROOTS, PED2_FPS, mask_boxes
+    from tvad_chat.video import DEFAULT_FOLDER_FPS
 
     root = Path(data) if data else DEFAULT_ROOTS[source]
     if split not in ("test", "train"):
@@ -508,7 +509,8 @@ def mask_dataset_items(source: str, data: str | Path | None, split: str) -> list
             files = sorted(p for p in v.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
             first = cv2.imread(str(files[0]))
             h, w = first.shape[:2]
-            n, fps = len(files), 25.0  # Ped2 ships frames without timing; 25 fps is a common convention
+            # frame folders carry no timing: Ped2's agreed rate, else the generic folder default
+            n, fps = len(files), PED2_FPS if source == "ped2" else DEFAULT_FOLDER_FPS
 
             def read(idx: Sequence[int], files: list[Path] = files) -> np.ndarray:
                 return np.stack([cv2.imread(str(files[i]))[:, :, ::-1] for i in idx])

@@ -29,6 +29,7 @@ from datasets_builder.motion import (
     SPEED_WINDOW_S,
     heading_label,
 )
+from datasets_builder.sources import PED2_FPS
 from tvad_chat.errors import DataError
 
 TESTS = Path(__file__).resolve().parent
@@ -822,7 +823,7 @@ def test_ped2_with_ground_truth_masks_end_to_end(tmp_path):
     refs = {r["id"]: r for r in read_jsonl(out / "eval_refs.jsonl")}
     assert refs["test/01/judgement"]["references"][0] == "Yes" and refs["test/04/judgement"]["references"][0] == "Yes"
     assert "test/01/target" not in refs  # masks say nothing about looks: no appearance items
-    labels = json.loads(Path("/work/shared/data/ucsd_ped2/testing/frame_labels.json").read_text())
+    labels = json.loads((DATA / "ucsd_ped2/testing/frame_labels.json").read_text())
     checked = 0
     for s in read_jsonl(out / "sft.jsonl"):
         vid = s["video_id"].split("/")[1]
@@ -830,17 +831,18 @@ def test_ped2_with_ground_truth_masks_end_to_end(tmp_path):
         if s["meta"]["kind"] == "temporal":
             first = labels[vid].index(1)
             last = len(labels[vid]) - 1 - labels[vid][::-1].index(1)
-            assert f"{first / 25:.1f} s" in answer and f"{last / 25:.1f} s" in answer
+            assert f"{first / PED2_FPS:.1f} s" in answer and f"{last / PED2_FPS:.1f} s" in answer
         if s["meta"]["kind"] != "trajectory" or s["meta"]["question_type"] != "dialogue":
             continue
         track = {}
         for f, lab in enumerate(labels[vid]):
-            m = cv2.imread(f"/work/shared/data/ucsd_ped2/testing/masks/{vid}/{f:03d}.png", 0) > 0
+            m = cv2.imread(str(DATA / f"ucsd_ped2/testing/masks/{vid}/{f:03d}.png"), 0) > 0
             if lab and m.any():
                 ys, xs = np.nonzero(m)
                 track[f] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
         for text in [answer] + refs[s["id"]]["references"]:
-            checked += check_trajectory_statement(text, track, 25.0, 360, 240, person=False)  # category "object"
+            checked += check_trajectory_statement(text, track, PED2_FPS, 360, 240, person=False)  # "object"
     assert checked >= 12
     traj01 = refs["test/01/trajectory"]["references"][0]
-    assert "enters from the left at 2.4 s" in traj01 and "from left to right" in traj01  # the bicycle, frame 61
+    # the bicycle, first masked at frame index 60 (frame 61 of the folder)
+    assert f"enters from the left at {60 / PED2_FPS:.1f} s" in traj01 and "from left to right" in traj01

@@ -8,13 +8,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from shared_data import DATA
 from sklearn.metrics import roc_auc_score
 
 from tvad_chat.cli import main
 from tvad_chat.eval.objects import Detections, Regions, rbdc_tbdc
 from tvad_chat.eval.text import BleuSettings, best_reference_bleu4
 
-PED2 = Path("/work/shared/data/ucsd_ped2/testing")
+PED2 = DATA / "ucsd_ped2" / "testing"
 needs_ped2 = pytest.mark.skipif(not PED2.is_dir(), reason="UCSD Ped2 sample data not present")
 
 

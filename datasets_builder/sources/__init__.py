@@ -295,6 +295,11 @@ def _check_split(split: str, name: str) -> None:
         raise DataError(f"{name} has the splits train and test (got {split!r})")
 
 
+# UCSD Ped2 ships frames without timing; the UCSD pedestrian footage was captured at 10 fps. Every reader
+# of Ped2 (these records, the corpus builder) uses this one value so "when" answers mean the same seconds.
+PED2_FPS = 10.0
+
+
 def read_ped2(root: str | Path | None = None, split: str = "test") -> list[VideoRecord]:
     """UCSD Ped2 as laid out in shared/data: {training,testing}/frames/NN/NNN.jpg, testing/masks/NN/NNN.png."""
     import cv2
@@ -318,7 +323,7 @@ def read_ped2(root: str | Path | None = None, split: str = "test") -> list[Video
         if mask_dir is not None and len(_image_files(mask_dir)) != len(files):
             raise DataError(f"{mask_dir}: {len(_image_files(mask_dir))} masks for {len(files)} frames")
         rec = VideoRecord(video_id=d.name, dataset="ped2", split=split, frames_dir=d, video_path=None,
-                          num_frames=len(files), fps=10.0, size=(first.shape[1], first.shape[0]),
+                          num_frames=len(files), fps=PED2_FPS, size=(first.shape[1], first.shape[0]),
                           frame_labels=_labels(root, d.name, split, len(files)), mask_dir=mask_dir)
         rec._frame_files = files
         out.append(rec)
