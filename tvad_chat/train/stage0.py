@@ -131,13 +131,17 @@ def sample_loss(backbone, store: ClipStore, sample: Sample, system: str | None, 
                                    add_generation_prompt=False, with_labels=True)
     loss = backbone.forward(inputs, vision, None, labels=inputs.labels).loss
     if dense:
-        from heads.ahd import masks_to_patch_grid
-
         grid = vision.grids[0]
-        masks = masks_to_patch_grid(torch.from_numpy(clip.masks), tuple(grid.shape[1:3]),
-                                    min_fraction=cfg.mask_fraction)[: grid.shape[0]]
-        loss = loss + cfg.dense_weight * probe.loss(grid, masks, cfg.dense_abnormal_weight)
+        loss = loss + cfg.dense_weight * probe.loss(grid, patch_masks(clip, grid, cfg), cfg.dense_abnormal_weight)
     return loss
+
+
+def patch_masks(clip, grid: torch.Tensor, cfg: Stage0Config) -> torch.Tensor:
+    """The clip's anomaly masks on the (T', H', W') patch grid of ``grid``: the probe's targets."""
+    from heads.ahd import masks_to_patch_grid
+
+    return masks_to_patch_grid(torch.from_numpy(clip.masks), tuple(grid.shape[1:3]),
+                               min_fraction=cfg.mask_fraction)[: grid.shape[0]]
 
 
 def probe_metrics(backbone, store: ClipStore, probe: DenseProbe, samples: list[Sample], cfg: Stage0Config
@@ -145,7 +149,6 @@ def probe_metrics(backbone, store: ClipStore, probe: DenseProbe, samples: list[S
     """Patch-level and frame-level (max over the frame's patches) AUC of the dense probe, for the log only."""
     from sklearn.metrics import roc_auc_score
 
-    from heads.ahd import masks_to_patch_grid
     from tvad_chat.train.data import unique_clips
 
     patch_s, patch_y, frame_s, frame_y = [], [], [], []
@@ -154,8 +157,7 @@ def probe_metrics(backbone, store: ClipStore, probe: DenseProbe, samples: list[S
             clip = store.get(s)
             grid = backbone.encode_video(clip.frames, clip.fps, (backbone.vision_depth,)).grids[0]
             prob = probe.linear(grid).softmax(-1)[..., 1].cpu()
-            masks = masks_to_patch_grid(torch.from_numpy(clip.masks), tuple(grid.shape[1:3]),
-                                        min_fraction=cfg.mask_fraction)[: grid.shape[0]]
+            masks = patch_masks(clip, grid, cfg)
             patch_s.append(prob.reshape(-1))
             patch_y.append(masks.reshape(-1))
             frame_s.append(prob.reshape(prob.shape[0], -1).max(1).values)
