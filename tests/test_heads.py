@@ -112,6 +112,30 @@ def test_rae_shapes_and_difference_input() -> None:
     assert rae(probs[None].expand(2, -1, -1, -1, -1)).shape == (2, 4, 14, 24)
 
 
+def test_rae_maps_and_difference_sees_a_stationary_anomaly(tmp_path) -> None:
+    torch.manual_seed(0)
+    paper = RegionAwareAnomalyEncoder(RAEConfig(text_dim=24, hidden_channels=8))
+    both = RegionAwareAnomalyEncoder(RAEConfig(text_dim=24, hidden_channels=8, inputs="maps_and_difference"))
+    assert both.backbone[0].in_channels == 4 and paper.backbone[0].in_channels == 2
+    quiet = torch.zeros(4, 2, 6, 6)
+    quiet[:, 0] = 1.0  # every patch normal
+    still = quiet.clone()
+    still[:, 1, 2:4, 2:4], still[:, 0, 2:4, 2:4] = 1.0, 0.0  # the same anomalous blob in every step
+    # the paper's difference input cannot tell a stationary anomaly from an empty scene; the map input can
+    torch.testing.assert_close(paper(still), paper(quiet))
+    assert (both(still) - both(quiet))[:, 4:].abs().amax() > 1e-3
+    torch.testing.assert_close(both(still)[:, :4], both(quiet)[:, :4])  # base prompts stay input-free
+    moving = still.clone()
+    moving[2:, :, 2:4, 2:4] = quiet[2:, :, 2:4, 2:4]  # the blob disappears: the difference channels see it
+    assert (both(moving)[1] - both(still)[1]).abs().amax() > 1e-3
+    both.save_pretrained(tmp_path / "rae")
+    loaded = RegionAwareAnomalyEncoder.from_pretrained(tmp_path / "rae")
+    assert loaded.config.inputs == "maps_and_difference"
+    assert torch.equal(loaded(still), both(still))
+    with pytest.raises(ConfigError, match="inputs"):
+        RAEConfig(text_dim=24, inputs="maps")
+
+
 def test_gradients_reach_every_head_parameter() -> None:
     ahd = _ahd(taps=(1, 2))
     rae = RegionAwareAnomalyEncoder(RAEConfig(text_dim=24, hidden_channels=8))

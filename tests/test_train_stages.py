@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tvad_chat.errors import ConfigError
 from tvad_chat.train import common, stage0, stage1, stage2
 from tvad_chat.train.toycorpus import make_toy_corpus
 
@@ -217,3 +218,47 @@ def test_blank_maps_stand_in_for_the_ahd_with_no_evidence(stage2_dir):
     assert torch.all(out.class_probs == 0.5)
     trained = full.anomaly_prompts(full.heatmap_outputs(vision).class_probs)
     assert not torch.allclose(blank.anomaly_prompts(out.class_probs), trained)
+
+
+def test_last_answer_labels_keep_only_the_final_answer():
+    from tvad_chat.pipeline import last_answer_labels
+
+    labels = torch.tensor([[-100, -100, 5, 6, -100, -100, 7, 8, 9, -100]])
+    kept = last_answer_labels(labels)
+    assert kept.tolist() == [[-100] * 6 + [7, 8, 9, -100]]
+    assert last_answer_labels(torch.full((1, 4), -100)).tolist() == [[-100] * 4]
+    assert last_answer_labels(torch.tensor([[1, 2]])).tolist() == [[1, 2]]
+
+
+def test_video_dropout_is_a_reproducible_share_of_samples():
+    picks = [stage2.drops_video(0, step, f"v{i}/judgement", 0.5) for step in range(20) for i in range(50)]
+    assert 0.45 < sum(picks) / len(picks) < 0.55
+    again = [stage2.drops_video(0, step, f"v{i}/judgement", 0.5) for step in range(20) for i in range(50)]
+    assert picks == again  # a resumed run drops the same samples
+    assert not any(stage2.drops_video(0, s, "v", 0.0) for s in range(100))
+
+
+@pytest.mark.slow
+def test_stage2_with_map_inputs_video_dropout_and_last_answer_loss(corpus, stage0_dir, stage1_dir, tmp_path,
+                                                                   monkeypatch):
+    from heads.rae import RegionAwareAnomalyEncoder
+
+    seen = {"blank": 0, "full": 0, "last_only": 0}
+    real = stage2.sample_loss
+
+    def counting(tvad, cache, sample, blank_video=False, last_only=False):
+        seen["blank" if blank_video else "full"] += 1
+        seen["last_only"] += int(last_only)
+        return real(tvad, cache, sample, blank_video, last_only)
+
+    monkeypatch.setattr(stage2, "sample_loss", counting)
+    cfg = stage2.Stage2Config(backbone=str(stage0_dir), ahd=str(stage1_dir), corpus=str(corpus),
+                              out_dir=str(tmp_path), max_steps=4, phase_b_steps=0, val_samples=2, lora_r=4,
+                              lora_alpha=8, rae_inputs="maps_and_difference", video_dropout=0.5,
+                              answer_loss="last", **COMMON)
+    final = stage2.run(cfg)
+    rae = RegionAwareAnomalyEncoder.from_pretrained(final / "rae")
+    assert rae.config.inputs == "maps_and_difference"
+    assert seen["blank"] > 0 and seen["full"] > 0 and seen["last_only"] == seen["blank"] + seen["full"]
+    with pytest.raises(ConfigError, match="answer_loss"):
+        stage2.run(stage2.Stage2Config(**{**cfg.__dict__, "out_dir": str(tmp_path / "bad"), "answer_loss": "first"}))

@@ -317,10 +317,11 @@ class TVAD:
 
     # ------------------------------------------------------------------ training
     def lm_loss(self, vision: VisionOutput, dialogue: Sequence[dict[str, str]], class_probs: Tensor | None = None,
-                prompt_embeds: Tensor | None = None) -> Tensor:
+                prompt_embeds: Tensor | None = None, last_answer_only: bool = False) -> Tensor:
         """Teacher-forced answer loss (labels on assistant turns only); gradients reach RAE and LoRA.
 
-        Pass ``class_probs`` (with their graph) to run RAE here, or ready ``prompt_embeds``.
+        Pass ``class_probs`` (with their graph) to run RAE here, or ready ``prompt_embeds``. With
+        ``last_answer_only`` the earlier answers are context, not targets (see :func:`last_answer_labels`).
         """
         if prompt_embeds is None and self.rae is not None:
             if class_probs is None:
@@ -329,4 +330,24 @@ class TVAD:
         n_prompt = 0 if prompt_embeds is None else int(prompt_embeds.shape[0])
         inputs = self.backbone.build_inputs(vision, dialogue, n_prompt, system_prompt=self._system_prompt(),
                                             add_generation_prompt=False, with_labels=True)
-        return self.backbone.forward(inputs, vision, prompt_embeds, labels=inputs.labels).loss
+        labels = last_answer_labels(inputs.labels) if last_answer_only else inputs.labels
+        return self.backbone.forward(inputs, vision, prompt_embeds, labels=labels).loss
+
+
+def last_answer_labels(labels: Tensor) -> Tensor:
+    """Keep only the last run of target tokens (the final assistant answer) of (1, L) SFT labels.
+
+    A corpus sample k holds the first k turns of a video's dialogue, so with every answer a target the
+    judgement turn of an anomalous video is trained once per later sample (4x per anomalous video, 1x per
+    normal one); keeping the last answer trains each turn once.
+    """
+    out = torch.full_like(labels, -100)
+    target = (labels[0] != -100).nonzero().flatten()
+    if len(target) == 0:
+        return out
+    end = int(target[-1]) + 1
+    start = end - 1
+    while start > 0 and labels[0, start - 1] != -100:
+        start -= 1
+    out[0, start:end] = labels[0, start:end]
+    return out

@@ -13,6 +13,8 @@ writes the full model (backbone + ahd/ + rae/ + tvad_config.json): ``out_dir/pha
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import shutil
 from dataclasses import dataclass
@@ -57,6 +59,13 @@ class Stage2Config(TrainConfig):
     phase_b_layers: int = 4
     rae_hidden: int = 32
     rae_base_prompts: int = 4
+    rae_inputs: str = "difference"  # the paper's; "maps_and_difference" also feeds the maps (heads/rae.py)
+    # share of training samples whose video tokens are zeroed, so that the language model has to read the
+    # anomaly prompts P_An (0 = the paper's recipe); validation always sees the video
+    video_dropout: float = 0.0
+    # "all": every assistant answer of a sample is a target (the paper's SFT); "last": only its final answer,
+    # so each dialogue turn is trained once (tvad_chat.pipeline.last_answer_labels)
+    answer_loss: str = "all"
     max_pixels: int = 112 * 168
     min_pixels: int = 56 * 56
     gradient_checkpointing: str = "auto"  # auto (on with CUDA) | on | off
@@ -119,15 +128,27 @@ def build_tvad(cfg: Stage2Config, backbone_dir: str, rae_dir: Path | None = None
     else:
         torch.manual_seed(cfg.seed)
         rae = RegionAwareAnomalyEncoder(RAEConfig(text_dim=backbone.text_dim, hidden_channels=cfg.rae_hidden,
-                                                  num_base_prompts=cfg.rae_base_prompts))
+                                                  num_base_prompts=cfg.rae_base_prompts, inputs=cfg.rae_inputs))
     tvad = TVAD(backbone, ahd=ahd, rae=rae, config=TVADConfig(max_pixels=cfg.max_pixels, min_pixels=cfg.min_pixels))
     freeze(tvad.ahd)
     return tvad
 
 
-def sample_loss(tvad, cache: HeadCache, sample: Sample) -> torch.Tensor:
+def sample_loss(tvad, cache: HeadCache, sample: Sample, blank_video: bool = False, last_only: bool = False
+                ) -> torch.Tensor:
     item = cache.get(sample)
-    return tvad.lm_loss(item.vision, sample.conversation, class_probs=item.class_probs)
+    vision = item.vision
+    if blank_video:
+        vision = dataclasses.replace(vision, video_embeds=torch.zeros_like(vision.video_embeds))
+    return tvad.lm_loss(vision, sample.conversation, class_probs=item.class_probs, last_answer_only=last_only)
+
+
+def drops_video(seed: int, step: int, sample_id: str, rate: float) -> bool:
+    """Whether this sample's video tokens are zeroed at this step: a pure function, so a resumed run agrees."""
+    if rate <= 0:
+        return False
+    digest = hashlib.sha256(f"{seed}:{step}:{sample_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < rate
 
 
 def run_phase(cfg: Stage2Config, tvad, phase: str, train: list[Sample], val: list[Sample], steps: int, lr: float,
@@ -139,6 +160,8 @@ def run_phase(cfg: Stage2Config, tvad, phase: str, train: list[Sample], val: lis
     backbone = tvad.backbone
     apply_lora(backbone, LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                                       last_layers=last_layers))
+    check_config(cfg)
+    last_only = cfg.answer_loss == "last"
     if _gc_enabled(cfg):
         backbone.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         backbone.model.enable_input_require_grads()
@@ -149,17 +172,21 @@ def run_phase(cfg: Stage2Config, tvad, phase: str, train: list[Sample], val: lis
     modules = {"rae": tvad.rae, "lora": backbone.peft_model}
     phase_cfg = _phase_config(cfg, out, steps, lr)
 
+    current_step = [0]
+
     def batch_fn(step: int, micro: int, rank: int, world: int) -> list[Sample]:
+        current_step[0] = step
         return [train[i] for i in batch_indices(len(train), step, micro, rank, world, phase_cfg.batch_size,
                                                 phase_cfg.grad_accum, phase_cfg.seed)]
 
     def loss_fn(batch: list[Sample]) -> torch.Tensor:
-        return sum(sample_loss(tvad, cache, s) for s in batch) / len(batch)
+        return sum(sample_loss(tvad, cache, s, drops_video(cfg.seed, current_step[0], s.id, cfg.video_dropout),
+                               last_only) for s in batch) / len(batch)
 
     def evaluate(step: int) -> dict[str, float]:
         backbone.model.eval()
         with torch.no_grad():
-            losses = [float(sample_loss(tvad, cache, s)) for s in val]
+            losses = [float(sample_loss(tvad, cache, s, last_only=last_only)) for s in val]
         backbone.model.train()
         return {"val_loss": sum(losses) / len(losses)}
 
@@ -211,8 +238,17 @@ def _save_tvad(tvad, directory: Path) -> None:
     tmp.rename(directory)
 
 
+def check_config(cfg: Stage2Config) -> None:
+    if not 0.0 <= cfg.video_dropout < 1.0:
+        raise ConfigError("video_dropout must be in [0, 1)")
+    if cfg.answer_loss not in ("all", "last"):
+        raise ConfigError("answer_loss must be all or last")
+    _gc_enabled(cfg)
+
+
 def run(cfg: Stage2Config) -> Path:
     """Both phases; returns ``out_dir/model`` (the full T-VAD model)."""
+    check_config(cfg)
     out = Path(cfg.out_dir)
     train = load_samples(cfg.corpus, split=cfg.train_split)
     if not train:
