@@ -695,21 +695,35 @@ class Backbone:
         pos = torch.arange(start, end, device=rope_deltas.device).view(1, 1, -1) + rope_deltas.view(1, -1, 1)
         return pos.expand(3, -1, -1)
 
-    def _next_logits(self, embeds: Tensor, positions: Tensor, cache: Any) -> Tensor:
+    def _next_logits(self, embeds: Tensor, positions: Tensor, cache: Any, lean: bool = False) -> Tensor:
         """Run tokens through the language model into ``cache``; float32 logits (V,) of the last position.
 
         Calls the text model directly (the video is already in ``embeds`` or in the cache) and projects only
-        the last hidden state: the per-step work is the model's own.
+        the last hidden state. ``lean`` runs one token through tvad_chat.decode_step instead of the generic
+        forward (same modules, same result, without the generic per-call machinery); the caller checks
+        ``decode_step.supports`` first.
         """
-        out = self.model.model.language_model(inputs_embeds=embeds, position_ids=positions, past_key_values=cache,
-                                              use_cache=True)
-        return self.model.lm_head(out.last_hidden_state[:, -1])[0].float()
+        text_model = self.model.model.language_model
+        if lean:
+            from tvad_chat import decode_step
+
+            hidden = decode_step.decode_step(text_model, embeds, positions, cache)
+        else:
+            hidden = text_model(inputs_embeds=embeds, position_ids=positions, past_key_values=cache,
+                                use_cache=True).last_hidden_state
+        return self.model.lm_head(hidden[:, -1])[0].float()
 
     def _decode(self, ids: Tensor, embeds: Tensor, positions: Tensor, cache: Any, rope_deltas: Tensor,
                 opts: DecodeOptions, streamer: _CallbackStreamer | None) -> list[int]:
         """The decode loop: run the uncached prompt, then one token at a time until a stop token or the limit."""
+        from tvad_chat import decode_step  # imports transformers' modeling code: not at module import
+
         stop = self.stop_token_ids()
-        logits = self._next_logits(embeds, positions, cache)
+        logits = self._next_logits(embeds, positions, cache)  # the uncached prompt: always the generic forward
+        # The one-token steps take the lean path where it is provably the same computation (decode_step).
+        reason = decode_step.unsupported_reason(self.model.model.language_model, cache)
+        if reason is not None:
+            logger.debug("decode steps use the generic forward: %s", reason)
         vocab, dev = logits.shape[0], logits.device  # lm_head may sit on another device under a device_map
         banned = torch.tensor([i for i in self.anomaly_token_ids if i < vocab], dtype=torch.long, device=dev)
         stop_ids = torch.tensor([i for i in stop if i < vocab], dtype=torch.long, device=dev)
@@ -740,7 +754,8 @@ class Backbone:
             if seen is not None:
                 seen[token] = True
             step = torch.tensor([[token]], device=embeds.device)
-            logits = self._next_logits(embed(step), self._text_positions(next_pos, next_pos + 1, rope_deltas), cache)
+            logits = self._next_logits(embed(step), self._text_positions(next_pos, next_pos + 1, rope_deltas), cache,
+                                        lean=reason is None)
             next_pos += 1
         if streamer is not None:
             streamer.end()
