@@ -174,3 +174,21 @@ def test_stop_at_step_then_resume(tmp_path):
     _, tr2 = _trainer(tmp_path, steps=8)
     tr2.fit()
     assert tr2.step == 8 and tr2.history[0].step == 4
+
+
+def test_lr_scales_give_each_module_its_own_learning_rate(tmp_path):
+    torch.manual_seed(0)
+    head, body = torch.nn.Linear(3, 1), torch.nn.Linear(3, 1)
+    x = torch.randn(8, 3)
+    cfg = TrainConfig(out_dir=str(tmp_path), max_steps=1, batch_size=8, grad_accum=1, lr=1e-3, warmup_ratio=0.0,
+                      progress=False, cpu=True, save_every=100)
+    before = {n: m.weight.detach().clone() for n, m in (("head", head), ("body", body))}
+    trainer = Trainer(cfg, {"head": head, "body": body}, lambda _: (head(x) + body(x)).pow(2).mean(),
+                      lambda *a: None, desc="t", lr_scales={"head": 10.0})
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([1e-2, 1e-3])
+    trainer.fit()
+    # AdamW's first step moves every weight by about its group's learning rate
+    assert float((head.weight.detach() - before["head"]).abs().mean()) == pytest.approx(1e-2, rel=0.05)
+    assert float((body.weight.detach() - before["body"]).abs().mean()) == pytest.approx(1e-3, rel=0.05)
+    with pytest.raises(ConfigError, match="lr_scales"):
+        Trainer(cfg, {"head": head}, lambda _: head(x).sum(), lambda *a: None, lr_scales={"rae": 2.0})

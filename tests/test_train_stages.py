@@ -254,7 +254,7 @@ def test_stage2_with_map_inputs_video_dropout_and_last_answer_loss(corpus, stage
     monkeypatch.setattr(stage2, "sample_loss", counting)
     cfg = stage2.Stage2Config(backbone=str(stage0_dir), ahd=str(stage1_dir), corpus=str(corpus),
                               out_dir=str(tmp_path), max_steps=4, phase_b_steps=0, val_samples=2, lora_r=4,
-                              lora_alpha=8, rae_inputs="maps_and_difference", video_dropout=0.5,
+                              lora_alpha=8, rae_inputs="maps_and_difference", video_dropout=0.5, rae_lr_scale=20.0,
                               answer_loss="last", **COMMON)
     final = stage2.run(cfg)
     rae = RegionAwareAnomalyEncoder.from_pretrained(final / "rae")

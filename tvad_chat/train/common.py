@@ -351,6 +351,7 @@ class Trainer:
         callbacks: Sequence[Callable[[StepRecord], None]] = (),
         extra_state: Callable[[], dict[str, Any]] | None = None,
         desc: str = "train",
+        lr_scales: dict[str, float] | None = None,
     ):
         cfg.validate()
         self.cfg = cfg
@@ -367,10 +368,21 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.extra_state = extra_state
         self.desc = desc
-        self.params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+        # one parameter group per module: ``lr_scales`` multiplies a module's learning rate (a new, randomly
+        # initialised head next to LoRA adapters needs a larger one); the schedule scales every group alike
+        lr_scales = dict(lr_scales or {})
+        unknown = sorted(set(lr_scales) - set(modules))
+        if unknown:
+            raise ConfigError(f"lr_scales names modules that are not trained: {unknown}")
+        groups = []
+        for name, module in modules.items():
+            params = [p for p in module.parameters() if p.requires_grad]
+            if params:
+                groups.append({"params": params, "lr": cfg.lr * float(lr_scales.get(name, 1.0))})
+        self.params = [p for g in groups for p in g["params"]]
         if not self.params:
             raise ConfigError("nothing to train: every parameter is frozen")
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, betas=tuple(cfg.betas),
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas),
                                            weight_decay=cfg.weight_decay)
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.step = 0
