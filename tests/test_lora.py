@@ -116,3 +116,21 @@ def test_adapter_save_load_round_trip(bb, tmp_path):
     load_adapter(fresh, tmp_path / "adapter")
     with torch.no_grad():
         assert torch.allclose(fresh.forward(inputs, vision, prompt).logits, trained, atol=1e-5)
+
+
+def test_adapters_follow_the_model_mode(bb):
+    """An eval-mode model stays deterministic after apply_lora (no adapter dropout at inference)."""
+    bb.model.eval()
+    apply_lora(bb, LoraSettings(dropout=0.5))
+    assert not any(m.training for m in bb.model.modules())
+    with torch.no_grad():  # non-zero adapters, so dropout on their inputs would change the output
+        for p in lora_parameters(bb):
+            p.normal_(0, 0.5)
+    vision, inputs = _clip(bb)
+    prompt = torch.randn(3, bb.text_dim)
+    with torch.no_grad():
+        first = bb.forward(inputs, vision, prompt).logits
+        assert torch.equal(first, bb.forward(inputs, vision, prompt).logits)
+    bb.model.train()
+    with torch.no_grad():
+        assert not torch.equal(first, bb.forward(inputs, vision, prompt).logits)  # training mode: dropout is on

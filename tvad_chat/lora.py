@@ -71,7 +71,11 @@ def apply_lora(backbone: Backbone, settings: LoraSettings | None = None):
         trainable_token_indices={"embed_tokens": list(backbone.anomaly_token_ids)} if settings.train_new_tokens else None,
         bias="none",
     )
+    training = backbone.model.training
     peft_model = get_peft_model(backbone.model, config)
+    # peft builds its adapter modules (with their dropout) in training mode whatever the model's mode; keep them
+    # in the model's mode, or an answer right after apply_lora on an eval-mode model would drop adapter inputs
+    peft_model.train(training)
     stray = [n for n, p in peft_model.named_parameters() if p.requires_grad and ".visual." in n]
     if stray:
         raise ConfigError(f"LoRA reached the vision tower ({stray[:3]}): use language-model module names only")
