@@ -262,3 +262,28 @@ def test_stage2_with_map_inputs_video_dropout_and_last_answer_loss(corpus, stage
     assert seen["blank"] > 0 and seen["full"] > 0 and seen["last_only"] == seen["blank"] + seen["full"]
     with pytest.raises(ConfigError, match="answer_loss"):
         stage2.run(stage2.Stage2Config(**{**cfg.__dict__, "out_dir": str(tmp_path / "bad"), "answer_loss": "first"}))
+
+
+def test_judgement_repeat_multiplies_only_the_judgement_samples(corpus):
+    from tvad_chat.train.data import load_samples
+
+    train = load_samples(corpus, split="train")
+    n_judge = sum(s.kind == "judgement" for s in train)
+    assert 0 < n_judge < len(train)
+    tripled = stage2.with_repeats(train, 3)
+    assert len(tripled) == len(train) + 2 * n_judge
+    assert [s.id for s in tripled if s.kind != "judgement"] == [s.id for s in train if s.kind != "judgement"]
+    assert stage2.with_repeats(train, 1) == train
+    with pytest.raises(ConfigError, match="judgement_repeat"):
+        stage2.check_config(stage2.Stage2Config(judgement_repeat=0))
+
+
+def test_phase_b_takes_the_focused_descriptions_without_yes_no_items(corpus):
+    from tvad_chat.train.data import load_samples
+
+    train = load_samples(corpus, split="train")
+    subset = stage2.phase_b_samples(train)
+    assert subset and all(s.kind != "judgement" for s in subset)
+    expected = [s for s in train if s.kind != "judgement" and (s.meta.get("anomaly_focused") if any(
+        t.meta.get("anomaly_focused") for t in train) else s.anomalous_video)]
+    assert [s.id for s in subset] == [s.id for s in expected]

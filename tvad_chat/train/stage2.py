@@ -69,6 +69,9 @@ class Stage2Config(TrainConfig):
     # the RAE's learning rate is lr x rae_lr_scale (LoRA and the token rows get lr): the RAE starts from random
     # weights, and at the LoRA rate its prompts stayed almost input-independent (measured: 1 % variation)
     rae_lr_scale: float = 1.0
+    # phase A sees each judgement sample (yes/no) this many times per epoch: a yes/no is one decisive token
+    # among a corpus of long descriptions, and at 1 the tiny model answered every clip with the prior ("Yes")
+    judgement_repeat: int = 1
     max_pixels: int = 112 * 168
     min_pixels: int = 56 * 56
     gradient_checkpointing: str = "auto"  # auto (on with CUDA) | on | off
@@ -241,9 +244,32 @@ def _save_tvad(tvad, directory: Path) -> None:
     tmp.rename(directory)
 
 
+def with_repeats(samples: list[Sample], judgement_repeat: int) -> list[Sample]:
+    """The training list with every judgement sample ``judgement_repeat`` times (in place, order kept)."""
+    out: list[Sample] = []
+    for s in samples:
+        out += [s] * (judgement_repeat if s.kind == "judgement" else 1)
+    return out
+
+
+def phase_b_samples(train: list[Sample]) -> list[Sample]:
+    """The anomaly-focused subset without its yes/no items.
+
+    Phase B describes the anomalous target; its videos are all anomalous, so their yes/no answers are constant
+    and would only teach the prior (measured: the model then answered "Yes" to every clip).
+    """
+    focused = [s for s in train if s.meta.get("anomaly_focused") and s.kind != "judgement"]
+    if not focused:
+        logger.warning("stage2: the corpus marks no anomaly-focused samples; phase B uses anomalous videos")
+        focused = [s for s in train if s.anomalous_video and s.kind != "judgement"]
+    return focused
+
+
 def check_config(cfg: Stage2Config) -> None:
     if not 0.0 <= cfg.video_dropout < 1.0:
         raise ConfigError("video_dropout must be in [0, 1)")
+    if cfg.judgement_repeat < 1:
+        raise ConfigError("judgement_repeat must be at least 1")
     if cfg.rae_lr_scale <= 0:
         raise ConfigError("rae_lr_scale must be positive")
     if cfg.answer_loss not in ("all", "last"):
@@ -266,17 +292,16 @@ def run(cfg: Stage2Config) -> Path:
             logger.info("stage2: phase A already finished (%s)", phase_a_model)
         else:
             tvad = build_tvad(cfg, cfg.backbone)
-            run_phase(cfg, tvad, "phase_a", train, val, cfg.max_steps, cfg.lr, None, store)
+            run_phase(cfg, tvad, "phase_a", with_repeats(train, cfg.judgement_repeat), val, cfg.max_steps, cfg.lr,
+                      None, store)
         if cfg.phase_b_steps <= 0:
             final_src = phase_a_model
         else:
-            focused = [s for s in train if s.meta.get("anomaly_focused")]
-            if not focused:
-                logger.warning("stage2: the corpus marks no anomaly-focused samples; phase B uses anomalous videos")
-                focused = [s for s in train if s.anomalous_video]
+            focused = phase_b_samples(train)
             if not focused:
                 raise DataError(f"{cfg.corpus}: no anomaly-focused or anomalous samples for phase B")
-            val_b = [s for s in val if s.meta.get("anomaly_focused") or s.anomalous_video] or val
+            val_b = [s for s in val if (s.meta.get("anomaly_focused") or s.anomalous_video)
+                     and s.kind != "judgement"] or val
             tvad = build_tvad(cfg, str(phase_a_model), rae_dir=phase_a_model / "rae")
             layers = min(cfg.phase_b_layers, int(tvad.backbone.model.config.text_config.num_hidden_layers))
             run_phase(cfg, tvad, "phase_b", focused, val_b, cfg.phase_b_steps, cfg.phase_b_lr, layers, store)
