@@ -264,15 +264,19 @@ def test_stage2_with_map_inputs_video_dropout_and_last_answer_loss(corpus, stage
         stage2.run(stage2.Stage2Config(**{**cfg.__dict__, "out_dir": str(tmp_path / "bad"), "answer_loss": "first"}))
 
 
-def test_judgement_repeat_multiplies_only_the_judgement_samples(corpus):
-    from tvad_chat.train.data import load_samples
+def test_judgement_repeat_multiplies_only_the_dialogue_judgement():
+    from tvad_chat.train.data import Sample
 
-    train = load_samples(corpus, split="train")
-    n_judge = sum(s.kind == "judgement" for s in train)
-    assert 0 < n_judge < len(train)
-    tripled = stage2.with_repeats(train, 3)
-    assert len(tripled) == len(train) + 2 * n_judge
-    assert [s.id for s in tripled if s.kind != "judgement"] == [s.id for s in train if s.kind != "judgement"]
+    def sample(sid, kind, qtype):
+        return Sample(id=sid, video="v", frame_indices=[0], fps=1.0, conversation=[],
+                      meta={"kind": kind, "question_type": qtype})
+
+    train = [sample("a/judgement", "judgement", "dialogue"), sample("a/target", "target", "dialogue"),
+             sample("a/inv", "judgement", "inverted_judgement"), sample("b/judgement", "judgement", "dialogue"),
+             sample("b/mv", "trajectory", "appearance_to_motion")]
+    assert [s.id for s in stage2.with_repeats(train, 3)] == [
+        "a/judgement", "a/judgement", "a/judgement", "a/target", "a/inv",
+        "b/judgement", "b/judgement", "b/judgement", "b/mv"]
     assert stage2.with_repeats(train, 1) == train
     with pytest.raises(ConfigError, match="judgement_repeat"):
         stage2.check_config(stage2.Stage2Config(judgement_repeat=0))

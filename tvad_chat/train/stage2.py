@@ -69,7 +69,7 @@ class Stage2Config(TrainConfig):
     # the RAE's learning rate is lr x rae_lr_scale (LoRA and the token rows get lr): the RAE starts from random
     # weights, and at the LoRA rate its prompts stayed almost input-independent (measured: 1 % variation)
     rae_lr_scale: float = 1.0
-    # phase A sees each judgement sample (yes/no) this many times per epoch: a yes/no is one decisive token
+    # phase A sees each judgement question (yes/no) this many times per epoch: a yes/no is one decisive token
     # among a corpus of long descriptions, and at 1 the tiny model answered every clip with the prior ("Yes")
     judgement_repeat: int = 1
     max_pixels: int = 112 * 168
@@ -244,11 +244,20 @@ def _save_tvad(tvad, directory: Path) -> None:
     tmp.rename(directory)
 
 
+def is_judgement_question(sample: Sample) -> bool:
+    """The dialogue's own yes/no item ("Is there an anomaly?"), not the inverted variety ("Is all normal?")."""
+    return sample.kind == "judgement" and sample.meta.get("question_type", "dialogue") == "dialogue"
+
+
 def with_repeats(samples: list[Sample], judgement_repeat: int) -> list[Sample]:
-    """The training list with every judgement sample ``judgement_repeat`` times (in place, order kept)."""
+    """The training list with every judgement question ``judgement_repeat`` times (in place, order kept).
+
+    Only the dialogue's polarity is repeated: with the inverted items repeated as well, the yes/no word depends
+    on the question and the evidence together, and the tiny model learnt neither in the same steps (measured).
+    """
     out: list[Sample] = []
     for s in samples:
-        out += [s] * (judgement_repeat if s.kind == "judgement" else 1)
+        out += [s] * (judgement_repeat if is_judgement_question(s) else 1)
     return out
 
 
