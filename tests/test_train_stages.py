@@ -190,8 +190,11 @@ def test_eval_run_reports_every_variant(corpus, stage0_dir, stage2_dir, tmp_path
     assert "pixel.auroc" in report["full"] and "pixel.auroc" not in report["backbone only"]
     assert "rbdc" in report["+ AHD"] and 0.0 <= report["+ AHD"]["rbdc"] <= 100.0
     assert "pixel.auroc" not in report["+ RAE (no AHD maps)"]  # a blank map is no evidence to score
+    for name in report:  # the toy corpus has trajectory questions: content and diversity are scored too
+        assert 0.0 < report[name]["distinct.trajectory"] <= 100.0
+        assert 0.0 <= report[name]["trajectory.direction"] <= 100.0
     table = capsys.readouterr().out
-    assert "| backbone only |" in table and "| full |" in table
+    assert "| backbone only |" in table and "| full |" in table and "traj. dir." in table
 
 
 def test_train_cli_shows_and_overrides_config(capsys):

@@ -2,7 +2,9 @@
 
 Per video: the paper's dialogue in its order (judgement -> appearance -> trajectory), each question asked with
 the model's own earlier answers as history, plus the AHD heatmaps. Reported (percent): BLEU-4 on target and
-trajectory answers (best reference, mean per video, mean over videos), Yes/No accuracy and balanced accuracy,
+trajectory answers (best reference, mean per video, mean over videos), the direction the trajectory answers
+state (right or wrong, tvad_chat.eval.motion_facts) and how many of them differ from one another (BLEU alone
+rewards one template answer for every clip), Yes/No accuracy and balanced accuracy,
 the heatmap judgement's accuracy, frame micro/macro AUC, RBDC/TBDC (heatmap boxes vs mask regions) and pooled
 pixel AUROC/AP. With ``--ablation`` the same for the paper's Table 4 rows:
 
@@ -108,6 +110,7 @@ def run_variant(name: str, tvad, tasks: list[VideoTask], max_new_tokens: int = 4
 
 
 def text_metrics(res: VariantResult, refs: dict[str, dict[str, Any]], tasks: list[VideoTask]) -> dict[str, Any]:
+    from tvad_chat.eval.motion_facts import direction_accuracy, distinct_share
     from tvad_chat.eval.text import best_reference_bleu4, yes_no_metrics
 
     out: dict[str, Any] = {}
@@ -116,6 +119,9 @@ def text_metrics(res: VariantResult, refs: dict[str, dict[str, Any]], tasks: lis
                  if r["kind"] == kind and i in res.predictions]
         if items:
             out[f"bleu4.{kind}"] = best_reference_bleu4(items)["bleu4"]
+            out[f"distinct.{kind}"] = distinct_share([p for _, p, _ in items])
+        if kind == "trajectory" and items:
+            out["trajectory.direction"] = direction_accuracy([(p, r) for _, p, r in items])["accuracy"]
     yn = [(res.predictions[i], r["references"][0]) for i, r in refs.items() if r["kind"] == "yesno"
           and i in res.predictions]
     if yn:
@@ -249,7 +255,8 @@ def evaluate_model(model_dir: str | Path, corpus: str | Path, split: str = "test
 
 
 COLUMNS = [("yesno.accuracy", "Yes/No"), ("yesno.balanced_accuracy", "bal."), ("bleu4.target", "BLEU target"),
-           ("bleu4.trajectory", "BLEU traj."), ("heatmap_judgement.accuracy", "heat judg."),
+           ("bleu4.trajectory", "BLEU traj."), ("trajectory.direction", "traj. dir."),
+           ("distinct.trajectory", "distinct traj."), ("heatmap_judgement.accuracy", "heat judg."),
            ("frame.micro_auc", "micro AUC"), ("frame.macro_auc", "macro AUC"), ("rbdc", "RBDC"), ("tbdc", "TBDC"),
            ("pixel.auroc", "px AUROC"), ("pixel.ap", "px AP")]
 

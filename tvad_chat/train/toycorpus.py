@@ -14,6 +14,9 @@ import numpy as np
 
 COLOURS = {"red": (220, 40, 40), "blue": (40, 70, 220), "green": (40, 180, 60), "yellow": (230, 210, 40)}
 DIRECTIONS = {"left to right": (1, 0), "right to left": (-1, 0), "top to bottom": (0, 1), "bottom to top": (0, -1)}
+# the corpus builder's wording of each direction (datasets_builder.timeline), so evaluators read it back
+DIRECTION_PHRASES = {"left to right": "from left to right", "right to left": "from right to left",
+                     "top to bottom": "downwards in the frame", "bottom to top": "upwards in the frame"}
 
 
 def _draw(img: np.ndarray, mask: np.ndarray | None, x: float, y: float, w: int, h: int, colour) -> None:
@@ -75,7 +78,7 @@ def make_toy_corpus(out_dir: str | Path, videos: int = 12, frames: int = 8, size
             noun = f"a {colour} {kind}"
             a_j = f"Yes, there is an anomaly: {noun} moving fast."
             a_t = f"The anomalous target is {noun}."
-            a_r = f"It moves from {direction} quickly."
+            a_r = f"It moves {DIRECTION_PHRASES[direction]} quickly."
         else:
             a_j = "No, there is no anomaly in this video."
         conv = [{"role": "user", "content": q_j}, {"role": "assistant", "content": a_j}]
