@@ -9,6 +9,13 @@ writes the full model (backbone + ahd/ + rae/ + tvad_config.json): ``out_dir/pha
 ``out_dir/model``. A finished phase A is not rerun when the command is repeated.
 
     tvad train stage2 backbone=runs/stage0/model ahd=runs/stage1/ahd corpus=data/synth_corpus out_dir=runs/stage2
+
+The defaults are the paper's recipe. With them the tiny SynthCampus model ignored P_An: its prompts changed by
+about 1 % between real and blank heatmaps, and it answered "Yes" to every clip, even on the training types
+(the yes/no log-odds were the same for every clip). Five options, each measured on that model
+(mk/tiny.mk uses them all), made its answers depend on the heatmaps: ``rae_inputs=maps_and_difference``,
+``rae_lr_scale`` (10), ``video_dropout`` (0.5), ``answer_loss=last`` and ``judgement_repeat`` (6). Phase B
+never trains yes/no items (:func:`phase_b_samples`).
 """
 
 from __future__ import annotations
