@@ -173,7 +173,6 @@ def run_phase(cfg: Stage2Config, tvad, phase: str, train: list[Sample], val: lis
     backbone = tvad.backbone
     apply_lora(backbone, LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                                       last_layers=last_layers))
-    check_config(cfg)
     last_only = cfg.answer_loss == "last"
     if _gc_enabled(cfg):
         backbone.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -185,7 +184,7 @@ def run_phase(cfg: Stage2Config, tvad, phase: str, train: list[Sample], val: lis
     modules = {"rae": tvad.rae, "lora": backbone.peft_model}
     phase_cfg = _phase_config(cfg, out, steps, lr)
 
-    current_step = [0]
+    current_step = [0]  # loss_fn sees only the batch; batch_fn runs first for every micro-batch and records the step
 
     def batch_fn(step: int, micro: int, rank: int, world: int) -> list[Sample]:
         current_step[0] = step
@@ -272,7 +271,7 @@ def phase_b_samples(train: list[Sample]) -> list[Sample]:
     """The anomaly-focused subset without its yes/no items.
 
     Phase B describes the anomalous target; its videos are all anomalous, so their yes/no answers are constant
-    and would only teach the prior (measured: the model then answered "Yes" to every clip).
+    ("Yes" to "Is there an anomaly?") and would only teach the prior back after phase A taught the evidence.
     """
     focused = [s for s in train if s.meta.get("anomaly_focused") and s.kind != "judgement"]
     if not focused:
