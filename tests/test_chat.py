@@ -263,7 +263,14 @@ def test_follow_up_suggestions_skip_what_was_asked():
     assert first[0] == chat.JUDGEMENT_QUESTION and len(first) == 3
     history = [{"role": "user", "content": chat.JUDGEMENT_QUESTION}, {"role": "assistant", "content": "Yes"}]
     assert chat.suggest_follow_ups(yes, history) == list(chat.FOLLOW_UPS_ANOMALY)
-    assert chat.suggest_follow_ups(SimpleNamespace(judgement=False), history) == list(chat.FOLLOW_UPS_NORMAL)
+    # once the model has answered the judgement, the suggestions follow its answer, not the heatmap judgement
+    assert chat.suggest_follow_ups(SimpleNamespace(judgement=False), history) == list(chat.FOLLOW_UPS_ANOMALY)
+    said_no = [{"role": "user", "content": chat.JUDGEMENT_QUESTION},
+               {"role": "assistant", "content": "No, nothing unusual happens in this video."}]
+    assert chat.suggest_follow_ups(yes, said_no) == list(chat.FOLLOW_UPS_NORMAL)
+    other = [{"role": "user", "content": "What is in the video?"}, {"role": "assistant", "content": "No idea."}]
+    assert chat.suggest_follow_ups(SimpleNamespace(judgement=False), other)[:1] == [chat.JUDGEMENT_QUESTION]
+    assert chat.suggest_follow_ups(SimpleNamespace(judgement=False), other)[1:] == list(chat.FOLLOW_UPS_NORMAL)[:2]
 
 
 @needs_data

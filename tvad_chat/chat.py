@@ -426,12 +426,31 @@ def parse_events(value: Sequence[str] | str) -> list[str]:
 # --------------------------------------------------------------------------- what the UI shows
 
 
+def answered_judgement(history: Sequence[dict[str, str]]) -> bool | None:
+    """What the model last answered to the judgement question in this conversation (None: not asked, unclear)."""
+    from tvad_chat.eval.text import NO, YES, normalize_yes_no
+
+    verdict = None
+    for question, answer in zip(history, history[1:]):
+        if (question.get("role") == "user" and answer.get("role") == "assistant"
+                and question["content"].strip().lower() == JUDGEMENT_QUESTION.lower()):
+            label = normalize_yes_no(answer["content"])
+            verdict = True if label == YES else False if label == NO else verdict
+    return verdict
+
+
 def suggest_follow_ups(analysis: Any, history: Sequence[dict[str, str]] = ()) -> list[str]:
-    """Follow-up questions worth asking next (appearance, trajectory, when), minus those already asked."""
+    """Follow-up questions worth asking next (appearance, trajectory, when), minus those already asked.
+
+    They follow the model's own answer to the judgement question once it has given one (a "No" is not followed
+    by questions about "the anomalous target"), else the heatmap judgement.
+    """
     asked = {t["content"].strip().lower() for t in history if t.get("role") == "user"}
     if analysis is None:
         return [JUDGEMENT_QUESTION]
-    anomalous = getattr(analysis, "judgement", None)
+    anomalous = answered_judgement(history)
+    if anomalous is None:
+        anomalous = getattr(analysis, "judgement", None)
     pool = ([JUDGEMENT_QUESTION] + list(FOLLOW_UPS_NORMAL if anomalous is False else FOLLOW_UPS_ANOMALY))
     return [q for q in pool if q.lower() not in asked][:3]
 
