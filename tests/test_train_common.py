@@ -187,6 +187,7 @@ def test_lr_scales_give_each_module_its_own_learning_rate(tmp_path):
                       lambda *a: None, desc="t", lr_scales={"head": 10.0})
     assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([1e-2, 1e-3])
     trainer.fit()
+    assert trainer.history[0].lr == pytest.approx(1e-3)  # the log shows the base rate, not a scaled group's
     # AdamW's first step moves every weight by about its group's learning rate
     assert float((head.weight.detach() - before["head"]).abs().mean()) == pytest.approx(1e-2, rel=0.05)
     assert float((body.weight.detach() - before["body"]).abs().mean()) == pytest.approx(1e-3, rel=0.05)

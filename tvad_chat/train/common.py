@@ -530,7 +530,7 @@ class Trainer:
                 self._reduce_grads()
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
-                lr = self.optimizer.param_groups[0]["lr"]
+                lr = cfg.lr * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)  # the base rate, unscaled
                 self.optimizer.step()
                 self.scheduler.step()
                 self.step += 1
