@@ -193,8 +193,36 @@ def test_eval_run_reports_every_variant(corpus, stage0_dir, stage2_dir, tmp_path
     for name in report:  # the toy corpus has trajectory questions: content and diversity are scored too
         assert 0.0 < report[name]["distinct.trajectory"] <= 100.0
         assert 0.0 <= report[name]["trajectory.direction"] <= 100.0
+    for name in report:  # every judgement is counted once, under its video's type
+        by_type = report[name]["yesno.by_type"]
+        assert sum(g["videos"] for g in by_type.values()) == len(tasks)
+        assert set(by_type) <= {"normal", "anomalous"}  # the toy corpus names no anomaly types
     table = capsys.readouterr().out
     assert "| backbone only |" in table and "| full |" in table and "traj. dir." in table
+    assert "Yes/No accuracy per video type" in table
+
+
+def test_yes_no_by_type_counts_each_type_and_its_yes_share():
+    from tvad_chat.train.data import Sample
+    from tvad_chat.train.evaluate import VariantResult, VideoTask, format_report, yes_no_by_type
+
+    def task(vid, event):
+        sample = Sample(id=f"{vid}/judgement", video_id=vid, video="v.mp4", frame_indices=[0, 1], fps=10.0,
+                        mask_dir=None, conversation=[], meta={"event": event} if event else {})
+        return VideoTask(vid, sample, [(f"{vid}/judgement", "Anything unusual?")], anomalous=event is not None)
+
+    tasks = [task("a", "chase"), task("b", "chase"), task("c", "drive"), task("d", None), task("e", None)]
+    truth = {"a": "Yes", "b": "Yes", "c": "Yes", "d": "No", "e": "No"}
+    answers = {"a": "Yes, someone runs.", "b": "No, nothing unusual.", "c": "No.", "d": "No.", "e": "Yes, a car."}
+    refs = {f"{v}/judgement": {"video_id": v, "kind": "yesno", "references": [truth[v]]} for v in truth}
+    res = VariantResult("full", predictions={f"{v}/judgement": a for v, a in answers.items()})
+    by_type = yes_no_by_type(res, refs, tasks)
+    assert by_type == {"chase": {"videos": 2, "accuracy": 50.0, "said_yes": 50.0},
+                       "drive": {"videos": 1, "accuracy": 0.0, "said_yes": 0.0},
+                       "normal": {"videos": 2, "accuracy": 50.0, "said_yes": 50.0}}
+    table = format_report({"full": {"yesno.accuracy": 40.0, "yesno.by_type": by_type}})
+    assert "| variant | chase (2) | drive (1) | normal (2) |" in table  # anomaly types first, normal last
+    assert "| full | 50.0 (50) | 0.0 (0) | 50.0 (50) |" in table
 
 
 def test_train_cli_shows_and_overrides_config(capsys):

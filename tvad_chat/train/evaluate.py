@@ -4,7 +4,8 @@ Per video: the paper's dialogue in its order (judgement -> appearance -> traject
 the model's own earlier answers as history, plus the AHD heatmaps. Reported (percent): BLEU-4 on target and
 trajectory answers (best reference, mean per video, mean over videos), the direction the trajectory answers
 state (right or wrong, tvad_chat.eval.motion_facts) and how many of them differ from one another (BLEU alone
-rewards one template answer for every clip), Yes/No accuracy and balanced accuracy,
+rewards one template answer for every clip), Yes/No accuracy and balanced accuracy (also per anomaly type:
+an open-set split's types differ in how far training transfers to them, and one plain accuracy hides which),
 the heatmap judgement's accuracy, frame micro/macro AUC, RBDC/TBDC (heatmap boxes vs mask regions) and pooled
 pixel AUROC/AP. With ``--ablation`` the same for the paper's Table 4 rows:
 
@@ -127,11 +128,35 @@ def text_metrics(res: VariantResult, refs: dict[str, dict[str, Any]], tasks: lis
     if yn:
         m = yes_no_metrics([p for p, _ in yn], [r for _, r in yn])
         out["yesno.accuracy"], out["yesno.balanced_accuracy"] = m["accuracy"], m["balanced_accuracy"]
+        out["yesno.by_type"] = yes_no_by_type(res, refs, tasks)
     if res.heat_judgements:
         truth = {t.video_id: t.anomalous for t in tasks}
         hits = [res.heat_judgements[v] == truth[v] for v in res.heat_judgements]
         out["heatmap_judgement.accuracy"] = 100.0 * sum(hits) / len(hits)
     return out
+
+
+def event_type(task: VideoTask) -> str:
+    """The video's anomaly type as the corpus names it ('normal' for normal videos, 'anomalous' if unnamed)."""
+    if not task.anomalous:
+        return "normal"
+    return str(task.sample.meta.get("event") or "anomalous")
+
+
+def yes_no_by_type(res: VariantResult, refs: dict[str, dict[str, Any]], tasks: list[VideoTask]
+                   ) -> dict[str, dict[str, float]]:
+    """Per anomaly type: videos, Yes/No accuracy and the share answered "yes" (percent)."""
+    from tvad_chat.eval.text import YES, normalize_yes_no
+
+    types = {t.video_id: event_type(t) for t in tasks}
+    groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for i, r in refs.items():
+        if r["kind"] == "yesno" and i in res.predictions:
+            groups[types[r["video_id"]]].append((normalize_yes_no(res.predictions[i]),
+                                                 normalize_yes_no(r["references"][0])))
+    return {name: {"videos": len(pairs), "accuracy": 100.0 * sum(p == r for p, r in pairs) / len(pairs),
+                   "said_yes": 100.0 * sum(p == YES for p, _ in pairs) / len(pairs)}
+            for name, pairs in sorted(groups.items())}
 
 
 def heatmap_metrics(frames: dict[str, dict[str, Any]], tasks: list[VideoTask]) -> dict[str, Any]:
@@ -271,6 +296,18 @@ def format_report(report: dict[str, dict[str, Any]]) -> str:
             v = m.get(key)
             cells.append("-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{float(v):.1f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    types = sorted({t for m in report.values() for t in m.get("yesno.by_type", {})}, key=lambda t: (t == "normal", t))
+    if types:
+        counts = {t: next(m["yesno.by_type"][t]["videos"] for m in report.values() if t in m.get("yesno.by_type", {}))
+                  for t in types}
+        lines += ["", "Yes/No accuracy per video type (percent; in brackets: share answered yes):",
+                  "| variant | " + " | ".join(f"{t} ({counts[t]})" for t in types) + " |",
+                  "|" + "---|" * (len(types) + 1)]
+        for name, m in report.items():
+            by_type = m.get("yesno.by_type", {})
+            cells = [f"{by_type[t]['accuracy']:.1f} ({by_type[t]['said_yes']:.0f})" if t in by_type else "-"
+                     for t in types]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
