@@ -60,6 +60,21 @@ def test_stage0_two_steps_write_a_loadable_backbone(stage0_dir):
     assert all(moved)  # every parameter trains in stage 0 (vision tower included)
 
 
+def test_stage0_select_last_keeps_the_final_weights(corpus, tmp_path):
+    from tvad_chat.backbone import Backbone
+
+    out = tmp_path / "s0"
+    cfg = stage0.Stage0Config(corpus=str(corpus), out_dir=str(out), max_steps=3, val_samples=2, eval_every=1,
+                              save_every=3, select="last", **TINY, **COMMON)
+    model_dir = stage0.run(cfg)
+    final = torch.load(out / "ckpt-0000003" / "state.pt", weights_only=False)["modules"]["model"]
+    saved = Backbone.load(model_dir, dtype="float32", device="cpu").model.state_dict()
+    assert final and all(torch.equal(saved[k], v) for k, v in final.items())
+    assert not (out / "best").exists()  # no selection ran: nothing kept on the side
+    with pytest.raises(ConfigError):
+        stage0.run(stage0.Stage0Config(corpus=str(corpus), out_dir=str(tmp_path / "bad"), select="best"))
+
+
 def test_stage0_model_carries_its_pixel_budget(stage0_dir):
     """The backbone-only pipeline must see frames of the size stage 0 trained on, not the 448x448 default."""
     from tvad_chat.pipeline import TVAD
