@@ -67,7 +67,7 @@ def test_stage0_select_last_keeps_the_final_weights(corpus, tmp_path):
     cfg = stage0.Stage0Config(corpus=str(corpus), out_dir=str(out), max_steps=3, val_samples=2, eval_every=1,
                               save_every=3, select="last", **TINY, **COMMON)
     model_dir = stage0.run(cfg)
-    final = torch.load(out / "ckpt-0000003" / "state.pt", weights_only=False)["modules"]["model"]
+    final = common.load_state(out / "ckpt-0000003")["modules"]["model"]
     saved = Backbone.load(model_dir, dtype="float32", device="cpu").model.state_dict()
     assert final and all(torch.equal(saved[k], v) for k, v in final.items())
     assert not (out / "best").exists()  # no selection ran: nothing kept on the side
@@ -308,6 +308,21 @@ def test_stage2_with_map_inputs_video_dropout_and_last_answer_loss(corpus, stage
     assert seen["blank"] > 0 and seen["full"] > 0 and seen["last_only"] == seen["blank"] + seen["full"]
     with pytest.raises(ConfigError, match="answer_loss"):
         stage2.run(stage2.Stage2Config(**{**cfg.__dict__, "out_dir": str(tmp_path / "bad"), "answer_loss": "first"}))
+
+
+def test_stage2_select_last_keeps_each_phases_final_weights(corpus, stage0_dir, stage1_dir, tmp_path):
+    from heads.rae import RegionAwareAnomalyEncoder
+
+    cfg = stage2.Stage2Config(backbone=str(stage0_dir), ahd=str(stage1_dir), corpus=str(corpus),
+                              out_dir=str(tmp_path), max_steps=3, phase_b_steps=0, val_samples=2, lora_r=4,
+                              lora_alpha=8, eval_every=1, save_every=3, select="last", **COMMON)
+    final = stage2.run(cfg)
+    last = common.load_state(tmp_path / "phase_a" / "ckpt-0000003")["modules"]["rae"]
+    saved = RegionAwareAnomalyEncoder.from_pretrained(final / "rae").state_dict()
+    assert last and all(torch.equal(saved[k], v) for k, v in last.items())
+    assert not (tmp_path / "phase_a" / "best").exists()
+    with pytest.raises(ConfigError, match="select"):
+        stage2.run(stage2.Stage2Config(**{**cfg.__dict__, "out_dir": str(tmp_path / "bad"), "select": "best"}))
 
 
 def test_judgement_repeat_multiplies_only_the_dialogue_judgement():
