@@ -128,6 +128,10 @@ def test_upload_ask_follow_up_and_see_evidence(server):
             # The overlay is a playable H.264 video the browser accepts.
             assert page.eval_on_selector("#overlay video", "v => v.currentSrc.length > 0")
             assert page.evaluate("document.createElement('video').canPlayType('video/mp4; codecs=\"avc1.42E01E\"')")
+            # ... and the browser decoded it: metadata loaded, no media error (the uploaded clip's player too).
+            page.wait_for_function("document.querySelector('#overlay video').readyState >= 1", timeout=30_000)
+            errors = page.eval_on_selector_all("video", "vs => vs.map(v => [v.currentSrc, v.error && v.error.code])")
+            assert errors and all(code is None for _, code in errors), errors
 
             # Export: the JSON report arrives as a downloadable file.
             page.get_by_role("button", name="Export JSON report").click()
