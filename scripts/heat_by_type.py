@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from heads.ahd import masks_to_patch_grid  # noqa: E402
 from tvad_chat.pipeline import TVAD  # noqa: E402
 from tvad_chat.train.data import ClipStore, load_samples, unique_clips  # noqa: E402
+from tvad_chat.train.evaluate import video_type  # noqa: E402
 
 
 def clip_heat(tvad: TVAD, store: ClipStore, sample) -> tuple[float, float, float]:
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = defaultdict(list)
         peaks, labels = [], []
         for sample in unique_clips(load_samples(args.corpus, split=split))[: args.clips]:
-            kind = str(sample.meta.get("event") or "anomalous") if sample.anomalous_video else "normal"
+            kind = video_type(sample, bool(sample.anomalous_video))
             inside, outside, peak = clip_heat(tvad, store, sample)
             rows[kind].append((inside, outside, peak))
             peaks.append(peak)

@@ -329,6 +329,17 @@ def make_accelerator(cfg: TrainConfig):
     return Accelerator(cpu=cfg.cpu, mixed_precision=resolve_mixed_precision(cfg))
 
 
+SELECT_CHOICES = ("val_loss", "last")
+
+
+def selection_metric(select: str, has_val: bool) -> str | None:
+    """The metric a stage keeps its weights by: "val_loss" when chosen and there is validation data, else None
+    (the last weights are kept). ``select`` is a stage config's ``select`` field."""
+    if select not in SELECT_CHOICES:
+        raise ConfigError(f"select must be one of {SELECT_CHOICES}, got {select!r}")
+    return "val_loss" if has_val and select == "val_loss" else None
+
+
 class Trainer:
     """The loop: micro-batches -> loss / accum -> backward; average grads; clip; AdamW; schedule; log; save.
 

@@ -136,11 +136,11 @@ def text_metrics(res: VariantResult, refs: dict[str, dict[str, Any]], tasks: lis
     return out
 
 
-def event_type(task: VideoTask) -> str:
-    """The video's anomaly type as the corpus names it ('normal' for normal videos, 'anomalous' if unnamed)."""
-    if not task.anomalous:
+def video_type(sample: Sample, anomalous: bool) -> str:
+    """A video's anomaly type as the corpus names it ('normal' for normal videos, 'anomalous' if unnamed)."""
+    if not anomalous:
         return "normal"
-    return str(task.sample.meta.get("event") or "anomalous")
+    return str(sample.meta.get("event") or "anomalous")
 
 
 def yes_no_by_type(res: VariantResult, refs: dict[str, dict[str, Any]], tasks: list[VideoTask]
@@ -148,7 +148,7 @@ def yes_no_by_type(res: VariantResult, refs: dict[str, dict[str, Any]], tasks: l
     """Per anomaly type: videos, Yes/No accuracy and the share answered "yes" (percent)."""
     from tvad_chat.eval.text import YES, normalize_yes_no
 
-    types = {t.video_id: event_type(t) for t in tasks}
+    types = {t.video_id: video_type(t.sample, t.anomalous) for t in tasks}
     groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for i, r in refs.items():
         if r["kind"] == "yesno" and i in res.predictions:

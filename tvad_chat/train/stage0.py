@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from tvad_chat.errors import ConfigError, DataError
-from tvad_chat.train.common import TrainConfig, Trainer, batch_indices, config_to_dict
+from tvad_chat.errors import DataError
+from tvad_chat.train.common import TrainConfig, Trainer, batch_indices, config_to_dict, selection_metric
 from tvad_chat.train.data import ClipStore, Sample, load_samples
 
 logger = logging.getLogger(__name__)
@@ -179,8 +179,7 @@ def run(cfg: Stage0Config) -> Path:
     """Train stage 0; returns the directory of the trained backbone (``out_dir/model``)."""
     from tvad_chat.backbone import Backbone
 
-    if cfg.select not in ("val_loss", "last"):
-        raise ConfigError(f"select must be 'val_loss' or 'last', got {cfg.select!r}")
+    selection_metric(cfg.select, True)  # a bad value fails before anything loads
     out = Path(cfg.out_dir)
     train = load_samples(cfg.corpus, split=cfg.train_split)
     if not train:
@@ -227,9 +226,10 @@ def run(cfg: Stage0Config) -> Path:
     def on_best(step: int, metrics: dict[str, float]) -> None:
         _save_model(backbone, out / "best", cfg)
 
-    by_val_loss = bool(val) and cfg.select == "val_loss"
+    metric = selection_metric(cfg.select, bool(val))
+    by_val_loss = metric is not None
     trainer = Trainer(cfg, modules, loss_fn, batch_fn, evaluate=evaluate if val else None,
-                      select_metric="val_loss" if by_val_loss else None, select_mode="min", on_best=on_best,
+                      select_metric=metric, select_mode="min", on_best=on_best,
                       desc="stage0")
     backbone.model = backbone.model.to(trainer.accelerator.device)
     probe.to(trainer.accelerator.device)

@@ -37,6 +37,7 @@ from tvad_chat.train.common import (
     load_state,
     load_trainable_state,
     save_checkpoint,
+    selection_metric,
     trainable_state,
 )
 from tvad_chat.train.data import ClipStore, Sample, load_samples
@@ -211,9 +212,10 @@ def run_phase(cfg: Stage2Config, tvad, phase: str, train: list[Sample], val: lis
         save_checkpoint(out / "best", step, {"modules": trainable_state(modules), "metrics": metrics}, keep=1)
 
     backbone.model.train()
-    by_val_loss = bool(val) and cfg.select == "val_loss"
+    metric = selection_metric(cfg.select, bool(val))
+    by_val_loss = metric is not None
     trainer = Trainer(phase_cfg, modules, loss_fn, batch_fn, evaluate=evaluate if val else None,
-                      select_metric="val_loss" if by_val_loss else None, select_mode="min", on_best=on_best,
+                      select_metric=metric, select_mode="min", on_best=on_best,
                       desc=f"stage2/{phase}", lr_scales={"rae": cfg.rae_lr_scale})
     tvad.rae.to(trainer.accelerator.device)
     trainer.fit()
@@ -297,8 +299,7 @@ def check_config(cfg: Stage2Config) -> None:
         raise ConfigError("rae_lr_scale must be positive")
     if cfg.answer_loss not in ("all", "last"):
         raise ConfigError("answer_loss must be all or last")
-    if cfg.select not in ("val_loss", "last"):
-        raise ConfigError("select must be val_loss or last")
+    selection_metric(cfg.select, True)
     _gc_enabled(cfg)
 
 
