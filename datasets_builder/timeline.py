@@ -9,7 +9,7 @@
    enters and leaves (image sides), its overall direction, its legs and
    turns, its speed class (in sizes per second, a rough perspective
    correction) and its start and end times, with the rules of
-   :mod:`datasets_builder.motion` (the same rules SynthCampus's records use).
+   :mod:`tvad_chat.motion` (the same rules SynthCampus's records use).
 3. :func:`trajectory_phrasings` renders that description in several
    phrasings (references for BLEU, variety for training).
 """
@@ -25,7 +25,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from datasets_builder.extract import Box, FrameRecord, region_cue
-from datasets_builder.motion import (  # noqa: F401  (DIRECTIONS, SIDES, heading_label: re-exported)
+from tvad_chat.motion import (  # noqa: F401  (DIRECTIONS, SIDES, heading_label: re-exported)
     BORDER_MARGIN,
     DIRECTIONS,
     LEG_STEP,
@@ -264,7 +264,7 @@ def _group_by_track_id(recs: Sequence[FrameRecord], cfg: AssociationConfig, pref
 
 
 # --------------------------------------------------------------------------- trajectory description
-# The words' meanings (thresholds, heading rule, position = foot point) live in datasets_builder.motion,
+# The words' meanings (thresholds, heading rule, position = foot point) live in tvad_chat.motion,
 # shared with SynthCampus's trajectory records.
 
 
@@ -275,7 +275,7 @@ class TrajectoryConfig:
     leg_step: float = LEG_STEP  # resample the path every this many sizes before measuring headings
     turn_angle_deg: float = TURN_ANGLE_DEG  # heading change that counts as a turn
     speed_window_s: float = SPEED_WINDOW_S  # speed is measured over moves at least this long
-    # speed classes by median speed in sizes (see datasets_builder.motion) per second
+    # speed classes by median speed in sizes (see tvad_chat.motion) per second
     speed_classes: tuple[tuple[float, str], ...] = SPEED_CLASSES
 
 

@@ -21,7 +21,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from datasets_builder.motion import MIN_DISPLACEMENT, SPEED_CLASSES
+from tvad_chat.motion import MIN_DISPLACEMENT, SPEED_CLASSES
 
 
 def _near_speed_boundary(a: float, b: float) -> bool:

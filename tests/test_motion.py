@@ -1,11 +1,11 @@
-"""The motion vocabulary (datasets_builder.motion), checked on paths whose answers are known by hand."""
+"""The motion vocabulary (tvad_chat.motion), checked on paths whose answers are known by hand."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from datasets_builder.motion import (
+from tvad_chat.motion import (
     SPEED_CLASSES,
     cut_by_frame,
     entry_and_exit,

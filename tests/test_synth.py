@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets_builder.motion import BORDER_MARGIN
+from tvad_chat.motion import BORDER_MARGIN
 from datasets_builder.synth.agents import Agent, Pose
 from datasets_builder.synth.behaviours import ANOMALY_TYPES, NORMAL_BEHAVIOURS, Plan
 from datasets_builder.synth.generate import ClipConfig, choose_clip, generate_clip, trajectory_record

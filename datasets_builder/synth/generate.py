@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from datasets_builder.motion import cut_by_frame, entry_and_exit, legs_and_turns, measure_motion, target_sizes
+from tvad_chat.motion import cut_by_frame, entry_and_exit, legs_and_turns, measure_motion, target_sizes
 from datasets_builder.synth.agents import (
     Painter,
     draw_cart,
@@ -280,7 +280,7 @@ def _screen_track(plan: Plan, frames: list[int], cam) -> np.ndarray:
 
 def _describe_span(plan: Plan, frames: list[int], boxes: dict[int, tuple[int, int, int, int]], cam, fps: float,
                    T: int) -> dict[str, Any]:
-    """Entry, exit, direction, speed and turns of the frames ``frames``, by the rules of datasets_builder.motion:
+    """Entry, exit, direction, speed and turns of the frames ``frames``, by the rules of tvad_chat.motion:
     the exact screen track for the positions, the visible boxes for the sizes and the frame sides."""
     feet = _screen_track(plan, frames, cam)
     sizes = target_sizes([boxes[t] for t in frames], plan.agent.category)
