@@ -31,7 +31,6 @@ import numpy as np
 
 from datasets_builder.enhance import EnhanceConfig, anomaly_focused_pass
 from datasets_builder.extract import ExtractionBackend, FrameRecord, FrameTask, GTObject
-from datasets_builder.jsonl import JsonlAppender, atomic_write_text, read_jsonl
 from datasets_builder.qa import TargetFacts, VideoFacts, build_video_qa, label_segments
 from datasets_builder.timeline import (
     AssociationConfig,
@@ -42,6 +41,7 @@ from datasets_builder.timeline import (
     describe_trajectory,
 )
 from tvad_chat.errors import ConfigError, DataError, TVADError
+from tvad_chat.files import JsonlAppender, atomic_write_text, read_jsonl
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tvad_chat.errors import CheckpointError
+from tvad_chat.files import atomic_output, atomic_write_text
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -23,15 +22,10 @@ def save_head(module: nn.Module, config: Any, directory: str | Path, head_type: 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     payload = {"head_type": head_type, **asdict(config)}
-    _atomic_write_bytes(directory / CONFIG_NAME, (json.dumps(payload, indent=2) + "\n").encode())
+    atomic_write_text(directory / CONFIG_NAME, json.dumps(payload, indent=2) + "\n")
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as tmp:
-        tmp_path = Path(tmp.name)
-    try:
-        save_file(state, str(tmp_path), metadata={"head_type": head_type})
-        os.replace(tmp_path, directory / WEIGHTS_NAME)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    with atomic_output(directory / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"head_type": head_type})
     return directory
 
 
@@ -70,9 +64,3 @@ def load_head(cls: type, directory: str | Path, head_type: str) -> nn.Module:
     except RuntimeError as err:
         raise CheckpointError(f"{weights_path} does not match its config.json: {err}") from err
     return module
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

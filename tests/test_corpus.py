@@ -18,7 +18,7 @@ from shared_data import DATA
 
 from datasets_builder.corpus import CorpusConfig, VideoItem, build_corpus, sample_indices
 from datasets_builder.extract import GroundTruthBackend, GTObject
-from datasets_builder.jsonl import JsonlAppender, read_jsonl, repair_tail
+from tvad_chat.files import JsonlAppender, read_jsonl, repair_tail
 from tvad_chat.motion import (
     CUT_MARGIN,
     MIN_DISPLACEMENT,

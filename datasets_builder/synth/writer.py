@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
@@ -29,6 +28,7 @@ import numpy as np
 from datasets_builder.synth.generate import FORMAT, ClipConfig, SynthClip, generate_clip
 from datasets_builder.synth.splits import SPLITS, check_split
 from tvad_chat.errors import ConfigError
+from tvad_chat.files import atomic_output, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,7 @@ ANNOTATION = "annotation.json"
 def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
     import av
 
-    tmp = path.with_suffix(".part.mp4")
-    with av.open(str(tmp), mode="w") as container:
+    with atomic_output(path) as tmp, av.open(str(tmp), mode="w") as container:
         stream = container.add_stream("libx264", rate=int(round(fps)))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
@@ -51,7 +50,6 @@ def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
                 container.mux(pkt)
         for pkt in stream.encode():
             container.mux(pkt)
-    os.replace(tmp, path)
 
 
 def write_clip(clip: SynthClip, folder: Path, fmt: str = "mp4") -> Path:
@@ -78,9 +76,7 @@ def write_clip(clip: SynthClip, folder: Path, fmt: str = "mp4") -> Path:
     ann["mask_dir"] = "masks"
     ann["ids_dir"] = "ids"
     path = folder / ANNOTATION
-    tmp = path.with_suffix(".json.part")
-    tmp.write_text(json.dumps(ann, sort_keys=True, separators=(",", ":")), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(ann, sort_keys=True, separators=(",", ":")))
     return path
 
 
@@ -119,7 +115,7 @@ def generate_split(out: str | Path, split: str, clips: int, seed: int = 0, cfg: 
         if diff:
             raise ConfigError(f"{root} holds clips made with other settings ({', '.join(f'{k}={old[k]}' for k in diff)}); "
                               "use another --out folder or the same settings")
-    (root / "dataset.json").write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
+    atomic_write_text(old_path, json.dumps(meta, indent=1, sort_keys=True))
     todo = [i for i in range(start, start + clips)
             if not (root / split / f"{split}_{i:06d}" / ANNOTATION).exists()]
     jobs = [(seed, split, i, asdict(cfg), str(root), fmt) for i in todo]

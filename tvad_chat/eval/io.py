@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from tvad_chat.errors import DataError
+from tvad_chat.files import read_jsonl_numbered
 from tvad_chat.eval.objects import Detections, Regions
 
 log = logging.getLogger(__name__)
@@ -18,31 +19,10 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def read_jsonl(path: str | Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, record) for every non-blank line; each record must be an object with ``required`` keys."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} does not exist")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as err:
-                raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from err
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object")
-            missing = [key for key in required if key not in record]
-            if missing:
-                raise DataError(f"{path}:{number}: missing key(s) {missing}")
-            yield number, record
-
-
 def read_text_items(pred_path: str | Path, ref_path: str | Path) -> list[dict[str, Any]]:
     """Join predictions {"id", "prediction"} with references {"id", "video_id", "kind", "references"}."""
     predictions: dict[str, str] = {}
-    for number, record in read_jsonl(pred_path, ("id", "prediction")):
+    for number, record in read_jsonl_numbered(pred_path, ("id", "prediction")):
         key = str(record["id"])
         if key in predictions:
             raise DataError(f"{pred_path}:{number}: duplicate id {key!r}")
@@ -50,7 +30,7 @@ def read_text_items(pred_path: str | Path, ref_path: str | Path) -> list[dict[st
             raise DataError(f"{pred_path}:{number}: prediction must be a string")
         predictions[key] = record["prediction"]
     items, seen = [], set()
-    for number, record in read_jsonl(ref_path, ("id", "video_id", "kind", "references")):
+    for number, record in read_jsonl_numbered(ref_path, ("id", "video_id", "kind", "references")):
         key = str(record["id"])
         if key in seen:
             raise DataError(f"{ref_path}:{number}: duplicate id {key!r}")

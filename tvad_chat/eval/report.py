@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from tvad_chat.files import atomic_write_text
 
 
 def _clean(value: Any) -> Any:
@@ -22,10 +23,7 @@ def _clean(value: Any) -> Any:
 def write_json(report: dict[str, Any], path: str | Path) -> Path:
     """Write atomically; NaN (undefined metric) becomes null."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(report), indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(_clean(report), indent=2, sort_keys=False) + "\n")
     return path
 
 

@@ -197,7 +197,7 @@ def heatmap_metrics(frames: dict[str, dict[str, Any]], tasks: list[VideoTask]) -
 
 
 def load_refs(corpus: str | Path, ids: set[str]) -> dict[str, dict[str, Any]]:
-    from datasets_builder.jsonl import read_jsonl
+    from tvad_chat.files import read_jsonl
 
     path = Path(corpus) / "eval_refs.jsonl"
     if not path.is_file():

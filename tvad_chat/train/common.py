@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from tvad_chat.errors import CheckpointError, ConfigError
+from tvad_chat.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -222,12 +223,6 @@ def seed_everything(seed: int) -> None:
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(out_dir: str | Path, step: int, payload: dict[str, Any], keep: int = 2) -> Path:
     """Write ``payload`` as ckpt-<step>/state.pt atomically, point ``latest`` at it, prune old checkpoints."""
     out = Path(out_dir)
@@ -247,7 +242,7 @@ def save_checkpoint(out_dir: str | Path, step: int, payload: dict[str, Any], kee
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    _atomic_write_text(out / LATEST, final.name + "\n")
+    atomic_write_text(out / LATEST, final.name + "\n")
     ckpts = sorted(p for p in out.glob("ckpt-*") if p.is_dir())
     for old in ckpts[:-keep] if keep > 0 else []:
         if old != final:
@@ -513,7 +508,7 @@ class Trainer:
                     acc.mixed_precision)
         if acc.is_main_process:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            _atomic_write_text(self.out_dir / CONFIG_FILE, json.dumps(config_to_dict(cfg), indent=2))
+            atomic_write_text(self.out_dir / CONFIG_FILE, json.dumps(config_to_dict(cfg), indent=2))
         for m in self.modules.values():
             m.train()
         bar = None

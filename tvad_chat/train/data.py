@@ -65,7 +65,7 @@ def sft_path(corpus: str | Path) -> Path:
 def load_samples(corpus: str | Path, split: str | None = None, kinds: Iterable[str] | None = None,
                  anomaly_focused: bool | None = None, limit: int | None = None) -> list[Sample]:
     """SFT samples of ``split`` (None: all), optionally of some kinds or only the anomaly-focused subset."""
-    from datasets_builder.jsonl import read_jsonl
+    from tvad_chat.files import read_jsonl
 
     path = sft_path(corpus)
     root = path.parent

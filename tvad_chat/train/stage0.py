@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from tvad_chat.errors import DataError
+from tvad_chat.files import atomic_directory
 from tvad_chat.train.common import TrainConfig, Trainer, batch_indices, config_to_dict, selection_metric
 from tvad_chat.train.data import ClipStore, Sample, load_samples
 
@@ -253,13 +254,6 @@ def run(cfg: Stage0Config) -> Path:
 
 def _save_model(backbone, directory: Path, cfg: Stage0Config) -> None:
     backbone.model.eval()
-    tmp = directory.with_name(directory.name + ".tmp")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    backbone.save_pretrained(tmp)
-    (tmp / "stage0_config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
     # The pixel budget the model was trained at travels with it: TVAD.from_pretrained reads tvad_config.json,
     # and a tiny model shown larger frames than it learnt on answers garbage.
     from dataclasses import asdict
@@ -267,12 +261,10 @@ def _save_model(backbone, directory: Path, cfg: Stage0Config) -> None:
     from tvad_chat.pipeline import CONFIG_NAME, TVADConfig
 
     settings = TVADConfig(max_pixels=cfg.max_pixels, min_pixels=cfg.min_pixels)
-    (tmp / CONFIG_NAME).write_text(json.dumps(asdict(settings), indent=2))
-    if directory.exists():
-        import shutil
-
-        shutil.rmtree(directory)
-    tmp.rename(directory)
+    with atomic_directory(directory) as tmp:
+        backbone.save_pretrained(tmp)
+        (tmp / "stage0_config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+        (tmp / CONFIG_NAME).write_text(json.dumps(asdict(settings), indent=2))
     backbone.model.train()
 
 

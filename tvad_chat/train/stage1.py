@@ -12,7 +12,6 @@ and written to ``out_dir/ahd`` (config.json + model.safetensors).
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from tvad_chat.errors import DataError
+from tvad_chat.files import atomic_directory
 from tvad_chat.train.common import TrainConfig, Trainer, batch_indices
 from tvad_chat.train.data import ClipStore, Sample, load_samples, unique_clips
 
@@ -209,10 +209,5 @@ def run(cfg: Stage1Config) -> Path:
 
 
 def _save_head(head, directory: Path) -> None:
-    tmp = directory.with_name(directory.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    head.save_pretrained(tmp)
-    if directory.exists():
-        shutil.rmtree(directory)
-    tmp.rename(directory)
+    with atomic_directory(directory) as tmp:
+        head.save_pretrained(tmp)

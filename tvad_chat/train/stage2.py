@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from tvad_chat.errors import ConfigError, DataError
+from tvad_chat.files import atomic_directory
 from tvad_chat.train.common import (
     TrainConfig,
     Trainer,
@@ -251,13 +252,8 @@ def _phase_config(cfg: Stage2Config, out: Path, steps: int, lr: float) -> TrainC
 
 
 def _save_tvad(tvad, directory: Path) -> None:
-    tmp = directory.with_name(directory.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tvad.save_pretrained(tmp)
-    if directory.exists():
-        shutil.rmtree(directory)
-    tmp.rename(directory)
+    with atomic_directory(directory) as tmp:
+        tvad.save_pretrained(tmp)
 
 
 def is_judgement_question(sample: Sample) -> bool:

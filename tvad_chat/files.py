@@ -1,7 +1,7 @@
-"""Crash-safe JSON Lines files.
+"""Crash-safe files: JSON Lines and atomic writes (ground floor: imports only tvad_chat.errors).
 
-The corpus builder may be killed at any moment (SIGKILL, power loss, Ctrl-C).
-Three rules keep its output usable afterwards:
+The corpus builder and the trainers may be killed at any moment (SIGKILL, power loss, Ctrl-C).
+Three rules keep a JSONL file usable afterwards:
 
 * a batch of lines is appended with one ``write`` on an ``O_APPEND`` descriptor
   and fsync'd, so it lands whole or (at worst) as a torn tail;
@@ -11,8 +11,9 @@ Three rules keep its output usable afterwards:
   re-processing a video whose lines were written before the crash (but whose
   "done" mark was not) adds nothing twice.
 
-Small whole files (summaries, per-video extraction dumps) go through
-:func:`atomic_write_text` (temporary file + ``os.replace``).
+Whole files (summaries, configs, reports, weights, encoded videos) are written through
+:func:`atomic_output` (a temporary file beside the target, then ``os.replace``): readers see the old
+content or the new, never a mix. :func:`atomic_directory` does the same for a folder written in one go.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
+import secrets
+import shutil
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +33,11 @@ from tvad_chat.errors import DataError
 log = logging.getLogger(__name__)
 
 
-def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Yield the JSON objects of a JSONL file; a malformed line raises DataError naming file and line."""
+def read_jsonl_numbered(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line of a JSONL file; each object must hold ``required`` keys.
+
+    A missing file, a malformed line or a missing key raises DataError naming the file and line.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such JSONL file; check the path")
@@ -45,7 +51,16 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
                 raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg}); fix or remove the line") from err
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield obj
+            missing = [key for key in required if key not in obj]
+            if missing:
+                raise DataError(f"{path}:{lineno}: missing key(s) {missing}")
+            yield lineno, obj
+
+
+def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSONL file (see :func:`read_jsonl_numbered` for the checks)."""
+    for _, obj in read_jsonl_numbered(path, required):
+        yield obj
 
 
 def repair_tail(path: str | Path) -> int:
@@ -145,22 +160,43 @@ class JsonlAppender:
         return len(lines)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a whole file so that readers see either the old or the new content, never a mix."""
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; on success it replaces ``path``, on error it is removed.
+
+    The temporary name keeps the suffix, so writers that choose a format by suffix (PyAV, OpenCV) still work.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.part{path.suffix}")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-def atomic_write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
-    """Write a whole JSONL file atomically."""
-    atomic_write_text(path, "".join(dumps_line(r) for r in records))
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a whole text file (UTF-8, fsync'd) so that readers see either the old or the new content."""
+    with atomic_output(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@contextmanager
+def atomic_directory(directory: str | Path) -> Iterator[Path]:
+    """A fresh temporary folder beside ``directory`` to fill; on success it takes ``directory``'s place."""
+    directory = Path(directory)
+    tmp = directory.with_name(f".{directory.name}.{os.getpid()}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
