@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +32,12 @@ import numpy as np
 from datasets_builder.enhance import EnhanceConfig, anomaly_focused_pass
 from datasets_builder.extract import ExtractionBackend, FrameRecord, FrameTask, GTObject
 from datasets_builder.qa import TargetFacts, VideoFacts, build_video_qa, label_segments
-from datasets_builder.timeline import (
-    AssociationConfig,
-    Timeline,
-    TrajectoryConfig,
-    associate,
-    box_iou,
-    describe_trajectory,
-)
+from datasets_builder.sources import VideoRecord, read_dataset
+from datasets_builder.timeline import AssociationConfig, Timeline, associate, describe_trajectory
 from tvad_chat.errors import ConfigError, DataError, TVADError
 from tvad_chat.files import JsonlAppender, atomic_write_text, read_jsonl
+from tvad_chat.motion import TrajectoryConfig, iou
+from tvad_chat.video import load_clip, sample_indices
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +69,6 @@ class VideoItem:
     timestamps: Sequence[float] | None = None  # per source frame, when not index / fps
     # sources that choose their own frames (decoded videos): () -> (frames, indices, timestamps)
     load_sampled: Callable[[], tuple[np.ndarray, Sequence[int], Sequence[float]]] | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -125,15 +120,6 @@ class CorpusSummary:
         return dict(vars(self))
 
 
-def sample_indices(num_frames: int, count: int) -> list[int]:
-    """`count` frame indices spread uniformly over the clip (centres of equal bins)."""
-    if num_frames <= 0:
-        return []
-    if count >= num_frames:
-        return list(range(num_frames))
-    return [int(math.floor((i + 0.5) * num_frames / count)) for i in range(count)]
-
-
 def _extract_indices(item: VideoItem, cfg: CorpusConfig, needs_images: bool) -> list[int]:
     if item.extract_indices is not None:
         return [int(i) for i in item.extract_indices]
@@ -149,7 +135,7 @@ def _extract_indices(item: VideoItem, cfg: CorpusConfig, needs_images: bool) -> 
 def _mean_iou(a: Timeline, b: Timeline) -> float:
     """Mean IoU of two timelines' boxes over their shared frames (0 when they share none)."""
     bb = {o.frame_index: o.box for o in b.observations}
-    ious = [box_iou(o.box, bb[o.frame_index]) for o in a.observations if o.frame_index in bb]
+    ious = [iou(o.box, bb[o.frame_index]) for o in a.observations if o.frame_index in bb]
     return float(np.mean(ious)) if ious else 0.0
 
 
@@ -279,7 +265,7 @@ def process_video(item: VideoItem, backend: ExtractionBackend, cfg: CorpusConfig
         anomaly_targets = []
     facts = VideoFacts(
         video_id=item.key, split=item.split, video=item.video,
-        frame_indices=sample_indices(item.num_frames, cfg.model_frames), anomalous=anomalous,
+        frame_indices=sample_indices(item.num_frames, cfg.model_frames).tolist(), anomalous=anomalous,
         mask_dir=item.mask_dir, fps=item.fps, event=item.event, anomaly_segments=segments,
         targets=anomaly_targets, normal_targets=normal_targets,
         extra_meta={"source": cfg.source, "backend": getattr(backend, "name", "custom")},
@@ -405,142 +391,45 @@ def _safe_name(name: str) -> str:
 
 # --------------------------------------------------------------------------- sources
 
-VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts"}
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 
+def item_from_record(record: VideoRecord, extract_fps: float | None = 2.0, stride: int | None = None) -> VideoItem:
+    """A dataset record (datasets_builder.sources) as the builder's VideoItem.
 
-def folder_items(data: str | Path, split: str = "test", extract_fps: float | None = 2.0,
-                 stride: int | None = None) -> list[VideoItem]:
-    """Every video file and frame folder directly under ``data`` (no annotations).
-
-    Frames are decoded at ``extract_fps`` per second, or every ``stride``-th frame when given.
+    Unannotated folder clips are decoded at ``extract_fps`` frames per second, or every ``stride``-th frame
+    when given; annotated clips are read at the frames the builder chooses.
     """
-    from tvad_chat.video import load_clip, probe
+    labels = None if record.frame_labels is None else record.frame_labels.tolist()
+    item = VideoItem(video_id=record.video_id, split=record.split, video=str(record.source), fps=record.fps,
+                     width=record.size[0], height=record.size[1], num_frames=record.num_frames,
+                     read_frames=record.load_frames, frame_labels=labels, event=record.event,
+                     mask_dir=str(record.mask_dir) if record.mask_dir is not None else None)
+    if record.dataset == "folder":
+        item.load_sampled = partial(_load_sampled, record.source, record.fps, extract_fps, stride)
+    else:
+        item.annotations = record.objects
+        item.masks = record.load_mask if record.mask_dir is not None else None
+    return item
 
-    root = Path(data)
-    if not root.is_dir():
-        raise DataError(f"{root}: not a folder; pass --data with a folder of videos or frame folders")
-    entries = []
-    for p in sorted(root.iterdir()):
-        if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS:
-            entries.append(p)
-        elif p.is_dir() and any(c.suffix.lower() in IMAGE_EXTENSIONS for c in p.iterdir()):
-            entries.append(p)
-    if not entries:
-        raise DataError(f"{root}: no video files or frame folders found")
-    items = []
-    for p in entries:
-        info = probe(p)
 
-        def load(p: Path = p) -> tuple[np.ndarray, Sequence[int], Sequence[float]]:
-            if stride:
-                clip = load_clip(p, num_frames=None, fps=None)
-                sl = slice(None, None, stride)
-            else:
-                clip = load_clip(p, num_frames=None, fps=extract_fps)
-                sl = slice(None)
-            return clip.frames[sl], clip.frame_indices[sl].tolist(), clip.timestamps[sl].tolist()
-
-        items.append(VideoItem(video_id=p.stem if p.is_file() else p.name, split=split, video=str(p),
-                               fps=float(info.fps), width=int(info.width), height=int(info.height),
-                               num_frames=int(info.num_frames), load_sampled=load))
-    return items
+def _load_sampled(source: Path, folder_fps: float, extract_fps: float | None, stride: int | None
+                  ) -> tuple[np.ndarray, Sequence[int], Sequence[float]]:
+    if stride:
+        clip = load_clip(source, num_frames=None, fps=None, folder_fps=folder_fps)
+        sl = slice(None, None, stride)
+    else:
+        clip = load_clip(source, num_frames=None, fps=extract_fps, folder_fps=folder_fps)
+        sl = slice(None)
+    return clip.frames[sl], clip.frame_indices[sl].tolist(), clip.timestamps[sl].tolist()
 
 
 def source_items(source: str, data: str | Path | None, split: str, extract_fps: float | None = 2.0,
                  stride: int | None = None) -> list[VideoItem]:
     """The videos of a source as VideoItems: synth, ped2, avenue (annotated) or folder."""
-    if source == "folder":
-        if data is None:
-            raise ConfigError("--source folder needs --data DIR")
-        return folder_items(data, split, extract_fps, stride)
-    if source in ("synth", "ped2", "avenue"):
-        return dataset_items(source, data, split)
-    raise ConfigError(f"unknown --source {source!r}; choose synth, ped2, avenue or folder")
-
-
-
-
-def dataset_items(source: str, data: str | Path | None, split: str) -> list[VideoItem]:
-    """Annotated datasets as VideoItems."""
-    if source in ("ped2", "avenue"):
-        return mask_dataset_items(source, data, split)
-    if source == "synth":
-        from datasets_builder.sources import read_synthcampus
-
-        if data is None:
-            raise ConfigError("--source synth needs --data DIR: a folder written by `tvad synth`")
-        return [record.as_video_item() for record in read_synthcampus(data, split)]
-    raise ConfigError(f"unknown dataset source {source!r}")
-
-
-def mask_dataset_items(source: str, data: str | Path | None, split: str) -> list[VideoItem]:
-    """UCSD Ped2 / CUHK Avenue in the layout of shared/data: frames or videos, per-frame masks and labels.
-
-    Their annotations are pixel masks only, so the ground-truth objects are the masks' connected regions
-    (category "object", no appearance attributes, no track ids: identities come from association).
-    """
-    import cv2
-
-    from datasets_builder.sources import DEFAULT_ROOTS, PED2_FPS, mask_boxes
-    from tvad_chat.video import DEFAULT_FOLDER_FPS
-
-    root = Path(data) if data else DEFAULT_ROOTS[source]
-    if split not in ("test", "train"):
+    if source not in ("synth", "ped2", "avenue", "folder"):
+        raise ConfigError(f"unknown --source {source!r}; choose synth, ped2, avenue or folder")
+    if source in ("synth", "folder") and data is None:
+        raise ConfigError(f"--source {source} needs --data DIR" + (": a folder written by `tvad synth`"
+                                                                     if source == "synth" else ""))
+    if source in ("ped2", "avenue") and split not in ("test", "train"):
         raise ConfigError(f"--split for {source} is test or train (got {split!r})")
-    if not root.is_dir():
-        raise DataError(f"{root}: no {source} data here; pass --data with the dataset root")
-    labels_path = root / "testing" / "frame_labels.json"
-    labels = json.loads(labels_path.read_text()) if split == "test" and labels_path.exists() else {}
-    if source == "ped2":
-        base = root / ("testing" if split == "test" else "training") / "frames"
-        videos = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
-    else:
-        base = root / ("testing_videos" if split == "test" else "training_videos")
-        videos = sorted(base.glob("*.avi")) if base.is_dir() else []
-    if not videos:
-        raise DataError(f"{base}: no {source} {split} videos found")
-    items = []
-    for v in videos:
-        vid = v.name if v.is_dir() else v.stem
-        mask_dir = root / "testing" / "masks" / vid if split == "test" else None
-        mask_files = sorted(mask_dir.glob("*.png")) if mask_dir is not None and mask_dir.is_dir() else []
-        if v.is_dir():
-            files = sorted(p for p in v.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-            first = cv2.imread(str(files[0]))
-            h, w = first.shape[:2]
-            # frame folders carry no timing: Ped2's agreed rate, else the generic folder default
-            n, fps = len(files), PED2_FPS if source == "ped2" else DEFAULT_FOLDER_FPS
-
-            def read(idx: Sequence[int], files: list[Path] = files) -> np.ndarray:
-                return np.stack([cv2.imread(str(files[i]))[:, :, ::-1] for i in idx])
-        else:
-            from tvad_chat.video import load_clip, probe
-
-            info = probe(v)
-            h, w, n, fps = info.height, info.width, info.num_frames, info.fps
-
-            def read(idx: Sequence[int], v: Path = v) -> np.ndarray:
-                clip = load_clip(v, num_frames=None, fps=None)
-                return clip.frames[list(idx)]
-
-        def mask_of(f: int, files: list[Path] = mask_files) -> np.ndarray | None:
-            if f >= len(files):
-                return None
-            return cv2.imread(str(files[f]), cv2.IMREAD_GRAYSCALE) > 0
-
-        def ann(f: int, mask_of=mask_of) -> list[GTObject]:
-            m = mask_of(f)
-            if m is None:
-                return []
-            return [GTObject(track_id=None, category="object", box=b, anomalous=True)  # type: ignore[arg-type]
-                    for b in mask_boxes(m)]
-
-        lab = labels.get(vid)
-        if split == "train":
-            lab = [0] * n  # training footage is normal by construction
-        items.append(VideoItem(video_id=vid, split=split, video=str(v), fps=float(fps), width=int(w), height=int(h),
-                               num_frames=int(n), read_frames=read, annotations=ann,
-                               masks=mask_of if mask_files else None, frame_labels=lab,
-                               mask_dir=str(mask_dir) if mask_files else None, event=None))
-    return items
+    return [item_from_record(r, extract_fps, stride) for r in read_dataset(source, data, split)]

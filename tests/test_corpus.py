@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 from shared_data import DATA
 
-from datasets_builder.corpus import CorpusConfig, VideoItem, build_corpus, sample_indices
+from datasets_builder.corpus import CorpusConfig, VideoItem, build_corpus
 from datasets_builder.extract import GroundTruthBackend, GTObject
+from datasets_builder.sources import PED2_FPS
+from tvad_chat.errors import DataError
 from tvad_chat.files import JsonlAppender, read_jsonl, repair_tail
 from tvad_chat.motion import (
     CUT_MARGIN,
@@ -29,8 +31,6 @@ from tvad_chat.motion import (
     SPEED_WINDOW_S,
     heading_label,
 )
-from datasets_builder.sources import PED2_FPS
-from tvad_chat.errors import DataError
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -110,12 +110,6 @@ def test_malformed_line_error_names_file_and_line(tmp_path):
     p.write_text('{"id": 1}\n{oops}\n')
     with pytest.raises(DataError, match=r"bad.jsonl:2: not valid JSON"):
         list(read_jsonl(p))
-
-
-def test_sample_indices_uniform():
-    assert sample_indices(160, 16) == list(range(5, 160, 10))
-    assert sample_indices(5, 16) == [0, 1, 2, 3, 4]
-    assert sample_indices(0, 4) == []
 
 
 # --------------------------------------------------------------------------- runs and resumes
@@ -493,7 +487,7 @@ EXTRACTED_KEYS = ("upper_color", "lower_color", "color", "size", "carrying", "ha
 @pytest.fixture(scope="module")
 def synth_corpus(tmp_path_factory):
     """30 SynthCampus train clips (24 frames, 256x160) and their ground-truth corpus."""
-    from datasets_builder.corpus import dataset_items
+    from datasets_builder.corpus import source_items
     from datasets_builder.synth.generate import ClipConfig
     from datasets_builder.synth.writer import generate_split
 
@@ -501,7 +495,7 @@ def synth_corpus(tmp_path_factory):
     generate_split(root / "data", "train", 30, seed=7, cfg=ClipConfig(frames=24, width=256, height=160,
                                                                         effects=False))
     out = root / "corpus"
-    build_corpus(dataset_items("synth", root / "data", "train"), GroundTruthBackend(),
+    build_corpus(source_items("synth", root / "data", "train"), GroundTruthBackend(),
                  CorpusConfig(out_dir=out, source="synth", progress=False))  # default settings
     anns = {f"train/{p.parent.name}": json.loads(p.read_text())
             for p in sorted((root / "data" / "train").glob("*/annotation.json"))}

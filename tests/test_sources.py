@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from shared_data import DATA
 
+from datasets_builder.corpus import item_from_record
 from datasets_builder.extract import GTObject
 from datasets_builder.sources import (
     VideoRecord,
@@ -101,7 +102,7 @@ def test_synthcampus_reader_matches_what_was_generated(synth_root):
         for t in r.tracks:
             assert t.anomalous == bool(t.anomalous_frames)
             assert t.anomalous_frames <= set(t.boxes)
-    item = recs[0].as_video_item()
+    item = item_from_record(recs[0])
     assert item.frame_labels == recs[0].frame_labels.tolist() and item.event == recs[0].event
     assert item.annotations(0) == recs[0].objects(0) and item.read_frames([1]).shape == (1, 96, 160, 3)
     val = read_dataset("synthcampus", synth_root, "val")[0]

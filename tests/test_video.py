@@ -521,8 +521,10 @@ def test_cuhk_avenue_videos(rel: str, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_sample_indices_are_segment_centres() -> None:
     assert sample_indices(100, 4).tolist() == [12, 37, 62, 87]
     assert sample_indices(3, 16).tolist() == [0, 1, 2]
-    idx = sample_indices(1000, 16)
-    assert len(set(idx.tolist())) == 16 and np.all(np.diff(idx) >= 62)
+    assert sample_indices(1000, 16).tolist() == [31, 93, 156, 218, 281, 343, 406, 468, 531, 593, 656, 718, 781,
+                                                  843, 906, 968]
+    assert sample_indices(160, 16).tolist() == list(range(5, 160, 10))
+    assert sample_indices(0, 4).tolist() == []
 
 
 @pytest.mark.parametrize(

@@ -23,18 +23,21 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tvad_chat.errors import ConfigError, VideoError
+from tvad_chat.errors import ConfigError, DataError, VideoError
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+# Anomaly masks are 8-bit images (0 normal, 255 anomalous): a pixel above this value is anomalous.
+MASK_THRESHOLD = 127
 # Frame folders carry no timing; they are read at this rate unless told otherwise.
 DEFAULT_FOLDER_FPS = 25.0
 # Below this many frames a packet scan (demux only, no decoding) is cheap and gives
@@ -131,15 +134,19 @@ def load_clip(
     limits: VideoLimits | None = None,
     *,
     folder_fps: float | None = None,
+    frame_indices: Sequence[int] | None = None,
 ) -> Clip:
     """Sample frames from a video file or a frame folder.
 
     num_frames=N: N frames spread uniformly over the clip (the centres of N equal
     segments; all frames when the clip has fewer than N). fps=F: one frame every
     1/F seconds, the frame on screen at that time (F above the source rate gives
-    every frame). Both None: every frame. Folders are read at `folder_fps`
-    (default DEFAULT_FOLDER_FPS) since images carry no timing.
+    every frame). frame_indices: exactly these 0-based source frames, in the order
+    given (num_frames and fps must then be None). All None: every frame. Folders
+    are read at `folder_fps` (default DEFAULT_FOLDER_FPS) since images carry no timing.
     """
+    if frame_indices is not None and (num_frames is not None or fps is not None):
+        raise ConfigError("give frame_indices alone, without num_frames or fps")
     if num_frames is not None and fps is not None:
         raise ConfigError("give either num_frames or fps, not both")
     if num_frames is not None and num_frames < 1:
@@ -149,9 +156,63 @@ def load_clip(
     limits = limits or VideoLimits()
     path = _resolve(source)
     if path.is_dir():
-        return _FrameFolder(path, limits, folder_fps).load(num_frames, fps)
+        reader: _FrameFolder | _VideoFile = _FrameFolder(path, limits, folder_fps)
+        return _select(reader.load(num_frames, fps, frame_indices), frame_indices)
     with _VideoFile(path, limits) as video:
-        return video.load(num_frames, fps)
+        return _select(video.load(num_frames, fps, frame_indices), frame_indices)
+
+
+def frame_files(folder: str | Path) -> list[Path]:
+    """The image files of a frame folder in natural order (2.jpg before 10.jpg); hidden files left out."""
+    folder = Path(folder)
+    files = (
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    )
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders the numbers in a name by value: "frame2" before "frame10"."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def read_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Boolean anomaly mask (H, W) from an image file: a pixel is anomalous when its value is above
+    MASK_THRESHOLD (8-bit masks, 0/255). size=(width, height) resizes it (nearest neighbour) first.
+
+    A mask whose largest value is 1..MASK_THRESHOLD (a 0/1 mask) raises DataError instead of reading as empty.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                img = Image.fromarray((np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8))
+            grey = img.convert("L")
+            if size is not None and grey.size != tuple(size):
+                grey = grey.resize(tuple(size), Image.Resampling.NEAREST)
+            values = np.asarray(grey)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{path}: not a readable mask image ({err})") from err
+    if 0 < int(values.max()) <= MASK_THRESHOLD:
+        raise DataError(
+            f"{path}: mask values go up to {int(values.max())}; masks must be 8-bit with 255 for anomalous "
+            "pixels (save 0/1 masks multiplied by 255)"
+        )
+    return values > MASK_THRESHOLD
+
+
+def sampled_fps(timestamps: Sequence[float], default: float) -> float:
+    """Frames per second of sampled frames (the median step between their timestamps), else ``default``."""
+    ts = np.asarray(timestamps, dtype=np.float64)
+    if len(ts) >= 2:
+        step = float(np.median(np.diff(ts)))
+        if step > 0:
+            return 1.0 / step
+    return default
 
 
 def sample_indices(num_source_frames: int, num_frames: int) -> np.ndarray:
@@ -263,8 +324,25 @@ def _check_duration(duration_s: float, limits: VideoLimits, path: Path) -> None:
         )
 
 
-def _natural_key(name: str) -> list[Any]:
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+def _plan_indices(frame_indices: Sequence[int], count: int, path: Path) -> np.ndarray:
+    """Sorted unique indices to decode for an explicit list of frames (checked against the clip's length)."""
+    wanted = np.asarray(frame_indices, dtype=np.int64).reshape(-1)
+    bad = wanted[(wanted < 0) | (wanted >= count)]
+    if len(bad):
+        raise VideoError(
+            f"{path.name} has {count} frames (0..{count - 1}); frame indices {bad[:3].tolist()} are out of range"
+        )
+    return np.unique(wanted)
+
+
+def _select(clip: Clip, frame_indices: Sequence[int] | None) -> Clip:
+    """The clip's frames in the order (and with the repeats) of `frame_indices`; the clip itself when None."""
+    if frame_indices is None:
+        return clip
+    pos = np.searchsorted(clip.frame_indices, np.asarray(frame_indices, dtype=np.int64).reshape(-1))
+    if np.array_equal(pos, np.arange(len(clip.frame_indices))):
+        return clip
+    return replace(clip, frames=clip.frames[pos], timestamps=clip.timestamps[pos], frame_indices=clip.frame_indices[pos])
 
 
 # --------------------------------------------------------------------------- frame folders
@@ -279,14 +357,7 @@ class _FrameFolder:
         self.fps = float(folder_fps or DEFAULT_FOLDER_FPS)
         if not (self.fps > 0 and math.isfinite(self.fps)):
             raise ConfigError(f"folder_fps must be a positive number, got {folder_fps}")
-        self.files = sorted(
-            (
-                p
-                for p in path.iterdir()
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-            ),
-            key=lambda p: _natural_key(p.name),
-        )
+        self.files = frame_files(path)
         if not self.files:
             raise VideoError(
                 f"folder {path} holds no image frames ({', '.join(IMAGE_EXTENSIONS)}); "
@@ -347,9 +418,11 @@ class _FrameFolder:
             variable_frame_rate=False,
         )
 
-    def load(self, num_frames: int | None, fps: float | None) -> Clip:
+    def load(self, num_frames: int | None, fps: float | None, frame_indices: Sequence[int] | None) -> Clip:
         n = len(self.files)
-        if num_frames is not None:
+        if frame_indices is not None:
+            indices = _plan_indices(frame_indices, n, self.path)
+        elif num_frames is not None:
             indices = sample_indices(n, num_frames)
         elif fps is not None:
             indices = np.unique(
@@ -430,7 +503,6 @@ class _VideoFile:
                 f"{path.name} is {size / 1024**3:.2f} GiB, over the {limits.max_file_bytes / 1024**3:.2f} GiB limit; "
                 "cut or re-encode it smaller (or raise VideoLimits.max_file_bytes)"
             )
-        self.file_bytes = size
         self.container = self._open()
         try:
             self._inspect()
@@ -507,7 +579,6 @@ class _VideoFile:
         # First frame: proves the stream decodes, and gives rotation and the true coded size.
         first = self._first_frame()
         self.rotation = self._rotation(first)
-        self.coded_size = (first.width, first.height)
         sar = self.stream.sample_aspect_ratio
         self.size = _display_size(first.width, first.height, sar, self.rotation)
         self.first_pts = first.pts
@@ -616,7 +687,6 @@ class _VideoFile:
                 self.fps = fps
                 self.duration_s = duration if duration is not None else count / fps
                 self.vfr: bool | None = False
-                self.count_source = "header"
                 return timeline
             log.info("%s: %s; scanning the file for exact timestamps", self.path.name, problem)
         return self._scan()
@@ -715,7 +785,6 @@ class _VideoFile:
             step = 1.0 / (self.fps * tb)
             self.vfr = False
             self.duration_s = 1.0 / self.fps
-        self.count_source = "scan"
         stream_dur = self._stream_duration()
         if stream_dur is not None and stream_dur - self.duration_s > max(1.0, 0.1 * stream_dur):
             # The video stream's own duration is written by the muxer when it closes the file.
@@ -771,8 +840,10 @@ class _VideoFile:
 
     # ---- sampling
 
-    def _plan(self, num_frames: int | None, fps: float | None) -> np.ndarray:
+    def _plan(self, num_frames: int | None, fps: float | None, frame_indices: Sequence[int] | None) -> np.ndarray:
         tl = self.timeline
+        if frame_indices is not None:
+            return _plan_indices(frame_indices, tl.count, self.path)
         if num_frames is not None:
             return sample_indices(tl.count, num_frames)
         if fps is not None:
@@ -783,10 +854,10 @@ class _VideoFile:
             return np.unique([tl.index_at(tl.start + t * per_pts) for t in times]).astype(np.int64)
         return np.arange(tl.count, dtype=np.int64)
 
-    def load(self, num_frames: int | None, fps: float | None) -> Clip:
+    def load(self, num_frames: int | None, fps: float | None, frame_indices: Sequence[int] | None) -> Clip:
         out_w, out_h = _fit(*self.size, self.limits.max_display_side)
         for attempt in range(2):
-            indices = self._plan(num_frames, fps)
+            indices = self._plan(num_frames, fps, frame_indices)
             _check_clip_bytes(len(indices), out_w, out_h, self.limits, self.path)
             try:
                 frames, pts = self._decode_indices(indices, (out_w, out_h))

@@ -1,8 +1,11 @@
-"""Dataset readers: SynthCampus, UCSD Ped2 and CUHK Avenue -> one record type, :class:`VideoRecord`.
+"""The dataset-reader layer: SynthCampus, UCSD Ped2, CUHK Avenue, and plain folders of video files and
+frame folders -> one record type, :class:`VideoRecord`. The corpus builder, training, evaluation and the
+tests read datasets through here; frames and masks are read by tvad_chat.video (one frame-folder reader,
+one mask threshold).
 
 ``VideoRecord`` fields
     video_id      clip name inside the dataset ("train_000003", "01", "08")
-    dataset       "synthcampus" | "ped2" | "avenue"
+    dataset       "synthcampus" | "ped2" | "avenue" | "folder"
     split         the dataset split the clip belongs to
     frames_dir    folder of frame images (Ped2, SynthCampus --format frames), else None
     video_path    video file (Avenue .avi, SynthCampus mp4), else None
@@ -18,18 +21,17 @@
 
 Methods: ``load_frames(indices) -> uint8 (N, H, W, 3) RGB``, ``load_mask(i) -> bool (H, W) | None``,
 ``objects(i) -> list[GTObject]`` (what the ground-truth extraction backend needs; for Ped2/Avenue the
-mask's connected regions, category "object", no track id), ``boxes(i)``, ``load_ids(i)`` (SynthCampus
-instance-id map) and ``as_video_item()`` (the corpus builder's VideoItem).
+mask's connected regions, category "object", no track id), ``boxes(i)`` and ``load_ids(i)`` (SynthCampus
+instance-id map).
 
-Readers: :func:`read_synthcampus`, :func:`read_ped2`, :func:`read_avenue`, and :func:`read_dataset` by name.
-Missing or malformed folders raise :class:`tvad_chat.errors.DataError`.
+Readers: :func:`read_synthcampus`, :func:`read_ped2`, :func:`read_avenue`, :func:`read_folder`, and
+:func:`read_dataset` by name. Missing or malformed folders raise :class:`tvad_chat.errors.DataError`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +40,11 @@ from typing import Any
 import numpy as np
 
 from datasets_builder.extract import GTObject
-from tvad_chat.errors import DataError
+from tvad_chat.errors import DataError, VideoError
+from tvad_chat.video import DEFAULT_FOLDER_FPS, frame_files, load_clip, natural_key, probe, read_mask
 
 Box = tuple[float, float, float, float]
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts")
 # the shared benchmark data beside the checkout, or TVAD_SHARED_DATA
 _SHARED = Path(os.environ.get("TVAD_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 DEFAULT_ROOTS = {"ped2": _SHARED / "ucsd_ped2", "avenue": _SHARED / "cuhk_avenue"}
@@ -63,12 +66,8 @@ class Track:
     trajectory: dict[str, Any] | None = None
 
 
-def _natural_key(p: Path) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS), key=_natural_key)
+def _by_name(p: Path) -> list:
+    return natural_key(p.name)
 
 
 def mask_boxes(mask: np.ndarray, min_area: int = 20, join_px: int = 4) -> list[Box]:
@@ -103,8 +102,6 @@ class VideoRecord:
     trajectories: list[dict[str, Any]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     _mask_files: list[Path] | None = field(default=None, repr=False)
-    _frame_files: list[Path] | None = field(default=None, repr=False)
-    _decoded: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def source(self) -> Path:
@@ -124,42 +121,20 @@ class VideoRecord:
         for i in idx:
             if not 0 <= i < self.num_frames:
                 raise DataError(f"{self.video_id}: frame {i} out of range (0..{self.num_frames - 1})")
-        if self.frames_dir is not None:
-            import cv2
-
-            files = self._frame_files if self._frame_files is not None else _image_files(self.frames_dir)
-            self._frame_files = files
-            out = []
-            for i in idx:
-                img = cv2.imread(str(files[i]), cv2.IMREAD_COLOR)
-                if img is None:
-                    raise DataError(f"{files[i]}: unreadable frame image")
-                out.append(img[..., ::-1])
-            return np.stack(out) if out else np.zeros((0, self.size[1], self.size[0], 3), np.uint8)
-        if self._decoded is None:
-            from tvad_chat.video import load_clip
-
-            clip = load_clip(self.source, num_frames=None, fps=None)
-            self._decoded = clip.frames
-        if len(self._decoded) < self.num_frames:
-            raise DataError(f"{self.source}: decoded {len(self._decoded)} frames, expected {self.num_frames}")
-        return self._decoded[idx]
+        if not idx:
+            return np.zeros((0, self.size[1], self.size[0], 3), np.uint8)
+        return load_clip(self.source, num_frames=None, folder_fps=self.fps, frame_indices=idx).frames
 
     # -- masks and objects
     def load_mask(self, i: int) -> np.ndarray | None:
         """Boolean anomaly mask (H, W) of frame i, or None when the clip has no masks."""
         if self.mask_dir is None:
             return None
-        import cv2
-
         if self._mask_files is None:
-            self._mask_files = _image_files(self.mask_dir)
+            self._mask_files = frame_files(self.mask_dir)
         if not 0 <= i < len(self._mask_files):
             raise DataError(f"{self.mask_dir}: no mask for frame {i} ({len(self._mask_files)} masks)")
-        m = cv2.imread(str(self._mask_files[i]), cv2.IMREAD_GRAYSCALE)
-        if m is None:
-            raise DataError(f"{self._mask_files[i]}: unreadable mask")
-        return m > 0
+        return read_mask(self._mask_files[i])
 
     def objects(self, i: int) -> list[GTObject]:
         """Annotated objects of frame i (tracks where present, else the mask's connected regions)."""
@@ -174,19 +149,6 @@ class VideoRecord:
 
     def boxes(self, i: int) -> list[Box]:
         return [o.box for o in self.objects(i)]
-
-    def as_video_item(self) -> Any:
-        """The record as the corpus builder's ``VideoItem`` (datasets_builder.corpus)."""
-        from datasets_builder.corpus import VideoItem
-
-        return VideoItem(
-            video_id=self.video_id, split=self.split, video=str(self.source), fps=self.fps, width=self.size[0],
-            height=self.size[1], num_frames=self.num_frames, read_frames=self.load_frames,
-            annotations=self.objects, masks=self.load_mask if self.mask_dir is not None else None,
-            frame_labels=None if self.frame_labels is None else self.frame_labels.tolist(),
-            mask_dir=str(self.mask_dir) if self.mask_dir is not None else None, event=self.event,
-            meta={"dataset": self.dataset, "trajectories": self.trajectories, **{
-                k: v for k, v in self.meta.items() if k in ("scene", "event_frames", "event_description")}})
 
     def load_ids(self, i: int) -> np.ndarray | None:
         """Instance-id map (uint16) of frame i (SynthCampus), else None."""
@@ -300,33 +262,44 @@ def _check_split(split: str, name: str) -> None:
 PED2_FPS = 10.0
 
 
+def _probed(source: Path, dataset: str, split: str, folder_fps: float | None = None) -> VideoRecord:
+    """A record of a video file or frame folder with the frame count, rate and size it probes to."""
+    try:
+        info = probe(source, folder_fps=folder_fps)
+    except VideoError as err:
+        raise DataError(f"{source}: unreadable {dataset} clip ({err})") from None
+    folder = source.is_dir()
+    return VideoRecord(video_id=source.name if folder else source.stem, dataset=dataset, split=split,
+                       frames_dir=source if folder else None, video_path=None if folder else source,
+                       num_frames=int(info.num_frames), fps=float(info.fps), size=(int(info.width), int(info.height)),
+                       frame_labels=None)
+
+
+def _add_masks(rec: VideoRecord, root: Path) -> VideoRecord:
+    """Test clips of Ped2/Avenue: the per-frame masks under root/testing/masks/<clip> and the frame labels."""
+    mask_dir = root / "testing" / "masks" / rec.video_id if rec.split == "test" else None
+    if mask_dir is not None and mask_dir.is_dir():
+        rec.mask_dir = mask_dir
+        rec._mask_files = frame_files(mask_dir)
+        n_masks = len(rec._mask_files)
+        if n_masks != rec.num_frames:
+            if rec.frames_dir is not None:
+                raise DataError(f"{mask_dir}: {n_masks} masks for {rec.num_frames} frames")
+            # container frame counts can be estimates: the masks are the per-frame annotation
+            rec.num_frames = n_masks
+    rec.frame_labels = _labels(root, rec.video_id, rec.split, rec.num_frames)
+    return rec
+
+
 def read_ped2(root: str | Path | None = None, split: str = "test") -> list[VideoRecord]:
     """UCSD Ped2 as laid out in shared/data: {training,testing}/frames/NN/NNN.jpg, testing/masks/NN/NNN.png."""
-    import cv2
-
     _check_split(split, "UCSD Ped2")
     root = Path(root) if root else DEFAULT_ROOTS["ped2"]
     base = root / ("testing" if split == "test" else "training") / "frames"
     if not base.is_dir():
         raise DataError(f"{base}: no UCSD Ped2 frames here; pass the dataset root (holding training/ and testing/)")
-    out = []
-    for d in sorted((p for p in base.iterdir() if p.is_dir()), key=_natural_key):
-        files = _image_files(d)
-        if not files:
-            raise DataError(f"{d}: no frame images")
-        first = cv2.imread(str(files[0]))
-        if first is None:
-            raise DataError(f"{files[0]}: unreadable frame image")
-        mask_dir = root / "testing" / "masks" / d.name if split == "test" else None
-        if mask_dir is not None and not mask_dir.is_dir():
-            mask_dir = None
-        if mask_dir is not None and len(_image_files(mask_dir)) != len(files):
-            raise DataError(f"{mask_dir}: {len(_image_files(mask_dir))} masks for {len(files)} frames")
-        rec = VideoRecord(video_id=d.name, dataset="ped2", split=split, frames_dir=d, video_path=None,
-                          num_frames=len(files), fps=PED2_FPS, size=(first.shape[1], first.shape[0]),
-                          frame_labels=_labels(root, d.name, split, len(files)), mask_dir=mask_dir)
-        rec._frame_files = files
-        out.append(rec)
+    out = [_add_masks(_probed(d, "ped2", split, PED2_FPS), root)
+           for d in sorted((p for p in base.iterdir() if p.is_dir()), key=_by_name)]
     if not out:
         raise DataError(f"{base}: no clip folders")
     return out
@@ -334,49 +307,44 @@ def read_ped2(root: str | Path | None = None, split: str = "test") -> list[Video
 
 def read_avenue(root: str | Path | None = None, split: str = "test") -> list[VideoRecord]:
     """CUHK Avenue as laid out in shared/data: {training,testing}_videos/NN.avi, testing/masks/NN/NNNN.png."""
-    from tvad_chat.errors import VideoError
-    from tvad_chat.video import probe
-
     _check_split(split, "CUHK Avenue")
     root = Path(root) if root else DEFAULT_ROOTS["avenue"]
     base = root / ("testing_videos" if split == "test" else "training_videos")
     if not base.is_dir():
         raise DataError(f"{base}: no CUHK Avenue videos here; pass the dataset root (holding testing_videos/)")
-    out = []
-    for v in sorted(base.glob("*.avi"), key=_natural_key):
-        try:
-            info = probe(v)
-        except VideoError as err:
-            raise DataError(f"{v}: unreadable Avenue video ({err})") from None
-        n = int(info.num_frames)
-        mask_dir = root / "testing" / "masks" / v.stem if split == "test" else None
-        if mask_dir is not None and not mask_dir.is_dir():
-            mask_dir = None
-        if mask_dir is not None:
-            n_masks = len(_image_files(mask_dir))
-            if n_masks != n:
-                # container frame counts can be estimates: the masks are the per-frame annotation
-                n = n_masks
-        out.append(VideoRecord(video_id=v.stem, dataset="avenue", split=split, frames_dir=None, video_path=v,
-                               num_frames=n, fps=float(info.fps), size=(int(info.width), int(info.height)),
-                               frame_labels=_labels(root, v.stem, split, n), mask_dir=mask_dir))
+    out = [_add_masks(_probed(v, "avenue", split), root) for v in sorted(base.glob("*.avi"), key=_by_name)]
     if not out:
         raise DataError(f"{base}: no .avi videos")
     return out
 
 
+def read_folder(root: str | Path, split: str = "test") -> list[VideoRecord]:
+    """Every video file and frame folder directly under ``root``, unannotated (frame folders at
+    tvad_chat.video.DEFAULT_FOLDER_FPS)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder; pass a folder of videos or frame folders")
+    entries = [p for p in sorted(root.iterdir(), key=_by_name)
+               if (p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS) or (p.is_dir() and frame_files(p))]
+    if not entries:
+        raise DataError(f"{root}: no video files or frame folders found")
+    return [_probed(p, "folder", split, DEFAULT_FOLDER_FPS) for p in entries]
+
+
 def read_dataset(name: str, root: str | Path | None = None, split: str = "test") -> list[VideoRecord]:
-    """Any of the readers by name: synth | synthcampus | ped2 | avenue."""
+    """Any of the readers by name: synth | synthcampus | ped2 | avenue | folder."""
+    if name in ("synth", "synthcampus", "folder") and root is None:
+        raise DataError(f"{name} needs a folder (SynthCampus: the one written by `tvad synth --out DIR`)")
     if name in ("synth", "synthcampus"):
-        if root is None:
-            raise DataError("SynthCampus needs the folder written by `tvad synth --out DIR`")
         return read_synthcampus(root, split)
     if name == "ped2":
         return read_ped2(root, split)
     if name == "avenue":
         return read_avenue(root, split)
-    raise DataError(f"unknown dataset {name!r}; choose synthcampus, ped2 or avenue")
+    if name == "folder":
+        return read_folder(root, split)
+    raise DataError(f"unknown dataset {name!r}; choose synthcampus, ped2, avenue or folder")
 
 
-__all__ = ["Track", "VideoRecord", "mask_boxes", "read_avenue", "read_dataset", "read_ped2",
+__all__ = ["Track", "VideoRecord", "mask_boxes", "read_avenue", "read_dataset", "read_folder", "read_ped2",
            "read_synthcampus", "read_synthcampus_clip"]

@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 
 from tvad_chat.errors import DataError
-from tvad_chat.files import read_jsonl_numbered
 from tvad_chat.eval.objects import Detections, Regions
+from tvad_chat.files import read_jsonl_numbered
+from tvad_chat.video import IMAGE_EXTENSIONS, read_mask
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def read_text_items(pred_path: str | Path, ref_path: str | Path) -> list[dict[str, Any]]:
@@ -162,8 +162,8 @@ class MapFrames(Sequence):
 
     def __init__(self, pred_dir: str | Path, gt_dir: str | Path) -> None:
         self.pred_dir, self.gt_dir = Path(pred_dir), Path(gt_dir)
-        self.masks = list_frame_files(self.gt_dir, IMAGE_SUFFIXES)
-        self.preds = list_frame_files(self.pred_dir, IMAGE_SUFFIXES + (".npy",))
+        self.masks = list_frame_files(self.gt_dir, IMAGE_EXTENSIONS)
+        self.preds = list_frame_files(self.pred_dir, IMAGE_EXTENSIONS + (".npy",))
         if not self.masks:
             raise DataError(f"{self.gt_dir} holds no mask images")
         extra = sorted(set(self.preds) - set(self.masks))
@@ -181,7 +181,7 @@ class MapFrames(Sequence):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         key = self.keys[index]
-        mask = read_map(self.masks[key]) > 0
+        mask = read_mask(self.masks[key])
         score = read_map(self.preds[key]) if key in self.preds else None
         name = str(self.preds.get(key, self.masks[key]))
         return PixelFrame(score, mask, name)

@@ -16,11 +16,16 @@ from typing import Any
 import numpy as np
 
 from tvad_chat.errors import DataError
+from tvad_chat.video import (
+    DEFAULT_FOLDER_FPS,
+    frame_files,
+    load_clip,
+    read_mask,
+    resize_for_model,
+    sampled_fps,
+)
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
-
 
 @dataclass
 class Sample:
@@ -83,7 +88,7 @@ def load_samples(corpus: str | Path, split: str | None = None, kinds: Iterable[s
             video = _resolve(root, rec["video"])
             sample = Sample(
                 id=str(rec["id"]), video=video, frame_indices=[int(i) for i in rec["frame_indices"]],
-                fps=float(rec.get("fps") or 25.0), conversation=list(rec["conversation"]), meta=meta,
+                fps=float(rec.get("fps") or DEFAULT_FOLDER_FPS), conversation=list(rec["conversation"]), meta=meta,
                 mask_dir=_resolve(root, rec["mask_dir"]) if rec.get("mask_dir") else None,
                 video_id=str(rec.get("video_id") or meta.get("video_id") or rec["video"]),
             )
@@ -113,38 +118,6 @@ def unique_clips(samples: Sequence[Sample]) -> list[Sample]:
     return out
 
 
-def _natural(name: str) -> list[Any]:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
-
-
-def _image_files(folder: Path) -> list[Path]:
-    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-    return sorted(files, key=lambda p: _natural(p.name))
-
-
-def read_frames(video: str | Path, indices: Sequence[int]) -> np.ndarray:
-    """RGB uint8 (N, H, W, 3) frames ``indices`` of a video file or frame folder."""
-    path = Path(video)
-    if path.is_dir():
-        from PIL import Image
-
-        files = _image_files(path)
-        if not files:
-            raise DataError(f"{path}: no image files in this frame folder")
-        bad = [i for i in indices if not 0 <= i < len(files)]
-        if bad:
-            raise DataError(f"{path}: frame indices {bad[:3]} out of range (folder has {len(files)} frames)")
-        return np.stack([np.asarray(Image.open(files[i]).convert("RGB")) for i in indices])
-    from tvad_chat.video import load_clip
-
-    clip = load_clip(path, num_frames=None, fps=None)
-    pos = {int(fi): n for n, fi in enumerate(clip.frame_indices.tolist())}
-    missing = [i for i in indices if i not in pos]
-    if missing:
-        raise DataError(f"{path}: frame indices {missing[:3]} out of range ({clip.num_source_frames} frames)")
-    return clip.frames[[pos[i] for i in indices]]
-
-
 def read_masks(mask_dir: str | Path | None, indices: Sequence[int], size: tuple[int, int]) -> np.ndarray:
     """Boolean (N, H, W) anomaly masks of frames ``indices`` (one image per frame, natural order; all-zero when absent).
 
@@ -157,9 +130,7 @@ def read_masks(mask_dir: str | Path | None, indices: Sequence[int], size: tuple[
     folder = Path(mask_dir)
     if not folder.is_dir():
         raise DataError(f"{folder}: mask folder not found; rebuild the corpus or fix mask_dir")
-    from PIL import Image
-
-    files = _image_files(folder)
+    files = frame_files(folder)
     by_number: dict[int, Path] = {}
     for f in files:
         digits = re.findall(r"\d+", f.stem)
@@ -169,10 +140,7 @@ def read_masks(mask_dir: str | Path | None, indices: Sequence[int], size: tuple[
         f = files[fi] if fi < len(files) else by_number.get(fi)
         if f is None:
             continue
-        m = np.asarray(Image.open(f).convert("L")) > 127
-        if m.shape != (h, w):
-            m = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 127
-        out[n] = m
+        out[n] = read_mask(f, (w, h))
     return out
 
 
@@ -199,26 +167,17 @@ class ClipStore:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        from tvad_chat.video import resize_for_model
-
-        frames = read_frames(sample.video, sample.frame_indices)
+        frames = load_clip(sample.video, num_frames=None, folder_fps=sample.fps,
+                           frame_indices=sample.frame_indices).frames
         if len(frames) % 2:  # one temporal patch = two frames
             frames = np.concatenate([frames, frames[-1:]], 0)
         small = resize_for_model(frames, max_pixels=self.max_pixels, min_pixels=self.min_pixels)
         masks = read_masks(sample.mask_dir, sample.frame_indices, small.shape[1:3])
         if len(masks) < len(small):
             masks = np.concatenate([masks, masks[-1:]], 0)
-        data = ClipData(frames=small, fps=_sampled_fps(sample), masks=masks, has_masks=sample.mask_dir is not None)
+        fps = sample.fps if sample.fps > 0 else DEFAULT_FOLDER_FPS
+        times = np.asarray(sample.frame_indices, dtype=np.float64) / fps
+        data = ClipData(frames=small, fps=sampled_fps(times, fps), masks=masks, has_masks=sample.mask_dir is not None)
         self._cache[key] = data
         return data
 
-
-def _sampled_fps(sample: Sample) -> float:
-    """Frames per second of the sampled frames (the temporal rotary positions must reflect it)."""
-    idx = np.asarray(sample.frame_indices, dtype=np.float64)
-    fps = sample.fps if sample.fps > 0 else 25.0
-    if len(idx) >= 2:
-        step = float(np.median(np.diff(idx)))
-        if step > 0:
-            return fps / step
-    return fps
