@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from tvad_chat.errors import ConfigError, DataError
+from tvad_chat.motion import REGIONS, region_cue
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,6 @@ Box = tuple[float, float, float, float]
 
 # Canonical attribute keys; every backend maps what it has onto these.
 ATTRIBUTE_KEYS = ("upper_color", "lower_color", "color", "size", "carrying", "hat", "action")
-REGIONS = ("top-left", "top", "top-right", "left", "centre", "right", "bottom-left", "bottom", "bottom-right")
 _REGION_ALIASES = {"center": "centre", "middle": "centre", "top-center": "top", "bottom-center": "bottom",
                    "center-left": "left", "centre-left": "left", "center-right": "right",
                    "centre-right": "right", "top-centre": "top", "bottom-centre": "bottom",
@@ -143,15 +143,6 @@ class FrameTask:
 
 
 # --------------------------------------------------------------------------- geometry helpers
-
-
-def region_cue(box: Sequence[float], width: int, height: int) -> str:
-    """Cell of a 3x3 grid that holds the box centre."""
-    cx = (box[0] + box[2]) / 2.0
-    cy = (box[1] + box[3]) / 2.0
-    col = min(2, max(0, int(3 * cx / max(width, 1))))
-    row = min(2, max(0, int(3 * cy / max(height, 1))))
-    return REGIONS[row * 3 + col]
 
 
 def normalise_region(value: Any) -> str | None:

@@ -29,14 +29,9 @@ from typing import Any
 
 import yaml
 
-from datasets_builder.timeline import (
-    Timeline,
-    Trajectory,
-    motion_summary,
-    temporal_phrasings,
-    trajectory_phrasings,
-)
+from datasets_builder.timeline import Timeline, temporal_phrasings
 from tvad_chat.errors import DataError
+from tvad_chat.motion import Trajectory, motion_summary, trajectory_phrasings
 
 PERSON_CATEGORIES = {"person", "pedestrian", "man", "woman", "child", "runner", "cyclist", "biker",
                      "skateboarder", "skater", "jogger", "walker", "people"}

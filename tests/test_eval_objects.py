@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tvad_chat.errors import DataError
-from tvad_chat.eval.objects import Detections, Regions, box_iou, detection_curves, rbdc_tbdc
+from tvad_chat.eval.objects import Detections, Regions, detection_curves, rbdc_tbdc
+from tvad_chat.motion import pairwise_iou
 
 
 def _regions(rows):  # (video, frame, track, x1, y1, x2, y2)
@@ -73,8 +74,8 @@ def test_all_scores_equal_follow_input_order() -> None:
 
 def test_boxes_touching_at_one_pixel_inclusive_versus_continuous() -> None:
     a, b = np.array([[0.0, 0, 9, 9]]), np.array([[9.0, 9, 18, 18]])
-    assert box_iou(a, b)[0, 0] == pytest.approx(1 / (100 + 100 - 1))  # the shared pixel (9, 9)
-    assert box_iou(a, b, continuous=True)[0, 0] == 0.0
+    assert pairwise_iou(a, b, inclusive=True)[0] == pytest.approx(1 / (100 + 100 - 1))  # the shared pixel (9, 9)
+    assert pairwise_iou(a, b)[0] == 0.0
     # 2x2-pixel boxes sharing one corner pixel: IoU 1/7 >= 0.1 with +1, 0 without
     region = _regions([(0, 0, 1, 0, 0, 1, 1)])
     det = _dets([(0, 0, 1, 1, 2, 2, 1.0)])
@@ -86,7 +87,7 @@ def test_iou_threshold_is_inclusive_at_0_1() -> None:
     # region 0..9 (10x10 pixels) and detection x 8..17: overlap 2x10 = 20, union 180 -> IoU 0.111
     regions = _regions([(0, 0, 1, 0, 0, 9, 9)])
     dets = _dets([(0, 0, 8, 0, 17, 9, 1.0)])
-    assert box_iou(dets.boxes, regions.boxes)[0, 0] == pytest.approx(20 / 180)
+    assert _scripts_iou(dets.boxes[0], regions.boxes[0]) == pytest.approx(20 / 180)
     assert rbdc_tbdc(regions, dets, 1)["rbdc"] == pytest.approx(100.0)
     # x 9..18: overlap 10, union 190 -> 0.053 < 0.1: a false positive
     far = _dets([(0, 0, 9, 0, 18, 9, 1.0)])
@@ -112,6 +113,14 @@ def test_curve_beyond_one_is_cut_at_the_last_point_then_flat() -> None:
     assert rbdc_tbdc(TRACK, dets, num_frames=2)["rbdc"] == pytest.approx(5.0)
 
 
+def _scripts_iou(a, b) -> float:
+    """IoU as the public scripts write it, one pair at a time: inclusive pixel coordinates (+1)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]) + 1)
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]) + 1)
+    union = (a[2] - a[0] + 1) * (a[3] - a[1] + 1) + (b[2] - b[0] + 1) * (b[3] - b[1] + 1) - ix * iy
+    return ix * iy / union
+
+
 def _reference(regions: Regions, dets: Detections, num_frames: int) -> tuple[float, float]:
     """Slow loop over detections in stable score order, written from the procedure in the paper/README."""
     order = sorted(range(len(dets.scores)), key=lambda i: -dets.scores[i])  # Python's sort is stable
@@ -121,7 +130,7 @@ def _reference(regions: Regions, dets: Detections, num_frames: int) -> tuple[flo
     for i in order:
         hits = [j for j in range(len(regions.frame))
                 if regions.video[j] == dets.video[i] and regions.frame[j] == dets.frame[i]
-                and box_iou(dets.boxes[i:i + 1], regions.boxes[j:j + 1])[0, 0] >= 0.1]
+                and _scripts_iou(dets.boxes[i], regions.boxes[j]) >= 0.1]
         if not hits:
             fps += 1
         for j in hits:

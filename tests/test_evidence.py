@@ -12,13 +12,11 @@ from tvad_chat.evidence import (
     EvidenceConfig,
     analyze_heatmaps,
     detect_boxes,
-    direction_words,
-    frame_heatmaps,
-    iou,
     judge,
     render_overlay,
     upsample_heatmaps,
 )
+from tvad_chat.motion import heading_label
 
 
 def _clip(num_frames: int, width: int = 320, height: int = 160, fps: float = 10.0, stride: int = 3):
@@ -39,51 +37,66 @@ def _blob_maps(num_patches: int, positions, grid=(8, 16), value=0.9) -> np.ndarr
     return maps
 
 
-def test_blob_moving_left_to_right() -> None:
-    maps = _blob_maps(8, lambda t: [(4, 2 * t)])  # columns 0..15 of 16: edge to edge
-    clip = _clip(16)
-    evidence = analyze_heatmaps(maps, None, clip)
+def _walk_maps(num_patches: int, cols, row: int = 4) -> np.ndarray:
+    """A 2x2-patch blob in ``row`` at column ``cols[t]`` of patch t (None: not there)."""
+    return _blob_maps(num_patches, lambda t: [] if cols[t] is None else [(row, cols[t])])
+
+
+def test_blob_walking_in_from_the_left_and_out_on_the_right() -> None:
+    # not there in patch 0, then one 20-px column per patch from the left edge to the right edge, gone in patch 16
+    cols = [None] + list(range(15)) + [None]
+    maps = _walk_maps(17, cols)
+    evidence = analyze_heatmaps(maps, None, _clip(34))
     assert evidence.judgement and evidence.judgement_score == pytest.approx(0.9)
     assert evidence.score == evidence.judgement_score
-    assert evidence.frame_scores.shape == (16,)
+    assert evidence.frame_scores.shape == (34,)
     assert len(evidence.tracks) == 1
     track = evidence.tracks[0]
-    assert track.frames == list(range(16))  # continuous: every sampled frame, one identity
+    assert track.frames == list(range(2, 32))  # continuous: every sampled frame of patches 1..15, one identity
+    # the blob covers patches [c, c + 2) of 20-pixel patches: centre at 20c + 20 pixels
     centres = [(b[0] + b[2]) / 2 for b in track.boxes]
-    assert all(b >= a for a, b in zip(centres, centres[1:], strict=False))
-    # the blob covers patches [2t, 2t+2) of 20-pixel patches: centre at 40t + 20 pixels
-    np.testing.assert_allclose(centres[::2], [40 * t + 20 for t in range(8)], atol=3)
+    np.testing.assert_allclose(centres[::2], [20 * c + 20 for c in range(15)], atol=3)
     entry = evidence.timeline[0]
-    assert (entry.entry_side, entry.exit_side, entry.direction) == ("left", "right", "left to right")
-    assert (entry.first_frame, entry.last_frame) == (0, 45)
-    assert (entry.start_s, entry.end_s) == (0.0, 4.5)
-    # 280 px of a 357.8 px diagonal in 4.2 s between the first and last distinct boxes... ~0.19 diag/s
-    assert entry.speed == pytest.approx(280 / np.hypot(320, 160) / 4.5, rel=0.02)
-    assert entry.speed_class == "normal"
-    assert "left to right" in entry.summary and "enters from the left" in entry.summary
-    assert "leaves on the right" in entry.summary
+    assert (entry.entry_side, entry.exit_side, entry.direction) == ("left", "right", "right")
+    assert (entry.first_frame, entry.last_frame) == (6, 93)
+    assert (entry.start_s, entry.end_s) == (pytest.approx(0.6), pytest.approx(9.3))
+    # 20 px per temporal patch (0.6 s) with a 40-px box: 0.83 box heights per second, a walker's speed
+    assert entry.speed == pytest.approx(20 / 0.6 / 40, rel=1e-3)
+    assert entry.speed_class == "walking"
+    assert entry.summary == ("Target 1 enters from the left at 0.6 s, moves from left to right at walking pace, "
+                             "and leaves on the right at 9.3 s.")
+    assert evidence.to_dict()["timeline"][0]["speed"] == entry.speed
 
 
-def test_speed_classes_follow_frame_size_per_second() -> None:
-    maps = _blob_maps(8, lambda t: [(4, 2 * t)])
-    fast = analyze_heatmaps(maps, None, _clip(16, stride=1)).timeline[0]  # same path in a third of the time
-    slow = analyze_heatmaps(maps, None, _clip(16, stride=30)).timeline[0]
-    assert (fast.speed_class, slow.speed_class) == ("fast", "slow")
-    assert fast.speed == pytest.approx(30 * slow.speed, rel=1e-3)
+def test_speed_is_in_box_heights_per_second_and_classed_by_the_motion_vocabulary() -> None:
+    maps = _walk_maps(17, [None] + list(range(15)) + [None])
+    entries = {stride: analyze_heatmaps(maps, None, _clip(34, stride=stride)).timeline[0] for stride in (1, 3, 10)}
+    assert {s: e.speed_class for s, e in entries.items()} == {1: "fast", 3: "walking", 10: "slow"}
+    assert entries[1].speed == pytest.approx(2.5, rel=1e-3)
+    assert entries[1].speed == pytest.approx(10 * entries[10].speed, rel=1e-3)
+    still = analyze_heatmaps(_walk_maps(6, [7] * 6), None, _clip(12)).timeline[0]
+    assert (still.direction, still.speed_class, still.speed) == ("none", "stationary", 0.0)
+    assert (still.entry_side, still.exit_side) == ("start", "end")
+    assert "stays in roughly the same place" in still.summary
 
 
-def test_two_blobs_two_tracks_and_directions() -> None:
-    # one walks down (towards the camera) along the left border, one right to left from the right border
-    maps = _blob_maps(6, lambda t: [(t, 0), (5, 14 - 2 * t)])
-    evidence = analyze_heatmaps(maps, None, _clip(12))
+def test_two_blobs_two_tracks_directions_and_sides() -> None:
+    # A walks down the left border from the top-left corner; B walks right to left from the right border.
+    # Neither is there in the first and last patch.
+    def positions(t: int) -> list[tuple[int, int]]:
+        return [] if t in (0, 7) else [(t - 1, 0), (5, 16 - 2 * t)]
+
+    evidence = analyze_heatmaps(_blob_maps(8, positions), None, _clip(16))
     assert len(evidence.tracks) == 2
-    assert all(t.frames == list(range(12)) for t in evidence.tracks)
+    assert all(t.frames == list(range(2, 14)) for t in evidence.tracks)
     by_direction = {e.direction: e for e in evidence.timeline}
-    assert set(by_direction) == {"right to left", "towards the camera"}
-    assert (by_direction["right to left"].entry_side, by_direction["right to left"].exit_side) == ("right", "inside")
-    # starts in the top-left corner moving down: it came in from the top; it ends on the left border
-    down = by_direction["towards the camera"]
+    assert set(by_direction) == {"down", "left"}
+    # B comes in through the right border and vanishes mid-frame
+    assert (by_direction["left"].entry_side, by_direction["left"].exit_side) == ("right", "inside")
+    # A starts in the top-left corner moving down: it came in from the top; it ends on the left border
+    down = by_direction["down"]
     assert (down.entry_side, down.exit_side) == ("top", "left")
+    assert (down.speed_class, by_direction["left"].speed_class) == ("walking", "fast")
 
 
 def test_crossing_blobs_keep_their_identities() -> None:
@@ -91,8 +104,8 @@ def test_crossing_blobs_keep_their_identities() -> None:
     maps = _blob_maps(7, lambda t: [(2, 1 + 2 * t), (4, 13 - 2 * t)])
     evidence = analyze_heatmaps(maps, None, _clip(14))
     assert len(evidence.tracks) == 2
-    directions = sorted(e.direction for e in evidence.timeline)
-    assert directions == ["left to right", "right to left"]
+    assert sorted((e.direction, e.entry_side, e.exit_side) for e in evidence.timeline) == [
+        ("left", "start", "end"), ("right", "start", "end")]
 
 
 def test_empty_heatmap_says_no() -> None:
@@ -118,12 +131,8 @@ def test_judgement_reads_both_channels() -> None:
         analyze_heatmaps(probs[:, 1], probs[:, :1], _clip(5))
 
 
-def test_frame_heatmaps_and_upsampling() -> None:
+def test_upsampling_matches_an_independent_bilinear_resampler() -> None:
     maps = np.random.default_rng(0).random((3, 4, 6)).astype(np.float32)
-    per_frame = frame_heatmaps(maps, 5)
-    assert per_frame.shape == (5, 4, 6)
-    for f in range(5):
-        np.testing.assert_array_equal(per_frame[f], maps[f // 2])
     full = upsample_heatmaps(maps, 5, (60, 40))  # 10-pixel patches
     assert full.shape == (5, 40, 60) and full.dtype == np.float32
     # against an independent bilinear resampler: pixel (y, x) samples the patch grid at
@@ -167,22 +176,15 @@ def test_tracks_on_real_ped2_masks_follow_the_bicycle() -> None:
     evidence = analyze_heatmaps(grid, None, clip, EvidenceConfig(min_track_patches=3))
     assert evidence.judgement
     assert len(evidence.tracks) == 1 and len(evidence.tracks[0].frames) >= 14
-    ys, xs = np.nonzero(masks[0])
-    ye, xe = np.nonzero(masks[-1])
-    expected = direction_words(float(xe.mean() - xs.mean()), float(ye.mean() - ys.mean()))
-    assert evidence.timeline[0].direction == expected
+    def foot(mask: np.ndarray) -> np.ndarray:
+        ys, xs = np.nonzero(mask)
+        return np.array([(xs.min() + xs.max() + 1) / 2, ys.max() + 1.0])
+
+    move = foot(masks[-1]) - foot(masks[0])
+    assert evidence.timeline[0].direction == heading_label(float(move[0]), float(move[1]))
     # the frames with mask pixels are the frames whose score says "anomalous"
     labelled = masks.reshape(16, -1).any(1)
     assert np.all(evidence.frame_scores[labelled] > 0.5)
-
-
-def test_direction_words_sectors() -> None:
-    assert direction_words(1, 0) == "left to right"
-    assert direction_words(-1, 0.1) == "right to left"
-    assert direction_words(0.1, 1) == "towards the camera"
-    assert direction_words(0, -1) == "away from the camera"
-    assert direction_words(1, 1) == "left to right, towards the camera"
-    assert direction_words(-1, -0.9) == "right to left, away from the camera"
 
 
 def test_overlay_colours_only_hot_pixels() -> None:
@@ -199,8 +201,3 @@ def test_overlay_colours_only_hot_pixels() -> None:
     assert not np.array_equal(grid_out, frames)
     with pytest.raises(ConfigError):
         render_overlay(frames.astype(np.float32), heat)
-
-
-def test_iou_hand_computed() -> None:
-    assert iou((0, 0, 2, 2), (1, 1, 3, 3)) == 1 / 7
-    assert iou((0, 0, 1, 1), (1, 1, 2, 2)) == 0

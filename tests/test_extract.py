@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from datasets_builder.extract import (
-    REGIONS,
     ExtractionParseError,
     FrameRecord,
     FrameTask,
@@ -19,9 +18,9 @@ from datasets_builder.extract import (
     extraction_prompt,
     loads_lenient,
     parse_extraction,
-    region_cue,
 )
 from tvad_chat.errors import ConfigError, DataError
+from tvad_chat.motion import REGIONS, region_cue
 
 GOOD = {"objects": [{"category": "Person", "attributes": {"upper_color": "Red", "lower_color": "blue",
                                                          "carrying": None, "action": "walking"},

@@ -1,4 +1,4 @@
-"""Reading the stated direction of trajectory answers, checked on the corpus builder's own phrasings."""
+"""Reading the stated direction of trajectory answers, checked on the motion vocabulary's own phrasings."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from datasets_builder.timeline import DIRECTION_WORDS, Trajectory, trajectory_phrasings
 from tvad_chat.eval.motion_facts import direction_accuracy, distinct_share, stated_direction
+from tvad_chat.motion import DIRECTION_WORDS, Trajectory, trajectory_phrasings
 
 
 @pytest.mark.parametrize("direction", sorted(DIRECTION_WORDS))
@@ -43,4 +43,4 @@ def test_direction_accuracy_and_distinct_share():
 def _trajectory(direction: str, speed_class: str) -> Trajectory:
     return Trajectory(entry="right", exit="left", entry_region="right", exit_region="left", direction=direction,
                       legs=[], turns=[], speed=2.0, speed_class=speed_class, start_time=0.5, end_time=2.9,
-                      start_frame=5, end_frame=29, displacement=(-150.0, 0.0))
+                      start_frame=5, end_frame=29, displacement=(-150.0, 0.0), size=40.0)

@@ -17,7 +17,8 @@ from datasets_builder.qa import (
     label_segments,
     load_templates,
 )
-from datasets_builder.timeline import DIRECTION_WORDS, Observation, Timeline, describe_trajectory
+from datasets_builder.timeline import Observation, Timeline, describe_trajectory
+from tvad_chat.motion import DIRECTION_WORDS
 
 COLOURS = ["red", "blue", "green", "yellow", "black", "white", "grey", "orange", "purple", "brown", "pink"]
 W, H, FPS = 640, 360, 25.0

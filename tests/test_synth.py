@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tvad_chat.motion import BORDER_MARGIN
 from datasets_builder.synth.agents import Agent, Pose
 from datasets_builder.synth.behaviours import ANOMALY_TYPES, NORMAL_BEHAVIOURS, Plan
 from datasets_builder.synth.generate import ClipConfig, choose_clip, generate_clip, trajectory_record
@@ -16,6 +15,7 @@ from datasets_builder.synth.scenes import SCENES
 from datasets_builder.synth.splits import SPLITS
 from datasets_builder.synth.writer import generate_split
 from tvad_chat.cli import main as cli_main
+from tvad_chat.motion import BORDER_MARGIN
 
 SMALL = ClipConfig(frames=24, width=256, height=160)
 
@@ -259,7 +259,7 @@ def test_trajectory_record_directions_turns_and_sides_on_known_paths():
     boxes = {t: (max(0, int(x) - 3), int(y) - 30, min(320, int(x) + 3), int(y))
              for t, (x, y) in enumerate(pts) if 0 <= x <= 320 and t > 0 and t < 29}
     tr = trajectory_record(plan, boxes, cam, 10.0, 30)
-    assert tr["direction"] == "left" and tr["direction_words"] == "right to left"
+    assert tr["direction"] == "left"
     assert tr["entry"] == "right" and tr["exit"] == "left" and tr["turns"] == []
 
 

@@ -9,20 +9,22 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from datasets_builder.extract import FrameRecord, Instance, region_cue
+from datasets_builder.extract import FrameRecord, Instance
 from datasets_builder.timeline import (
-    DIRECTION_WORDS,
-    DIRECTIONS,
-    SPEED_WORDS,
     AssociationConfig,
     Observation,
     Timeline,
-    TrajectoryConfig,
     appearance_similarity,
     associate,
-    box_iou,
     describe_trajectory,
+)
+from tvad_chat.motion import (
+    DIRECTION_WORDS,
+    DIRECTIONS,
+    SPEED_WORDS,
+    TrajectoryConfig,
     heading_label,
+    region_cue,
     trajectory_phrasings,
 )
 
@@ -45,12 +47,6 @@ def _sector(angle_deg: float) -> str:
     a = angle_deg % 360
     best = min(names, key=lambda k: abs(a - k))
     return names[best]
-
-
-def test_box_iou_reference_values():
-    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == pytest.approx(1.0)
-    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
-    assert box_iou((0, 0, 10, 10), (10, 0, 20, 10)) == 0.0
 
 
 def test_appearance_similarity_ignores_action_and_compares_words():

@@ -16,52 +16,45 @@ Conventions (documented because every number the UI shows comes from here):
 - Boxes. 8-connected components (scipy.ndimage) of the bilinearly upsampled map where abnormal
   beats normal (> 0.5), computed per temporal patch at ``work_scale`` x the patch grid and scaled to
   display pixels; each box is scored by its peak probability.
-- Tracks. Boxes of consecutive temporal patches are linked by a Hungarian assignment
-  (scipy.optimize.linear_sum_assignment) on cost = (1 - IoU) + centre distance / frame diagonal,
-  both measured against the track's box moved by its last velocity (a constant-velocity
-  prediction); pairs farther apart than ``max_jump`` frame diagonals are never linked, and a track
-  survives ``max_gap`` patches without a box. Every track lists the sampled frames of its patches.
-- Timeline. Entry (exit) side: the image border the first (last) box touches, within
-  ``edge_patches`` patch widths; when it touches two, the one the motion comes from (goes to);
-  otherwise "inside". Direction: the net displacement of the box centre, in 8 sectors of 45°,
-  said as "left to right" / "right to left" horizontally and "towards the camera" (down the image,
-  as for an elevated camera) / "away from the camera" vertically, both for diagonal moves;
-  "stationary" below ``stationary_fraction`` of the frame diagonal. Speed: path length of the
-  centre per second, in frame diagonals per second, classed by ``speed_classes``.
+- Tracks. Boxes of consecutive temporal patches are linked by the one tracker (tvad_chat.tracking: a
+  Hungarian assignment on 1 - IoU + centre distance in box sizes, both against the track's box moved
+  by its last velocity); a step is a temporal patch; pairs farther than ``max_jump`` box sizes per
+  patch from the prediction are never linked, and a track survives ``max_gap`` patches without a box.
+  Every track lists the sampled frames of its patches.
+- Timeline. Each track described by tvad_chat.motion, the vocabulary the corpus and SynthCampus use:
+  one observation per temporal patch (its box, at the mean time of the patch's frames); position =
+  the foot point; speed in the target's own box heights per second (motion.SPEED_UNIT, explained by
+  motion.SPEED_UNIT_TEXT) classed by motion.SPEED_CLASSES; direction = the 8-way heading of the net
+  move (motion.DIRECTIONS, "none" when it stays in place); entry/exit = the frame side it comes
+  through, "start"/"end" when it is in view at the clip's first/last sampled frame, else "inside".
+  The summary is motion.trajectory_phrasings' first wording, the corpus narratives' words.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import cv2
 import numpy as np
 from scipy import ndimage
-from scipy.optimize import linear_sum_assignment
 
+from tvad_chat import tracking
 from tvad_chat.errors import ConfigError
+from tvad_chat.motion import Trajectory, describe_path, trajectory_phrasings
 
 log = logging.getLogger(__name__)
 
 TEMPORAL_PATCH = 2
-SIDES = ("left", "right", "top", "bottom")
-_SIDE_NORMALS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "top": (0.0, -1.0), "bottom": (0.0, 1.0)}
-_INF = 1e9
 
 
 @dataclass
 class EvidenceConfig:
     work_scale: int = 8  # boxes are found on the map upsampled to this many pixels per patch
-    max_jump: float = 0.5  # frame diagonals a target may move per temporal patch beyond its prediction
+    max_jump: float = 2.0  # box sizes a target may move per temporal patch beyond its prediction
     max_gap: int = 1  # temporal patches a track may miss before it ends
     min_track_patches: int = 1  # shorter tracks are dropped
-    edge_patches: float = 0.75  # a box within this many patch widths of a border touches it
-    stationary_fraction: float = 0.05  # net move below this fraction of the diagonal: stationary
-    # frame diagonals per second: crossing the frame in more than ~25 s is slow, in less than ~5 s fast
-    speed_classes: tuple[tuple[float, str], ...] = ((0.04, "slow"), (0.2, "normal"), (math.inf, "fast"))
 
 
 @dataclass
@@ -85,17 +78,19 @@ class Track:
 
 @dataclass
 class TimelineEntry:
+    """One target as the page's track table shows it, in the words of tvad_chat.motion."""
+
     track_id: int
     first_frame: int  # source frame index of the first sampled frame with the target
     last_frame: int
     start_s: float  # timestamps of those frames
     end_s: float
-    entry_side: str  # left | right | top | bottom | inside
-    exit_side: str
-    direction: str  # "left to right", "towards the camera", "left to right, away from the camera", "stationary"
-    speed_class: str  # stationary | slow | normal | fast
-    speed: float  # frame diagonals per second (path length of the box centre)
-    summary: str
+    entry_side: str  # a frame side (left | right | top | bottom), "start" (in view as the clip begins) or "inside"
+    exit_side: str  # a frame side, "end" (still in view as the clip ends) or "inside"
+    direction: str  # 8-way heading of the net move (motion.DIRECTIONS: "right", "up-left", ...) or "none"
+    speed_class: str  # stationary | slow | walking | fast | very fast (motion.SPEED_CLASSES)
+    speed: float  # in motion.SPEED_UNIT: the target's own box heights per second
+    summary: str  # e.g. "Target 1 enters from the left at 0.3 s, moves from left to right at walking pace, ..."
 
 
 @dataclass
@@ -142,12 +137,6 @@ def patch_of_frame(num_frames: int, num_patches: int) -> np.ndarray:
     return np.minimum(np.arange(num_frames) // TEMPORAL_PATCH, num_patches - 1)
 
 
-def frame_heatmaps(heatmaps: np.ndarray, num_frames: int) -> np.ndarray:
-    """(T', H', W') per temporal patch -> (T, H', W') per sampled frame."""
-    maps = _as_maps(heatmaps)
-    return maps[patch_of_frame(num_frames, maps.shape[0])]
-
-
 def upsample_heatmaps(heatmaps: np.ndarray, num_frames: int, size: tuple[int, int]) -> np.ndarray:
     """Per-frame heatmaps at display size (width, height), bilinear: (T, H, W) float32 in 0..1."""
     width, height = int(size[0]), int(size[1])
@@ -192,70 +181,9 @@ def detect_boxes(heatmap: np.ndarray, frame: int, size: tuple[int, int], work_sc
     return boxes
 
 
-def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def _centre(box: tuple[float, ...]) -> np.ndarray:
-    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
-
-
-@dataclass
-class _PatchTrack:
-    id: int
-    patches: list[int]
-    boxes: list[Box]
-
-    def predicted(self, patch: int) -> tuple[float, float, float, float]:
-        """The last box moved by the last per-patch velocity (constant-velocity prediction)."""
-        last = self.boxes[-1].xyxy
-        if len(self.boxes) < 2:
-            return last
-        step = (_centre(last) - _centre(self.boxes[-2].xyxy)) / (self.patches[-1] - self.patches[-2])
-        dx, dy = step * (patch - self.patches[-1])
-        return (last[0] + dx, last[1] + dy, last[2] + dx, last[3] + dy)
-
-
-def link_patch_boxes(boxes_per_patch: list[list[Box]], size: tuple[int, int],
-                     config: EvidenceConfig | None = None) -> list[_PatchTrack]:
-    """Associate boxes of consecutive temporal patches (Hungarian on IoU + centre distance)."""
-    cfg = config or EvidenceConfig()
-    diagonal = float(np.hypot(*size))
-    active: list[_PatchTrack] = []
-    done: list[_PatchTrack] = []
-    next_id = 1
-    for patch, boxes in enumerate(boxes_per_patch):
-        alive = [t for t in active if patch - t.patches[-1] <= cfg.max_gap + 1]
-        done += [t for t in active if patch - t.patches[-1] > cfg.max_gap + 1]
-        active = alive
-        matched: set[int] = set()
-        if active and boxes:
-            cost = np.full((len(active), len(boxes)), _INF)
-            for i, track in enumerate(active):
-                guess = track.predicted(patch)
-                for j, box in enumerate(boxes):
-                    jump = float(np.linalg.norm(_centre(guess) - _centre(box.xyxy))) / diagonal
-                    if jump <= cfg.max_jump:
-                        cost[i, j] = (1.0 - iou(guess, box.xyxy)) + jump
-            for i, j in zip(*linear_sum_assignment(cost), strict=True):
-                if cost[i, j] < _INF:
-                    active[i].patches.append(patch)
-                    active[i].boxes.append(boxes[j])
-                    matched.add(j)
-        for j, box in enumerate(boxes):
-            if j not in matched:
-                active.append(_PatchTrack(next_id, [patch], [box]))
-                next_id += 1
-    return sorted(done + active, key=lambda t: t.id)
-
-
-def _to_frame_track(track: _PatchTrack, new_id: int, patch_frames: list[list[int]]) -> Track:
+def _to_frame_track(track: tracking.Track, new_id: int, patch_frames: list[list[int]]) -> Track:
     out = Track(new_id)
-    for patch, box in zip(track.patches, track.boxes, strict=True):
+    for patch, box in zip(track.steps, track.payloads, strict=True):
         for frame in patch_frames[patch]:
             out.frames.append(frame)
             out.boxes.append(tuple(float(v) for v in box.xyxy))
@@ -266,91 +194,26 @@ def _to_frame_track(track: _PatchTrack, new_id: int, patch_frames: list[list[int
 # --------------------------------------------------------------------------- timeline
 
 
-def touching_side(box: tuple[float, ...], size: tuple[int, int], margin: tuple[float, float],
-                  motion: np.ndarray, entering: bool) -> str:
-    """The border a box touches (within ``margin`` pixels in x, y), or "inside".
-
-    When it touches two (a corner), the side the motion comes from (entering) or goes to (leaving).
-    """
-    width, height = size
-    mx, my = margin
-    sides = [s for s, hit in zip(SIDES, (box[0] <= mx, box[2] >= width - mx, box[1] <= my, box[3] >= height - my),
-                                 strict=True) if hit]
-    if not sides:
-        return "inside"
-    if len(sides) == 1 or not np.any(motion):
-        return sides[0]
-    sign = -1.0 if entering else 1.0
-    return max(sides, key=lambda s: sign * float(np.dot(_SIDE_NORMALS[s], motion)))
-
-
-def direction_words(dx: float, dy: float) -> str:
-    """8-sector direction of an image-space move (y down) in words."""
-    angle = math.degrees(math.atan2(dy, dx)) % 360.0  # 0 = right, 90 = down
-    sector = int(((angle + 22.5) % 360.0) // 45.0)
-    horizontal = {0: "left to right", 1: "left to right", 7: "left to right", 3: "right to left", 4: "right to left",
-                  5: "right to left"}.get(sector)
-    vertical = {1: "towards the camera", 2: "towards the camera", 3: "towards the camera",
-                5: "away from the camera", 6: "away from the camera", 7: "away from the camera"}.get(sector)
-    return ", ".join(w for w in (horizontal, vertical) if w)
-
-
-def _motion(track: Track, times: np.ndarray, size: tuple[int, int], cfg: EvidenceConfig) -> tuple[str, str, float]:
-    """(direction, speed class, speed in diagonals per second) of a track."""
-    # one point per distinct box: the frames of one temporal patch share a box
-    points_arr = np.array([_centre(b) for i, b in enumerate(track.boxes) if i == 0 or b != track.boxes[i - 1]])
-    diagonal = float(np.hypot(*size))
-    first_t, last_t = float(times[track.frames[0]]), float(times[track.frames[-1]])
-    net = points_arr[-1] - points_arr[0]
-    path = float(np.sum(np.linalg.norm(np.diff(points_arr, axis=0), axis=1))) if len(points_arr) > 1 else 0.0
-    speed = path / diagonal / (last_t - first_t) if last_t > first_t else 0.0
-    if np.linalg.norm(net) < cfg.stationary_fraction * diagonal:
-        return "stationary", "stationary", speed
-    speed_class = next(name for limit, name in cfg.speed_classes if speed < limit)
-    return direction_words(float(net[0]), float(net[1])), speed_class, speed
-
-
-def build_timeline(tracks: list[Track], clip: Any, grid: tuple[int, int],
-                   config: EvidenceConfig | None = None) -> list[TimelineEntry]:
-    """One entry per track: when, where it enters and leaves, which way and how fast it moves."""
-    cfg = config or EvidenceConfig()
+def _describe_track(track: tracking.Track, patch_frames: list[list[int]], clip: Any) -> Trajectory:
+    """A patch track (boxes per temporal patch) in the motion vocabulary, one observation per patch with frames;
+    its first and last time and frame are those of the target's first and last sampled frame."""
     size = (int(clip.frames.shape[2]), int(clip.frames.shape[1]))
-    margin = (cfg.edge_patches * size[0] / grid[1], cfg.edge_patches * size[1] / grid[0])
     times, indices = np.asarray(clip.timestamps, dtype=float), np.asarray(clip.frame_indices)
-    entries = []
-    for track in tracks:
-        direction, speed_class, speed = _motion(track, times, size, cfg)
-        centres = np.array([_centre(b) for b in track.boxes])
-        later = next((c for c in centres if not np.allclose(c, centres[0])), centres[0])
-        earlier = next((c for c in centres[::-1] if not np.allclose(c, centres[-1])), centres[-1])
-        entry = touching_side(track.boxes[0], size, margin, later - centres[0], entering=True)
-        exit_ = touching_side(track.boxes[-1], size, margin, centres[-1] - earlier, entering=False)
-        first, last = track.frames[0], track.frames[-1]
-        entries.append(TimelineEntry(
-            track_id=track.id, first_frame=int(indices[first]), last_frame=int(indices[last]),
-            start_s=float(times[first]), end_s=float(times[last]), entry_side=entry, exit_side=exit_,
-            direction=direction, speed_class=speed_class, speed=round(speed, 4),
-            summary=_summary(track.id, entry, exit_, direction, speed_class, float(times[first]), float(times[last]),
-                             int(indices[first]), int(indices[last]), first == 0, last == len(times) - 1)))
-    return entries
+    seen = [(box, patch_frames[p]) for p, box in zip(track.steps, track.boxes, strict=True) if patch_frames[p]]
+    tr = describe_path([box for box, _ in seen], [float(np.mean(times[f])) for _, f in seen],
+                       [int(indices[f[0]]) for _, f in seen], size[0], size[1],
+                       starts_with_clip=seen[0][1][0] == 0, ends_with_clip=seen[-1][1][-1] == len(times) - 1)
+    first, last = seen[0][1][0], seen[-1][1][-1]
+    return replace(tr, start_time=float(times[first]), end_time=float(times[last]), start_frame=int(indices[first]),
+                   end_frame=int(indices[last]))
 
 
-def _summary(track_id: int, entry: str, exit_: str, direction: str, speed_class: str, start: float, end: float,
-             first_index: int, last_index: int, at_start: bool, at_end: bool) -> str:
-    if entry != "inside":
-        enters = f"enters from the {entry} at {start:.1f} s (frame {first_index})"
-    elif at_start:
-        enters = f"is already in view at {start:.1f} s (frame {first_index})"
-    else:
-        enters = f"appears inside the frame at {start:.1f} s (frame {first_index})"
-    moves = "stays in place" if direction == "stationary" else f"moves {direction} at {speed_class} speed"
-    if exit_ != "inside":
-        leaves = f"leaves on the {exit_} at {end:.1f} s (frame {last_index})"
-    elif at_end:
-        leaves = f"is still in view at {end:.1f} s (frame {last_index})"
-    else:
-        leaves = f"disappears inside the frame at {end:.1f} s (frame {last_index})"
-    return f"Target {track_id} {enters}, {moves}, and {leaves}."
+def _timeline_entry(track_id: int, tr: Trajectory) -> TimelineEntry:
+    return TimelineEntry(
+        track_id=track_id, first_frame=tr.start_frame, last_frame=tr.end_frame, start_s=tr.start_time,
+        end_s=tr.end_time, entry_side=tr.entry, exit_side=tr.exit, direction=tr.direction,
+        speed_class=tr.speed_class, speed=round(tr.speed, 3),
+        summary=trajectory_phrasings(tr, f"target {track_id}")[0])
 
 
 # --------------------------------------------------------------------------- all together
@@ -381,10 +244,12 @@ def analyze_heatmaps(heatmaps: np.ndarray, class_probs: np.ndarray | None, clip:
     patch_frames = [np.nonzero(frame_patch == p)[0].tolist() for p in range(maps.shape[0])]
     patch_boxes = [detect_boxes(m, p, size, cfg.work_scale) for p, m in enumerate(maps)]
     boxes = [[Box(f, b.xyxy, b.score) for b in patch_boxes[frame_patch[f]]] for f in range(num_frames)]
-    kept = [t for t in link_patch_boxes(patch_boxes, size, cfg)
-            if len(t.patches) >= cfg.min_track_patches and any(patch_frames[p] for p in t.patches)]
+    linked = tracking.track_boxes([[b.xyxy for b in found] for found in patch_boxes],
+                                  tracking.TrackerConfig(max_gap=cfg.max_gap, max_jump=cfg.max_jump),
+                                  payloads_per_step=patch_boxes)
+    kept = [t for t in linked if len(t.steps) >= cfg.min_track_patches and any(patch_frames[p] for p in t.steps)]
     tracks = [_to_frame_track(t, n, patch_frames) for n, t in enumerate(kept, start=1)]
-    timeline = build_timeline(tracks, clip, maps.shape[1:], cfg)
+    timeline = [_timeline_entry(n, _describe_track(t, patch_frames, clip)) for n, t in enumerate(kept, start=1)]
     log.debug("evidence: judgement=%s score=%.3f tracks=%d", judgement, score, len(tracks))
     return Evidence(frame_scores=frame_scores, judgement=judgement, judgement_score=score, tracks=tracks,
                     timeline=timeline, boxes=boxes)

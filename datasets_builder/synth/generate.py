@@ -13,7 +13,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from tvad_chat.motion import cut_by_frame, entry_and_exit, legs_and_turns, measure_motion, target_sizes
 from datasets_builder.synth.agents import (
     Painter,
     draw_cart,
@@ -36,12 +35,9 @@ from datasets_builder.synth.behaviours import (
 )
 from datasets_builder.synth.scenes import SCENES, compose_background, random_lighting, render_background
 from datasets_builder.synth.splits import ANOMALOUS_FRACTION, SPLIT_CODES, SPLITS, check_split
+from tvad_chat.motion import describe_path
 
 FORMAT = "synthcampus-v1"
-DIRECTION_WORDS = {"right": "left to right", "left": "right to left", "down": "top to bottom",
-                   "up": "bottom to top", "up-right": "bottom-left to top-right",
-                   "up-left": "bottom-right to top-left", "down-right": "top-left to bottom-right",
-                   "down-left": "top-right to bottom-left", "none": "stays in place"}
 MIN_VISIBLE_PX = 4  # fewer visible pixels than this: the object counts as not visible
 
 
@@ -282,28 +278,22 @@ def _describe_span(plan: Plan, frames: list[int], boxes: dict[int, tuple[int, in
                    T: int) -> dict[str, Any]:
     """Entry, exit, direction, speed and turns of the frames ``frames``, by the rules of tvad_chat.motion:
     the exact screen track for the positions, the visible boxes for the sizes and the frame sides."""
-    feet = _screen_track(plan, frames, cam)
-    sizes = target_sizes([boxes[t] for t in frames], plan.agent.category)
-    times = np.array(frames, np.float64) / fps
-    mo = measure_motion(feet, sizes, times, cut_by_frame([boxes[t] for t in frames], cam.width, cam.height))
-    turns = []
-    if mo.moving:
-        _, tl = legs_and_turns(mo.path, times[mo.kept], [frames[i] for i in mo.kept], mo.size)
-        turns = [{"frame": t.frame_index, "time": round(t.time, 3), "sense": t.sense,
-                  "new_direction": t.new_direction} for t in tl]
     f0, f1 = frames[0], frames[-1]
-    entry, exit_ = entry_and_exit(boxes[f0], boxes[f1], mo.path, cam.width, cam.height,
-                                  starts_with_clip=f0 == 0, ends_with_clip=f1 == T - 1)
+    tr = describe_path([boxes[t] for t in frames], np.array(frames, np.float64) / fps, frames, cam.width,
+                       cam.height, starts_with_clip=f0 == 0, ends_with_clip=f1 == T - 1,
+                       category=plan.agent.category, feet=_screen_track(plan, frames, cam))
     world = plan.pos[frames]
     steps = np.linalg.norm(np.diff(world, axis=0), axis=1) * fps if len(frames) > 1 else np.zeros(1)
     return {
-        "entry": entry, "exit": exit_, "direction": mo.direction, "direction_words": DIRECTION_WORDS[mo.direction],
-        "turns": turns, "speed": round(mo.speed, 3), "speed_class": mo.speed_class,
+        "entry": tr.entry, "exit": tr.exit, "direction": tr.direction,
+        "turns": [{"frame": t.frame_index, "time": round(t.time, 3), "sense": t.sense,
+                   "new_direction": t.new_direction} for t in tr.turns],
+        "speed": round(tr.speed, 3), "speed_class": tr.speed_class,
         "speed_mps": round(float(np.median(steps)), 3),  # metric ground speed, for reference
         "start_frame": int(f0), "end_frame": int(f1), "start_time": round(f0 / fps, 3),
         "end_time": round(f1 / fps, 3),
-        "displacement_px": [round(mo.displacement[0], 2), round(mo.displacement[1], 2)],
-        "size_px": round(mo.size, 2),  # median size the speed and the "moving" threshold are measured in
+        "displacement_px": [round(tr.displacement[0], 2), round(tr.displacement[1], 2)],
+        "size_px": round(tr.size, 2),  # median size the speed and the "moving" threshold are measured in
     }
 
 

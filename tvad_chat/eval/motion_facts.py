@@ -1,35 +1,29 @@
-"""The direction a trajectory answer states, read with the corpus builder's own phrasing.
+"""The direction a trajectory answer states, read with the motion vocabulary's own phrasing.
 
 BLEU-4 rewards the shared template of trajectory answers ("It is already in view at the start, ... moves
 from right to left ..."): a model that gives every clip the same answer scored 57 on SynthCampus test while
 stating the right direction for 26 % of the clips. Reading the stated direction of the first movement from
-prediction and reference checks the content. Only answers phrased with the vocabulary of
-datasets_builder.timeline (our corpus and models trained on it) are read; anything else is "unknown".
+prediction and reference checks the content. Only answers worded as tvad_chat.motion words motion (our
+corpus, models trained on it, the page's evidence) are read; anything else is "unknown".
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
+
+from tvad_chat.motion import DIRECTION_WORDS, STILL_WORDS
 
 STILL = "none"  # the target stays in place
-
-
-@lru_cache(maxsize=1)
-def _phrases() -> list[tuple[str, str]]:
-    """(phrase, direction) pairs, longest first, so "up and to the right" wins over "to the right"."""
-    from datasets_builder.timeline import DIRECTION_WORDS
-
-    pairs = [(p, d) for d, variants in DIRECTION_WORDS.items() for p in variants]
-    pairs += [(p, STILL) for p in ("stays in roughly the same place", "keeps to one spot", "hardly moves")]
-    return sorted(pairs, key=lambda pd: -len(pd[0]))
+# (phrase, direction) pairs, longest first, so "up and to the right" wins over "to the right"
+_PHRASES = sorted([(p, d) for d, variants in DIRECTION_WORDS.items() for p in variants]
+                  + [(p, STILL) for p in STILL_WORDS], key=lambda pd: -len(pd[0]))
 
 
 def stated_direction(text: str) -> str | None:
     """The direction of the first movement an answer states (one of DIRECTIONS or "none"), or None if unread."""
     low = " ".join(text.lower().split())
     best: tuple[int, int, str] | None = None  # (start, -length, direction)
-    for phrase, direction in _phrases():
+    for phrase, direction in _PHRASES:
         at = low.find(phrase)
         if at >= 0 and (best is None or (at, -len(phrase)) < best[:2]):
             best = (at, -len(phrase), direction)

@@ -4,8 +4,9 @@ Those scripts (Georgescu et al.'s ``compute_tbdc_rbdc.py``, also used by TAO) wa
 detections once, in a stable sort by descending score, and add one curve point per detection:
 
 - a detection is compared with the ground-truth regions of its own video and frame; every region
-  with IoU >= 0.1 (inclusive pixel coordinates: width = x2 - x1 + 1; ``continuous_iou`` drops the
-  +1) that was not found before becomes found (a region counts once);
+  with IoU >= 0.1 (inclusive pixel coordinates: width = x2 - x1 + 1, as the scripts compute it;
+  ``continuous_iou`` drops the +1, the IoU the rest of the project uses; both are
+  :func:`tvad_chat.motion.pairwise_iou`) that was not found before becomes found (a region counts once);
 - a detection that overlaps no region at all is a false positive (one that only overlaps regions
   already found is neither a hit nor a false positive);
 - a track is detected once >= 10 % of its regions are found;
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tvad_chat.errors import DataError
+from tvad_chat.motion import pairwise_iou
 
 IOU_THRESHOLD = 0.1  # beta in the scripts
 TRACK_FRACTION = 0.1  # alpha in the scripts
@@ -60,23 +62,6 @@ class DetectionCurves:
     tbdr: np.ndarray
 
 
-def box_iou(a: np.ndarray, b: np.ndarray, continuous: bool = False) -> np.ndarray:
-    """IoU matrix (len(a), len(b)); inclusive pixel coordinates (+1) unless continuous."""
-    return pair_iou(a[:, None, :], b[None, :, :], continuous)
-
-
-def pair_iou(a: np.ndarray, b: np.ndarray, continuous: bool = False) -> np.ndarray:
-    """IoU of boxes a[..., 4] and b[..., 4], broadcast elementwise."""
-    plus = 0.0 if continuous else 1.0
-    ix = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + plus
-    iy = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + plus
-    inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
-    area_a = (a[..., 2] - a[..., 0] + plus) * (a[..., 3] - a[..., 1] + plus)
-    area_b = (b[..., 2] - b[..., 0] + plus) * (b[..., 3] - b[..., 1] + plus)
-    union = area_a + area_b - inter
-    return np.divide(inter, union, out=np.zeros(np.shape(inter), dtype=np.float64), where=union > 0)
-
-
 def _frame_keys(video: np.ndarray, frame: np.ndarray, frame_span: int) -> np.ndarray:
     return video.astype(np.int64) * frame_span + frame.astype(np.int64)
 
@@ -95,7 +80,7 @@ def _matching_pairs(regions: Regions, detections: Detections, continuous: bool) 
     # position of each pair inside its region's run of detections
     offsets = np.arange(reg_idx.size) - np.repeat(np.cumsum(per_region) - per_region, per_region)
     det_idx = det_order[np.repeat(start, per_region) + offsets]
-    iou = pair_iou(detections.boxes[det_idx], regions.boxes[reg_idx], continuous)
+    iou = pairwise_iou(detections.boxes[det_idx], regions.boxes[reg_idx], inclusive=not continuous)
     hit = iou >= IOU_THRESHOLD
     return det_idx[hit], reg_idx[hit]
 
