@@ -28,9 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tvad_chat import chat  # noqa: E402
+from tvad_chat.models import DEFAULT_MODEL  # noqa: E402
+from tvad_chat.render import write_video  # noqa: E402
+from tvad_chat.ui import FOLLOW_UPS_ANOMALY, SHARED_DATA  # noqa: E402
 from tvad_chat.video import load_clip  # noqa: E402
 
-AVENUE = chat.SHARED_DATA / "cuhk_avenue" / "training_videos"
+AVENUE = SHARED_DATA / "cuhk_avenue" / "training_videos"
 
 
 def make_clip(seconds: float, out_dir: Path) -> Path:
@@ -43,7 +46,7 @@ def make_clip(seconds: float, out_dir: Path) -> Path:
     need = int(round(seconds * 25))
     frames = np.concatenate([base] * (need // len(base) + 1))[:need]
     tmp = target.with_suffix(".part.mp4")
-    chat.write_video(frames, tmp, fps=25.0)
+    write_video(frames, tmp, fps=25.0)
     tmp.replace(target)
     return target
 
@@ -67,7 +70,7 @@ def bench(engine: chat.ChatEngine, clip: Path, repeats: int) -> dict[str, list[f
         times["upload_to_first_answer"].append(time.perf_counter() - start)
         times["first_chunk"].append(first_chunk[0] if first_chunk else float("nan"))
         passes = model.vision_passes
-        for q in chat.FOLLOW_UPS_ANOMALY[:2]:
+        for q in FOLLOW_UPS_ANOMALY[:2]:
             t = time.perf_counter()
             engine.ask(session, q)
             times["follow_up"].append(time.perf_counter() - t)
@@ -80,7 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--model", default=chat.DEFAULT_MODEL)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     args = parser.parse_args()
     if not AVENUE.is_dir():
         sys.exit(f"{AVENUE} not found: the benchmark needs ../shared/data")

@@ -24,9 +24,9 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from heads.ahd import masks_to_patch_grid  # noqa: E402
+from tvad_chat.eval.runner import video_type  # noqa: E402
 from tvad_chat.pipeline import TVAD  # noqa: E402
 from tvad_chat.train.data import ClipStore, load_samples, unique_clips  # noqa: E402
-from tvad_chat.train.evaluate import video_type  # noqa: E402
 
 
 def clip_heat(tvad: TVAD, store: ClipStore, sample) -> tuple[float, float, float]:

@@ -1,6 +1,6 @@
 """The chat page in a real browser: Playwright driving the machine's Chromium (`make browser` installs it).
 
-Starts app.py on a free loopback port with the default model (the untrained tiny T-VAD when no checkpoint
+Starts app.py (as `make run` does) on a free loopback port with the default model (the untrained tiny T-VAD when no checkpoint
 exists), uploads a broken file and then a real clip from ../shared/data, asks the judgement question and a
 follow-up, and checks that the answers, the heatmap overlay, the score plot and the evidence appear.
 Saves a screenshot to tests/artifacts/app_browser.png (and /tmp/tvad_screenshot.png).
@@ -18,8 +18,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from shared_data import DATA
 
-from tvad_chat import chat
+from tvad_chat import chat, models, ui
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -28,7 +29,7 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium missing: run `make browser`"),
-    pytest.mark.skipif(not (chat.SHARED_DATA / "ucsd_ped2").is_dir(), reason="../shared/data not present"),
+    pytest.mark.skipif(not (DATA / "ucsd_ped2").is_dir(), reason="../shared/data not present"),
 ]
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -72,7 +73,7 @@ def _bot_texts(page) -> list[str]:
 
 def test_upload_ask_follow_up_and_see_evidence(server):
     url, tmp, log_path = server
-    clip = chat.build_example_clips(chat.SHARED_DATA, tmp / "clips")[0]  # Ped2 test 01 (bicycle) as mp4
+    clip = ui.build_example_clips(DATA, tmp / "clips")[0]  # Ped2 test 01 (bicycle) as mp4
     broken = tmp / "broken.mp4"
     broken.write_bytes(b"\x00not a video at all" * 64)
     with playwright_api.sync_playwright() as p:
@@ -83,7 +84,7 @@ def test_upload_ask_follow_up_and_see_evidence(server):
             page.goto(url)
             page.wait_for_selector("#upload input[type=file]", state="attached", timeout=60_000)
             # No checkpoint in this checkout: the page must say the model is untrained.
-            if not (ROOT / chat.DEFAULT_MODEL / "config.json").is_file():
+            if not (ROOT / models.DEFAULT_MODEL / "config.json").is_file():
                 page.wait_for_selector("text=Untrained model", timeout=60_000)
 
             # A broken upload: a plain message, no stack trace.
@@ -115,7 +116,7 @@ def test_upload_ask_follow_up_and_see_evidence(server):
             # The suggestions depend on the heatmap verdict (anomaly or not): click the first one offered.
             follow_up = page.locator(".suggestion").first
             follow_up_text = follow_up.inner_text().strip()
-            assert follow_up_text in chat.FOLLOW_UPS_ANOMALY + chat.FOLLOW_UPS_NORMAL
+            assert follow_up_text in ui.FOLLOW_UPS_ANOMALY + ui.FOLLOW_UPS_NORMAL
             follow_up.click()
             page.wait_for_function("document.querySelectorAll(\"#chat [data-testid='bot']\").length >= 2",
                                    timeout=90_000)

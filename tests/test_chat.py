@@ -1,4 +1,5 @@
-"""ChatEngine on the real T-VAD pipeline (tiny model, random weights) and real clips from ../shared/data."""
+"""ChatEngine on the real T-VAD pipeline (tiny model, random weights) and real clips from ../shared/data,
+with the report, the rendering and the page's follow-up suggestions of its analyses."""
 
 from __future__ import annotations
 
@@ -11,17 +12,18 @@ from types import SimpleNamespace
 import av
 import numpy as np
 import pytest
+from media_factory import write_video
+from shared_data import DATA
 
-from tvad_chat import chat
-from tvad_chat.errors import ConfigError, VideoError
+from tvad_chat import chat, models, render, report, ui
+from tvad_chat.errors import CheckpointError, ConfigError, VideoError
 
-DATA = chat.SHARED_DATA
 needs_data = pytest.mark.skipif(not (DATA / "ucsd_ped2").is_dir(), reason="../shared/data not present")
 
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> dict[str, Path]:
-    paths = chat.build_example_clips(DATA, tmp_path_factory.mktemp("examples"))
+    paths = ui.build_example_clips(DATA, tmp_path_factory.mktemp("examples"))
     return {p.stem: p for p in paths}
 
 
@@ -29,8 +31,8 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 def engine() -> chat.ChatEngine:
     eng = chat.ChatEngine(chat.EngineConfig(num_frames=8, max_new_tokens=6))
     model, info = eng.model()
-    if (Path(chat.__file__).resolve().parents[1] / chat.DEFAULT_MODEL / "config.json").is_file():
-        assert info.trained is True and info.source.endswith(chat.DEFAULT_MODEL)  # the shipped checkpoint
+    if (models.REPO_ROOT / models.DEFAULT_MODEL / "config.json").is_file():
+        assert info.trained is True and info.source.endswith(models.DEFAULT_MODEL)  # the shipped checkpoint
     else:
         assert info.trained is False and "RANDOM weights" in info.note  # no checkpoint: said plainly
     assert model.variant == "ahd+rae"
@@ -38,8 +40,8 @@ def engine() -> chat.ChatEngine:
 
 
 def test_missing_default_checkpoint_falls_back_to_a_labelled_untrained_model(monkeypatch) -> None:
-    monkeypatch.setattr(chat, "DEFAULT_MODEL", "checkpoints/no-such-model")
-    model, info = chat.load_model("checkpoints/no-such-model")
+    monkeypatch.setattr(models, "DEFAULT_MODEL", "checkpoints/no-such-model")
+    model, info = models.load_model("checkpoints/no-such-model")
     assert info.trained is False and "RANDOM weights" in info.note
     assert model.variant == "ahd+rae"
 
@@ -56,11 +58,11 @@ def test_follow_up_reuses_the_vision_pass(engine, clips):
     first = engine.ask(session, chat.JUDGEMENT_QUESTION)
     # The clip prefix (system, video tokens, anomaly prompts) is cached: only the question is run.
     assert analysis.last_generation.new_tokens_processed < prefix_len / 2
-    for q in chat.FOLLOW_UPS_ANOMALY[:2]:
+    for q in ui.FOLLOW_UPS_ANOMALY[:2]:
         engine.ask(session, q)
         assert analysis.last_generation.new_tokens_processed < prefix_len / 2
     assert model.vision_passes == before + 1 and session.vision_passes == 1  # counted, not timed
-    assert [t["content"] for t in session.history[::2]] == [chat.JUDGEMENT_QUESTION, *chat.FOLLOW_UPS_ANOMALY[:2]]
+    assert [t["content"] for t in session.history[::2]] == [chat.JUDGEMENT_QUESTION, *ui.FOLLOW_UPS_ANOMALY[:2]]
     assert session.turns[0] == (chat.JUDGEMENT_QUESTION, first)
     # A new clip is a new vision pass and a fresh dialogue.
     engine.load_video(session, clips["ped2_test04_cart"])
@@ -75,7 +77,7 @@ def test_streamed_chunks_add_up_to_the_answer(engine, clips):
     answer = engine.ask(session, chat.JUDGEMENT_QUESTION, stream=chunks.append)
     # Chunks arrive at word boundaries (transformers' TextStreamer); together they are the answer.
     assert chunks and "".join(chunks).strip() == answer
-    partials = list(engine.ask_stream(session, chat.FOLLOW_UPS_ANOMALY[0]))
+    partials = list(engine.ask_stream(session, ui.FOLLOW_UPS_ANOMALY[0]))
     assert all(b.startswith(a) for a, b in zip(partials, partials[1:], strict=False))
     assert partials[-1].strip() == session.history[-1]["content"].strip()
 
@@ -120,6 +122,7 @@ def test_engine_lock_serialises_model_calls():
     """Test double: a model that records overlapping calls (the real model cannot tell us)."""
 
     class Recorder:
+        variant = "recorder"
         vision_passes = 0
 
         def __init__(self):
@@ -134,7 +137,7 @@ def test_engine_lock_serialises_model_calls():
             with self.guard:
                 self.active -= 1
 
-        def analyze(self, clip):
+        def analyze(self, clip, extra_events=()):
             self._enter()
             self.vision_passes += 1
             return SimpleNamespace(clip=clip, judgement=None)
@@ -163,6 +166,33 @@ def test_engine_lock_serialises_model_calls():
         assert [t["content"] for t in s.history[1::2]] == [f"clip{i}:q{k}:{2 * k}" for k in range(3)]
 
 
+def test_session_categories_reach_the_model_as_an_argument(tmp_path):
+    """Test double: the shared model gets each session's categories with the call, and keeps no state of them."""
+
+    class Model:
+        variant = "double"
+        vision_passes = 0
+
+        def __init__(self):
+            self.calls: list[list[str]] = []
+
+        def analyze(self, clip, extra_events=()):
+            self.calls.append(list(extra_events))
+            return SimpleNamespace(clip=clip, judgement=None)
+
+        def answer(self, analysis, history, question, stream=None, max_new_tokens=None):
+            return "ok"
+
+    model = Model()
+    eng = chat.ChatEngine(chat.EngineConfig(num_frames=4), model=model)
+    video = write_video(tmp_path / "clip.mp4", num_frames=8)
+    plain, custom = eng.new_session(), eng.new_session(extra_events="bicycle, cart")
+    eng.load_video(custom, video)
+    eng.load_video(plain, video)
+    assert model.calls == [["bicycle", "cart"], []]
+    assert vars(model) == {"calls": model.calls}  # nothing else was set on the shared model
+
+
 @needs_data
 def test_broken_upload_then_good_upload(engine, clips, tmp_path):
     session = engine.new_session()
@@ -186,7 +216,7 @@ def test_reset_and_new_conversation(engine, clips):
     engine.ask(session, chat.JUDGEMENT_QUESTION)
     session.clear_history()
     assert session.history == [] and session.analysis is not None
-    engine.reset(session)
+    session.reset()
     assert session.analysis is None
     with pytest.raises(ConfigError):
         engine.ask(session, chat.JUDGEMENT_QUESTION)
@@ -197,36 +227,37 @@ def test_report_and_overlay_export(engine, clips, tmp_path):
     session = engine.new_session()
     analysis = engine.load_video(session, clips["ped2_test01_bicycle"])
     engine.ask(session, chat.JUDGEMENT_QUESTION)
-    report = json.loads(chat.write_report(session, tmp_path / "r.json").read_text())
-    assert report["model"]["trained"] is session.model_info.trained  # the report says which model answered
-    assert len(report["frame_scores"]) == len(report["sampled_timestamps_s"]) == 8
-    assert report["judgement"] == bool(analysis.judgement)
-    assert report["dialogue"][0]["question"] == chat.JUDGEMENT_QUESTION
-    assert len(report["targets"]) == len(analysis.timeline)
-    scores = np.asarray(report["frame_scores"])
-    times = np.asarray(report["sampled_timestamps_s"])
-    for a, b in report["anomaly_intervals_s"]:  # every frame inside a span is above the threshold
+    exported = json.loads(report.write_report(analysis, tmp_path / "r.json", session.model_info,
+                                              session.turns).read_text())
+    assert exported["model"]["trained"] is session.model_info.trained  # the report says which model answered
+    assert len(exported["frame_scores"]) == len(exported["sampled_timestamps_s"]) == 8
+    assert exported["judgement"] == bool(analysis.judgement)
+    assert exported["dialogue"][0]["question"] == chat.JUDGEMENT_QUESTION
+    assert len(exported["targets"]) == len(analysis.timeline)
+    scores = np.asarray(exported["frame_scores"])
+    times = np.asarray(exported["sampled_timestamps_s"])
+    for a, b in exported["anomaly_intervals_s"]:  # every frame inside a span is above the threshold
         inside = (times >= a) & (times <= b)
-        assert inside.any() and (scores[inside] >= chat.INTERVAL_THRESHOLD).all()
+        assert inside.any() and (scores[inside] >= report.INTERVAL_THRESHOLD).all()
     outside = np.ones(len(times), bool)
-    for a, b in report["anomaly_intervals_s"]:
+    for a, b in exported["anomaly_intervals_s"]:
         outside &= ~((times >= a) & (times <= b))
-    assert (scores[outside] < chat.INTERVAL_THRESHOLD).all()
+    assert (scores[outside] < report.INTERVAL_THRESHOLD).all()
 
-    out = chat.write_overlay_video(analysis, tmp_path / "o.mp4")
+    out = render.write_overlay_video(analysis, tmp_path / "o.mp4")
     with av.open(str(out)) as container:
         decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     frames = analysis.clip.frames
     assert len(decoded) == len(frames)
     assert decoded[0].shape == (frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2, 3)
-    overlay = chat.overlay_frames(analysis)
+    overlay = render.overlay_frames(analysis)
     # Lossy H.264, but close to what we rendered, and the rendering differs from the raw frames.
     assert np.abs(decoded[3].astype(int) - overlay[3, : decoded[3].shape[0], : decoded[3].shape[1]]).mean() < 8
     # ... and it is the evidence renderer's blend of this analysis' heatmaps (boxes drawn on top), whatever
     # the model saw: hot pixels are coloured, so the overlay differs from the frames there.
     from tvad_chat.evidence import render_overlay
 
-    heat = chat.frame_heatmaps(analysis)
+    heat = render.display_heatmaps(analysis)
     assert np.abs(overlay.astype(int) - render_overlay(frames, heat, alpha=0.5)).mean() < 3
     hot = heat > 0.2
     if hot.any():  # a model whose maps stay cold everywhere leaves the frames as they are
@@ -236,10 +267,10 @@ def test_report_and_overlay_export(engine, clips, tmp_path):
 def test_anomaly_intervals_by_hand():
     analysis = SimpleNamespace(frame_scores=np.array([0.1, 0.6, 0.7, 0.2, 0.5, 0.9]),
                                clip=SimpleNamespace(timestamps=np.arange(6) * 0.5))
-    assert chat.anomaly_intervals(analysis) == [(0.5, 1.0), (2.0, 2.5)]
-    assert chat.anomaly_intervals(analysis, threshold=0.95) == []
+    assert report.anomaly_intervals(analysis) == [(0.5, 1.0), (2.0, 2.5)]
+    assert report.anomaly_intervals(analysis, threshold=0.95) == []
     analysis.frame_scores = None
-    assert chat.anomaly_intervals(analysis) == []
+    assert report.anomaly_intervals(analysis) == []
 
 
 def test_settings_are_validated_per_session():
@@ -252,6 +283,13 @@ def test_settings_are_validated_per_session():
         eng.configure(a, num_frames=500)
     with pytest.raises(ConfigError, match="empty"):
         eng.configure(a, model="  ")
+    # One validation of anomaly categories (prompts.loader's): up to 80 characters, no braces, 20 at most.
+    eng.configure(a, extra_events=["x" * 80])
+    assert a.extra_events == ["x" * 80]
+    for bad in (["x" * 81], ["a {event} b"], [f"event {i}" for i in range(21)]):
+        with pytest.raises(ConfigError):
+            eng.configure(a, extra_events=bad)
+    assert a.extra_events == ["x" * 80]  # a refused setting leaves the last good one
     assert eng.session(a.id) is a and eng.session("expired") is not a
     eng.close_session(a.id)
     assert eng.session(a.id) is not a
@@ -259,18 +297,18 @@ def test_settings_are_validated_per_session():
 
 def test_follow_up_suggestions_skip_what_was_asked():
     yes = SimpleNamespace(judgement=True)
-    first = chat.suggest_follow_ups(yes)
+    first = ui.suggest_follow_ups(yes)
     assert first[0] == chat.JUDGEMENT_QUESTION and len(first) == 3
     history = [{"role": "user", "content": chat.JUDGEMENT_QUESTION}, {"role": "assistant", "content": "Yes"}]
-    assert chat.suggest_follow_ups(yes, history) == list(chat.FOLLOW_UPS_ANOMALY)
+    assert ui.suggest_follow_ups(yes, history) == list(ui.FOLLOW_UPS_ANOMALY)
     # once the model has answered the judgement, the suggestions follow its answer, not the heatmap judgement
-    assert chat.suggest_follow_ups(SimpleNamespace(judgement=False), history) == list(chat.FOLLOW_UPS_ANOMALY)
+    assert ui.suggest_follow_ups(SimpleNamespace(judgement=False), history) == list(ui.FOLLOW_UPS_ANOMALY)
     said_no = [{"role": "user", "content": chat.JUDGEMENT_QUESTION},
                {"role": "assistant", "content": "No, nothing unusual happens in this video."}]
-    assert chat.suggest_follow_ups(yes, said_no) == list(chat.FOLLOW_UPS_NORMAL)
+    assert ui.suggest_follow_ups(yes, said_no) == list(ui.FOLLOW_UPS_NORMAL)
     other = [{"role": "user", "content": "What is in the video?"}, {"role": "assistant", "content": "No idea."}]
-    assert chat.suggest_follow_ups(SimpleNamespace(judgement=False), other)[:1] == [chat.JUDGEMENT_QUESTION]
-    assert chat.suggest_follow_ups(SimpleNamespace(judgement=False), other)[1:] == list(chat.FOLLOW_UPS_NORMAL)[:2]
+    assert ui.suggest_follow_ups(SimpleNamespace(judgement=False), other)[:1] == [chat.JUDGEMENT_QUESTION]
+    assert ui.suggest_follow_ups(SimpleNamespace(judgement=False), other)[1:] == list(ui.FOLLOW_UPS_NORMAL)[:2]
 
 
 @needs_data
@@ -291,15 +329,15 @@ def test_session_categories_change_the_heatmaps_only_for_that_session(engine, cl
 def test_model_directory_setting_loads_a_saved_checkpoint(engine, tmp_path):
     model, _ = engine.model()
     model.save_pretrained(tmp_path / "ckpt")
-    loaded, info = chat.load_model(str(tmp_path / "ckpt"))
+    loaded, info = models.load_model(str(tmp_path / "ckpt"))
     assert info.trained is True and info.source == str(tmp_path / "ckpt") and loaded.variant == model.variant
-    with pytest.raises(chat.CheckpointError):
-        chat.load_model(str(tmp_path / "nowhere"))
+    with pytest.raises(CheckpointError):
+        models.load_model(str(tmp_path / "nowhere"))
 
 
 def test_checkpoint_limitations_are_shown(tmp_path) -> None:
     """A LIMITATIONS.txt inside a checkpoint folder reaches ModelInfo.note (the page and CLI show it)."""
-    from tvad_chat.chat import LIMITATIONS_FILE, build_untrained_model, load_model
+    from tvad_chat.models import LIMITATIONS_FILE, build_untrained_model, load_model
 
     model = build_untrained_model()
     model.save_pretrained(tmp_path / "ckpt")

@@ -9,25 +9,27 @@ from pathlib import Path
 
 import av
 import pytest
+from shared_data import DATA
 
-from tvad_chat import chat, cli
+from tvad_chat import chat, cli, models
+from tvad_chat.commands import chat as chat_commands
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_data = pytest.mark.skipif(not (chat.SHARED_DATA / "cuhk_avenue").is_dir(), reason="../shared/data not present")
-AVENUE = chat.SHARED_DATA / "cuhk_avenue" / "testing_videos" / "21.avi"
+needs_data = pytest.mark.skipif(not (DATA / "cuhk_avenue").is_dir(), reason="../shared/data not present")
+AVENUE = DATA / "cuhk_avenue" / "testing_videos" / "21.avi"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_model_build():
     """Each CLI call would build the tiny model again; build it once for the module (the same real model)."""
-    if (ROOT / chat.DEFAULT_MODEL / "config.json").is_file():
+    if (ROOT / models.DEFAULT_MODEL / "config.json").is_file():
         yield
         return
-    model = chat.build_untrained_model()
-    original = chat.build_untrained_model
-    chat.build_untrained_model = lambda *a, **k: model
+    model = models.build_untrained_model()
+    original = models.build_untrained_model
+    models.build_untrained_model = lambda *a, **k: model
     yield
-    chat.build_untrained_model = original
+    models.build_untrained_model = original
 
 
 @needs_data
@@ -86,6 +88,8 @@ def test_user_errors_are_messages(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["ask", str(bad), "--frames", "1"])
     assert exc.value.code == 2
+    # the CLI refuses what the engine would refuse (its bounds are written down twice to keep `--help` light)
+    assert (chat_commands.MIN_FRAMES, chat_commands.MAX_FRAMES) == (chat.MIN_FRAMES, chat.MAX_FRAMES)
 
 
 def test_commands_are_registered():

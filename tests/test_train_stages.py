@@ -184,8 +184,8 @@ def test_eval_run_reports_every_variant(corpus, stage0_dir, stage2_dir, tmp_path
     import shutil
 
     from tvad_chat.cli import main
+    from tvad_chat.eval.runner import variant_file_name, video_tasks
     from tvad_chat.train.data import load_samples
-    from tvad_chat.train.evaluate import variant_file_name, video_tasks
 
     model = tmp_path / "model"
     shutil.copytree(stage2_dir, model)
@@ -218,8 +218,8 @@ def test_eval_run_reports_every_variant(corpus, stage0_dir, stage2_dir, tmp_path
 
 
 def test_yes_no_by_type_counts_each_type_and_its_yes_share():
+    from tvad_chat.eval.runner import VariantResult, VideoTask, format_report, yes_no_by_type
     from tvad_chat.train.data import Sample
-    from tvad_chat.train.evaluate import VariantResult, VideoTask, format_report, yes_no_by_type
 
     def task(vid, event):
         sample = Sample(id=f"{vid}/judgement", video_id=vid, video="v.mp4", frame_indices=[0, 1], fps=10.0,
@@ -252,8 +252,8 @@ def test_train_cli_shows_and_overrides_config(capsys):
 
 def test_blank_maps_stand_in_for_the_ahd_with_no_evidence(stage2_dir):
     """The '+ RAE (no AHD maps)' row: RAE reads 50/50 maps, so its prompts differ from the full model's."""
+    from tvad_chat.eval.runner import BlankMaps
     from tvad_chat.pipeline import TVAD
-    from tvad_chat.train.evaluate import BlankMaps
 
     full = TVAD.from_pretrained(stage2_dir)
     blank = TVAD(full.backbone, ahd=BlankMaps(full.ahd), rae=full.rae, config=full.config)

@@ -21,8 +21,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from prompts.loader import PromptSet, load_prompts
 from tvad_chat.backbone import Backbone, ClipCache, VisionOutput
 from tvad_chat.errors import CheckpointError, ConfigError
+from tvad_chat.video import sampled_fps
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +87,6 @@ class TVAD:
         self.rae = rae
         self.config = config or TVADConfig()
         if prompts is None:
-            from prompts.loader import load_prompts
-
             prompts = load_prompts(extra_events=self.config.extra_events or None)
         self.prompts = prompts
         if tuple(getattr(prompts, "anomaly_tokens", backbone.anomaly_tokens)) != backbone.anomaly_tokens:
@@ -170,28 +170,17 @@ class TVAD:
         (root / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2))
 
     # ------------------------------------------------------------------ per clip
-    @staticmethod
-    def sampled_fps(clip) -> float:
-        """Frames per second of the sampled frames (what the temporal rotary positions must reflect)."""
-        ts = np.asarray(clip.timestamps, dtype=np.float64)
-        if len(ts) >= 2:
-            step = float(np.median(np.diff(ts)))
-            if step > 0:
-                return 1.0 / step
-        fps = float(getattr(clip, "source_fps", 0.0) or 0.0)
-        return fps if fps > 0 else 1.0
-
     def model_frames(self, clip) -> np.ndarray:
         from tvad_chat.video import resize_for_model
 
         return resize_for_model(clip.frames, max_pixels=self.config.max_pixels, min_pixels=self.config.min_pixels)
 
-    def heatmap_outputs(self, vision: VisionOutput, grad: bool = False):
-        """AHD on the tapped grids of a vision pass (None without AHD)."""
+    def heatmap_outputs(self, vision: VisionOutput, grad: bool = False, prompts: PromptSet | None = None):
+        """AHD on the tapped grids of a vision pass (None without AHD); ``prompts`` default to the model's own."""
         if self.ahd is None:
             return None
         grids = [g.to(dtype=torch.float32) for g in vision.grids]
-        class_vectors = self.backbone.class_vectors(self.prompts).to(grids[0].device)
+        class_vectors = self.backbone.class_vectors(prompts or self.prompts).to(grids[0].device)
         with torch.set_grad_enabled(grad):
             return self.ahd(grids, class_vectors)
 
@@ -203,8 +192,17 @@ class TVAD:
             p_an = self.rae(class_probs)
         return p_an.reshape(-1, p_an.shape[-1])
 
-    def analyze(self, clip) -> Analysis:
-        """All per-clip work, once: vision pass, heatmaps, evidence, anomaly prompts, prefix cache."""
+    def prompts_with(self, extra_events: Sequence[str]) -> PromptSet:
+        """The model's prompt set with ``extra_events`` added (the model's own set is left as it is)."""
+        if not extra_events:
+            return self.prompts
+        return load_prompts(extra_events=[*self.prompts.events, *extra_events])
+
+    def analyze(self, clip, extra_events: Sequence[str] = ()) -> Analysis:
+        """All per-clip work, once: vision pass, heatmaps, evidence, anomaly prompts, prefix cache.
+
+        ``extra_events``: anomaly categories looked for in this clip besides the model's own.
+        """
         import time
 
         timings: dict[str, float] = {}
@@ -212,11 +210,11 @@ class TVAD:
         frames = self.model_frames(clip)
         if len(frames) == 0:
             raise ConfigError("the clip has no frames")
-        vision = self.backbone.encode_video(frames, self.sampled_fps(clip),
+        vision = self.backbone.encode_video(frames, sampled_fps(clip.timestamps, clip.source_fps or 1.0),
                                             tuple(self.ahd.config.tap_layers) if self.ahd is not None else ())
         timings["vision_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        ahd_out = self.heatmap_outputs(vision)
+        ahd_out = self.heatmap_outputs(vision, prompts=self.prompts_with(extra_events))
         class_probs = ahd_out.class_probs.detach() if ahd_out is not None else None
         heatmaps = ahd_out.heatmap.detach().float().cpu().numpy() if ahd_out is not None else None
         prompt_embeds = self.anomaly_prompts(class_probs)

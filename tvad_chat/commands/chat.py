@@ -8,34 +8,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tvad_chat.commands.arguments import whole_number
 
-def _frames(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 2 <= value <= 64:
-        raise argparse.ArgumentTypeError(f"must be between 2 and 64, got {value}")
-    return value
+if TYPE_CHECKING:
+    from tvad_chat.chat import ChatEngine, Session
 
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+MIN_FRAMES, MAX_FRAMES = 2, 64  # as tvad_chat.chat checks them (not imported: `tvad --help` stays light)
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, metavar="DIR_OR_ID",
                         help="model directory or hub id (default checkpoints/tvad-tiny; an untrained tiny model "
                              "is built when it does not exist, and the output says so)")
-    parser.add_argument("--frames", type=_frames, default=16, metavar="N", help="frames sampled per clip (2-64)")
+    parser.add_argument("--frames", type=whole_number(MIN_FRAMES, MAX_FRAMES), default=16, metavar="N",
+                        help=f"frames sampled per clip ({MIN_FRAMES}-{MAX_FRAMES})")
     parser.add_argument("--events", default="", metavar="LIST",
                         help="extra anomaly categories to look for, comma separated (e.g. 'bicycle, cart')")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when present)")
@@ -76,22 +64,22 @@ def register(subparsers: Any) -> None:
     analyze.set_defaults(handler=run_analyze)
 
 
-def _engine(args: argparse.Namespace):
-    from tvad_chat.chat import DEFAULT_MODEL, ChatEngine, EngineConfig, parse_events
+def _engine(args: argparse.Namespace) -> tuple[ChatEngine, Session]:
+    from tvad_chat.chat import ChatEngine, EngineConfig, parse_events
+    from tvad_chat.models import DEFAULT_MODEL
 
     config = EngineConfig(model=args.model or DEFAULT_MODEL, num_frames=args.frames,
                           extra_events=parse_events(args.events), device=args.device, dtype=args.dtype,
                           load_in_4bit=args.load_in_4bit)
     engine = ChatEngine(config)
-    session = engine.new_session()
-    return engine, session
+    return engine, engine.new_session()
 
 
 def _progress(stage: float, text: str) -> None:
     print(f"[{stage:4.0%}] {text}", file=sys.stderr)
 
 
-def _warn_untrained(session) -> None:
+def _warn_untrained(session: Session) -> None:
     if session.model_info is not None and session.model_info.note:  # untrained, or a shipped caveat
         print(f"warning: {session.model_info.note}", file=sys.stderr)
 
@@ -103,7 +91,7 @@ def run_ask(args: argparse.Namespace) -> int:
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ConfigError("--max-new-tokens must be at least 1")
     engine, session = _engine(args)
-    engine.load_video(session, args.video, progress=None if args.json else _progress)
+    analysis = engine.load_video(session, args.video, progress=None if args.json else _progress)
     _warn_untrained(session)
     questions = [args.question or JUDGEMENT_QUESTION, *args.follow_up]
     answers = []
@@ -116,12 +104,11 @@ def run_ask(args: argparse.Namespace) -> int:
                                   max_new_tokens=args.max_new_tokens))
         print(flush=True)
     if args.json:
-        a = session.analysis
         print(json.dumps({
             "video": str(args.video),
             "model": session.model_info.source if session.model_info else None,
             "trained": session.model_info.trained if session.model_info else None,
-            "judgement": a.judgement, "score": None if a.score is None else float(a.score),
+            "judgement": analysis.judgement, "score": None if analysis.score is None else float(analysis.score),
             "dialogue": [{"question": q, "answer": ans} for q, ans in zip(questions, answers, strict=True)],
             "vision_passes": session.vision_passes,
         }))
@@ -131,36 +118,27 @@ def run_ask(args: argparse.Namespace) -> int:
 def run_analyze(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tvad_chat.chat import score_figure, write_overlay_video, write_report
+    from tvad_chat.render import score_figure, write_overlay_video
+    from tvad_chat.report import write_report
 
     engine, session = _engine(args)
-    engine.load_video(session, args.video, progress=_progress)
+    analysis = engine.load_video(session, args.video, progress=_progress)
     _warn_untrained(session)
-    report = write_report(session, args.out)
-    print(f"report: {report}")
+    print(f"report: {write_report(analysis, args.out, session.model_info)}")
     if args.overlay:
-        print(f"overlay: {write_overlay_video(session.analysis, args.overlay)}")
+        print(f"overlay: {write_overlay_video(analysis, args.overlay)}")
     if args.plot:
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-        score_figure(session.analysis, session.model_info).savefig(args.plot)
+        trained = session.model_info is None or session.model_info.trained
+        score_figure(analysis, trained=trained).savefig(args.plot)
         print(f"plot: {args.plot}")
-    a = session.analysis
-    verdict = {True: "anomaly", False: "no anomaly", None: "no judgement (no heatmap head)"}[a.judgement]
-    print(f"judgement: {verdict}" + (f" (score {float(a.score):.3f})" if a.score is not None else ""))
+    verdict = {True: "anomaly", False: "no anomaly", None: "no judgement (no heatmap head)"}[analysis.judgement]
+    print(f"judgement: {verdict}" + (f" (score {analysis.score:.3f})" if analysis.score is not None else ""))
     return 0
 
 
 def run_app(args: argparse.Namespace) -> int:
-    import os
-    import runpy
-    from pathlib import Path
+    from tvad_chat.ui import main
 
-    if args.host:
-        os.environ["TVAD_HOST"] = args.host
-    if args.port:
-        os.environ["TVAD_PORT"] = str(args.port)
-    if args.model:
-        os.environ["TVAD_MODEL"] = args.model
-    app = Path(__file__).resolve().parents[2] / "app.py"
-    runpy.run_path(str(app), run_name="__main__")
+    main(host=args.host, port=args.port, model=args.model)
     return 0

@@ -1,24 +1,14 @@
-"""`tvad eval text|frames|objects|pixels` (and `run`, registered by tvad_chat.train.evaluate).
+"""`tvad eval text|frames|objects|pixels|run`.
 
-Each prints a table and, with --json OUT, writes every metric in percent (0-100).
-
-Adding a sub-command from another module (how `tvad eval run` is added): list the module in
-EXTRA_EVAL_MODULES and give it ``register_eval(eval_subparsers)``, which adds its parser to the
-`eval` group and sets ``handler=fn`` (fn(args) -> exit code), exactly like ``register`` in any
-command module; import heavy libraries inside the handler. A listed module that is missing is
-skipped, so the group works before the other module exists. ``finish(title, report, notes, json)``
-prints the same table and writes the same JSON report as the built-in sub-commands.
+The first four read prediction and reference files; `run` runs a model over a corpus split
+(tvad_chat.eval.runner). Each prints a table and, with --json OUT (`run`: --out DIR), writes every
+metric in percent (0-100).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 from pathlib import Path
-
-# Modules that add more `tvad eval` sub-commands through `register_eval(eval_subparsers)`.
-EXTRA_EVAL_MODULES = ["tvad_chat.train.evaluate"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,11 +52,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pixels.add_argument("--json", type=Path)
     pixels.set_defaults(handler=run_pixels)
 
-    for name in EXTRA_EVAL_MODULES:
-        if importlib.util.find_spec(name) is not None:
-            module = importlib.import_module(name)
-            if hasattr(module, "register_eval"):
-                module.register_eval(eval_sub)
+    run = eval_sub.add_parser("run", help="run a model over a corpus split and report every metric (+ ablation)")
+    run.add_argument("--model", default="checkpoints/tvad-tiny", help="model directory (backbone + ahd/ + rae/)")
+    run.add_argument("--corpus", default="data/synth_corpus", help="corpus folder (sft.jsonl, eval_refs.jsonl)")
+    run.add_argument("--split", default="test")
+    run.add_argument("--no-ablation", action="store_true", help="only the full model")
+    run.add_argument("--max-videos", type=int, default=None)
+    run.add_argument("--max-new-tokens", type=int, default=48)
+    run.add_argument("--device", default=None)
+    run.add_argument("--out", type=Path, default=None, help="write predictions and report.json here")
+    run.set_defaults(handler=run_model)
 
 
 def finish(title: str, report: dict, notes: list[str], json_path: Path | None) -> int:
@@ -152,3 +147,14 @@ def run_pixels(args: argparse.Namespace) -> int:
     if "tao.note" in report:
         notes.append(str(report["tao.note"]))
     return finish("Pixel-level metrics (percent)", report, notes, args.json)
+
+
+def run_model(args: argparse.Namespace) -> int:
+    from tvad_chat.eval.runner import evaluate_model, format_report
+
+    report = evaluate_model(args.model, args.corpus, args.split, ablation=not args.no_ablation,
+                            max_videos=args.max_videos, out=args.out, device=args.device,
+                            max_new_tokens=args.max_new_tokens)
+    print(f"{args.model} on {args.corpus} ({args.split}, {next(iter(report.values()))['videos']} videos), percent:")
+    print(format_report(report))
+    return 0

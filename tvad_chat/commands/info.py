@@ -7,25 +7,7 @@ import json
 import time
 from typing import Any
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+from tvad_chat.commands.arguments import positive_number, whole_number
 
 
 def register(subparsers: Any) -> None:
@@ -43,17 +25,17 @@ def register(subparsers: Any) -> None:
     how = parser.add_mutually_exclusive_group()
     how.add_argument(
         "--frames",
-        type=_positive_int,
+        type=whole_number(1),
         default=None,
         metavar="N",
         help="sample N frames uniformly (default 16)",
     )
     how.add_argument(
-        "--fps", type=_positive_float, default=None, metavar="F", help="sample F frames per second"
+        "--fps", type=positive_number, default=None, metavar="F", help="sample F frames per second"
     )
     parser.add_argument(
         "--folder-fps",
-        type=_positive_float,
+        type=positive_number,
         default=None,
         metavar="F",
         help="frame rate of a frame folder (images carry no timing; default 25)",

@@ -7,4 +7,5 @@
 - curves.py   ROC / PR / F1 / PRO areas from cumulative counts (exact or histogram-binned)
 - io.py       readers of the JSONL / JSON / text / image inputs, with errors naming file and line
 - report.py   JSON reports (percent, 0-100) and readable tables
+- runner.py   a model over a corpus split: every metric above, per ablation variant (`tvad eval run`)
 """

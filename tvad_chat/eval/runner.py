@@ -1,4 +1,4 @@
-"""`tvad eval run --model DIR --split test`: run a model over a corpus split and report the evaluation suite.
+"""Run a model over a corpus split and report the evaluation suite (`tvad eval run --model DIR --split test`).
 
 Per video: the paper's dialogue in its order (judgement -> appearance -> trajectory), each question asked with
 the model's own earlier answers as history, plus the AHD heatmaps. Reported (percent): BLEU-4 on target and
@@ -19,7 +19,6 @@ pixel AUROC/AP. With ``--ablation`` the same for the paper's Table 4 rows:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from collections import defaultdict
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 
 from tvad_chat.errors import DataError
-from tvad_chat.train.data import Sample, load_samples, read_frames, read_masks
+from tvad_chat.train.data import Sample, load_samples, read_masks
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +75,9 @@ def video_tasks(samples: list[Sample], max_videos: int | None = None) -> list[Vi
 
 
 def make_clip(sample: Sample):
-    from tvad_chat.video import Clip
+    from tvad_chat.video import Clip, load_clip
 
-    frames = read_frames(sample.video, sample.frame_indices)
+    frames = load_clip(sample.video, num_frames=None, folder_fps=sample.fps, frame_indices=sample.frame_indices).frames
     idx = np.asarray(sample.frame_indices, dtype=np.int64)
     fps = sample.fps if sample.fps > 0 else 25.0
     return Clip(frames=frames, timestamps=idx / fps, frame_indices=idx, source=Path(sample.video), source_fps=fps,
@@ -309,25 +308,3 @@ def format_report(report: dict[str, dict[str, Any]]) -> str:
                      for t in types]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def register_eval(eval_sub: argparse._SubParsersAction) -> None:
-    p = eval_sub.add_parser("run", help="run a model over a corpus split and report every metric (+ ablation)")
-    p.add_argument("--model", default="checkpoints/tvad-tiny", help="model directory (backbone + ahd/ + rae/)")
-    p.add_argument("--corpus", default="data/synth_corpus", help="corpus folder (sft.jsonl, eval_refs.jsonl)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--no-ablation", action="store_true", help="only the full model")
-    p.add_argument("--max-videos", type=int, default=None)
-    p.add_argument("--max-new-tokens", type=int, default=48)
-    p.add_argument("--device", default=None)
-    p.add_argument("--out", type=Path, default=None, help="write predictions and report.json here")
-    p.set_defaults(handler=_run_cli)
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    report = evaluate_model(args.model, args.corpus, args.split, ablation=not args.no_ablation,
-                            max_videos=args.max_videos, out=args.out, device=args.device,
-                            max_new_tokens=args.max_new_tokens)
-    print(f"{args.model} on {args.corpus} ({args.split}, {next(iter(report.values()))['videos']} videos), percent:")
-    print(format_report(report))
-    return 0
