@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from tvad_chat.dtypes import parse_dtype
 from tvad_chat.errors import ConfigError, DataError
 from tvad_chat.motion import REGIONS, region_cue
 
@@ -185,75 +186,56 @@ class ExtractionParseError(ValueError):
     """A model answer that could not be turned into a record; the message is the recorded reason."""
 
 
-def _outermost_json(text: str) -> str | None:
-    """The span from the first '{' or '[' to its balanced closing bracket (strings respected)."""
-    start = -1
-    for i, ch in enumerate(text):
-        if ch in "{[":
-            start = i
-            break
-    if start < 0:
-        return None
-    depth = 0
+def _pieces(text: str) -> list[tuple[str, bool]]:
+    """``text`` cut into runs of (piece, inside a string literal). Quotes are ' and "; a backslash escapes
+    inside a string; an apostrophe inside a bare word ("don't") is not a quote."""
+    out: list[tuple[str, bool]] = []
+    start = 0
     quote: str | None = None
     escape = False
-    for i in range(start, len(text)):
-        ch = text[i]
+    for i, ch in enumerate(text):
         if quote:
             if escape:
                 escape = False
             elif ch == "\\":
                 escape = True
             elif ch == quote:
-                quote = None
-            continue
-        if ch in "\"'":
-            # an apostrophe inside a bare word ("don't") is not a quote
-            if ch == "'" and i > 0 and text[i - 1].isalnum():
-                continue
-            quote = ch
-        elif ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            depth -= 1
-            if depth == 0:
-                return text[start : i + 1]
+                out.append((text[start : i + 1], True))
+                start, quote = i + 1, None
+        elif ch in "\"'" and not (ch == "'" and i > 0 and text[i - 1].isalnum()):
+            if i > start:
+                out.append((text[start:i], False))
+            start, quote = i, ch
+    if start < len(text):
+        out.append((text[start:], quote is not None))
+    return out
+
+
+def _outermost_json(text: str) -> str | None:
+    """The span from the first '{' or '[' to its balanced closing bracket (strings respected)."""
+    start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
+    if start < 0:
+        return None
+    depth = 0
+    pos = start
+    for piece, in_string in _pieces(text[start:]):
+        if not in_string:
+            for k, ch in enumerate(piece):
+                if ch in "{[":
+                    depth += 1
+                elif ch in "}]":
+                    depth -= 1
+                    if depth == 0:
+                        return text[start : pos + k + 1]
+        pos += len(piece)
     return None  # unbalanced: truncated answer
 
 
 def _json_literals_to_python(text: str) -> str:
     """Replace bare true/false/null (outside strings) with Python's names for ast.literal_eval."""
-    out: list[str] = []
-    quote: str | None = None
-    escape = False
-    i = 0
     mapping = {"true": "True", "false": "False", "null": "None"}
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            out.append(ch)
-            if escape:
-                escape = False
-            elif ch == "\\":
-                escape = True
-            elif ch == quote:
-                quote = None
-            i += 1
-            continue
-        if ch in "\"'":
-            quote = ch
-            out.append(ch)
-            i += 1
-            continue
-        m = re.match(r"[A-Za-z_]+", text[i:])
-        if m:
-            word = m.group(0)
-            out.append(mapping.get(word, word))
-            i += len(word)
-            continue
-        out.append(ch)
-        i += 1
-    return "".join(out)
+    return "".join(piece if in_string else re.sub(r"[A-Za-z_]+", lambda m: mapping.get(m.group(0), m.group(0)), piece)
+                   for piece, in_string in _pieces(text))
 
 
 def loads_lenient(text: str) -> tuple[Any, list[str]]:
@@ -753,12 +735,9 @@ class LocalVLMBackend(ExtractionBackend):
             return
         if model_dir is None or not Path(model_dir).is_dir():
             raise ConfigError(f"--model must be a local model directory for the local backend (got {model_dir!r})")
-        import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        torch_dtype = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-                       "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32,
-                       None: torch.bfloat16 if device.startswith("cuda") else torch.float32}[dtype]
+        torch_dtype = parse_dtype(dtype, device)
         try:
             self.processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
             self.model = AutoModelForImageTextToText.from_pretrained(

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tvad_chat.dtypes import parse_dtype
 from tvad_chat.errors import CheckpointError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -156,18 +157,6 @@ def _default_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def _default_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, str):
-        try:
-            return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-                    "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
-        except KeyError as exc:
-            raise ConfigError(f"unknown dtype {dtype!r}: use float32, bfloat16 or float16") from exc
-    return dtype
-
-
 def _serialised(method):
     """Run a Backbone method under the instance lock (rope_deltas must not change mid-call)."""
 
@@ -250,7 +239,7 @@ class Backbone:
         else:
             source = name
         dev = _default_device(device)
-        torch_dtype = _default_dtype(dtype, dev)
+        torch_dtype = parse_dtype(dtype, dev)
         kwargs: dict[str, Any] = {"dtype": torch_dtype}
         if load_in_4bit:
             kwargs["quantization_config"] = BitsAndBytesConfig(
