@@ -43,6 +43,13 @@ def test_jump_beyond_limit_starts_a_new_track():
     assert [t.steps for t in track_boxes(boxes)] == [[0], [1]]
 
 
+def test_a_sliver_growing_into_the_full_target_stays_one_track():
+    # feet seen at the frame edge, then the whole walker: the centre moves 28 px, 3.5 sliver sizes but
+    # under half the walker's size
+    boxes = [[(0, 136, 7, 144)], [(0, 80, 16, 144)], [(0, 80, 24, 143)], [(4, 80, 30, 143)]]
+    assert [t.steps for t in track_boxes(boxes)] == [[0, 1, 2, 3]]
+
+
 def test_affinity_none_forbids_a_link_and_payloads_are_kept():
     def same_kind(track, payload):
         return 1.0 if track.payloads[-1] == payload else None

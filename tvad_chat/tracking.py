@@ -11,8 +11,10 @@ Association is a Hungarian assignment (scipy's ``linear_sum_assignment``) per st
            + affinity_weight * (1 - affinity(track, box))
 
 where the prediction is the track's last box moved by its last velocity (constant velocity), distance
-is between the centres of prediction and box, and size is the track's last box's longer side. A pair is
-never linked when the distance exceeds ``max_jump`` sizes per step since the track was last seen, when
+is between the centres of prediction and box, and size is the longer side of the larger of the track's
+last box and the new box (a target entering the view, or stepping out from behind another, grows from a
+sliver to its full box in a step or two; measured in the sliver's size, that looks like a jump). A pair
+is never linked when the distance exceeds ``max_jump`` sizes per step since the track was last seen, when
 the affinity callback returns None (for example another category), or when the cost exceeds
 ``max_cost``. A track that goes unseen for more than ``max_gap`` steps ends (so brief occlusions are
 bridged); unmatched boxes start new tracks.
@@ -62,8 +64,7 @@ class Track:
         return self.steps[-1]
 
     def size(self) -> float:
-        x1, y1, x2, y2 = self.boxes[-1]
-        return max(x2 - x1, y2 - y1, 1.0)
+        return float(_sizes(np.asarray(self.boxes[-1:]))[0])
 
     def predicted(self, step: int) -> np.ndarray:
         """The last box moved by the last per-step velocity of its centre."""
@@ -74,6 +75,11 @@ class Track:
         velocity = (_centres(last[None])[0] - _centres(prev[None])[0]) / (self.steps[-1] - self.steps[-2])
         dx, dy = velocity * (step - self.steps[-1])
         return last + np.array([dx, dy, dx, dy])
+
+
+def _sizes(boxes: np.ndarray) -> np.ndarray:
+    """Longer side (at least 1 pixel) of each box (N, 4)."""
+    return np.maximum(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]), 1.0)
 
 
 def _centres(boxes: np.ndarray) -> np.ndarray:
@@ -133,7 +139,7 @@ class Tracker:
         predicted = np.stack([t.predicted(step) for t in tracks])
         overlap = iou_matrix(predicted, boxes)
         distance = np.linalg.norm(_centres(predicted)[:, None, :] - _centres(boxes)[None, :, :], axis=2)
-        sizes = np.array([t.size() for t in tracks])[:, None]
+        sizes = np.maximum(np.array([t.size() for t in tracks])[:, None], _sizes(boxes)[None, :])
         gaps = np.array([step - t.last_step for t in tracks], dtype=float)[:, None]
         cost = cfg.iou_weight * (1.0 - overlap) + cfg.distance_weight * distance / sizes
         cost[distance > cfg.max_jump * sizes * gaps] = _FORBIDDEN
