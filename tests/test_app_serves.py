@@ -1,4 +1,4 @@
-"""`make run` serves a page: start app.py as `make run` does and fetch it over HTTP."""
+"""`make run` and `tvad app` serve the page: start each as a user would and fetch the page over HTTP."""
 
 from __future__ import annotations
 
@@ -22,12 +22,18 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_app_serves_page_on_loopback(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["make run", "tvad app"])
+def test_app_serves_page_on_loopback(tmp_path: Path, how: str) -> None:
     port = _free_port()
-    env = dict(os.environ, TVAD_HOST="127.0.0.1", TVAD_PORT=str(port), HF_HUB_OFFLINE="1",
-               GRADIO_ANALYTICS_ENABLED="False")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+    env.pop("TVAD_PORT", None)
+    if how == "make run":  # app.py with the address in the environment, as the Makefile starts it
+        command = ["app.py"]
+        env.update(TVAD_HOST="127.0.0.1", TVAD_PORT=str(port))
+    else:  # the installed command imports tvad_chat.ui (no app.py in a wheel)
+        command = ["-m", "tvad_chat.cli", "app", "--host", "127.0.0.1", "--port", str(port)]
     log = (tmp_path / "app.log").open("w")
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 180
         body = None
