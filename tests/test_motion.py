@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from tvad_chat.motion import (
     SPEED_CLASSES,
+    Trajectory,
     cut_by_frame,
+    describe_path,
+    end_phrase,
     entry_and_exit,
     foot_points,
     full_views,
@@ -15,6 +20,7 @@ from tvad_chat.motion import (
     path_speed,
     speed_class_of,
     target_sizes,
+    trajectory_phrasings,
 )
 
 FPS = 10.0
@@ -73,3 +79,31 @@ def test_boxes_cut_by_the_frame_are_left_out_of_positions():
     assert mo.kept[0] > 0 and mo.direction == "right"
     entry, exit_ = entry_and_exit(boxes[0], boxes[-1], mo.path, 320, 192, False, True)
     assert (entry, exit_) == ("left", "end")
+
+
+def test_describe_path_takes_positions_from_feet_and_sizes_from_boxes():
+    # the same box every frame, but the exact feet walk right at 0.8 sizes per second
+    boxes = _boxes([(100.0, 150.0)] * 20)
+    feet = [(100.0 + 0.8 * 40 / FPS * i, 150.0) for i in range(20)]
+    times = np.arange(20) / FPS
+    still = describe_path(boxes, times, list(range(20)), 320, 192, starts_with_clip=True, ends_with_clip=True)
+    assert (still.direction, still.speed_class, still.speed) == ("none", "stationary", 0.0)
+    tr = describe_path(boxes, times, list(range(20)), 320, 192, starts_with_clip=False, ends_with_clip=True,
+                       category="person", feet=np.array(feet))
+    assert (tr.direction, tr.speed_class, tr.entry, tr.exit) == ("right", "walking", "inside", "end")
+    assert tr.speed == pytest.approx(0.8) and tr.size == 40.0
+    assert tr.entry_region == "bottom-left"  # from the box (centre 100, 130 of 320 x 192), not the feet
+
+
+def test_phrases_of_each_kind_of_beginning_and_end():
+    tr = Trajectory(entry="left", exit="inside", entry_region="left", exit_region="centre", direction="right",
+                    legs=[], turns=[], speed=0.8, speed_class="walking", start_time=1.0, end_time=3.3, start_frame=10,
+                    end_frame=33, displacement=(100.0, 0.0), size=40.0)
+    assert trajectory_phrasings(tr, "the person")[0] == (
+        "The person enters from the left at 1.0 s, moves from left to right at walking pace, and disappears in "
+        "the centre of the frame at 3.3 s.")
+    assert end_phrase(tr, entering=False, variant=1) == "is lost from view in the centre at 3.3 s"
+    at_ends = replace(tr, entry="start", exit="end")
+    assert end_phrase(at_ends, entering=True) == "is already in view at the start, in the left of the frame"
+    assert end_phrase(at_ends, entering=False, variant=2) == "ends the clip in the centre of the frame"
+    assert end_phrase(replace(tr, exit="top"), entering=False) == "leaves on the top at 3.3 s"
