@@ -48,7 +48,7 @@ import numpy as np
 
 from tvad_chat.dtypes import parse_dtype
 from tvad_chat.errors import ConfigError, DataError
-from tvad_chat.motion import REGIONS, region_cue
+from tvad_chat.motion import region_cue
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,6 @@ Box = tuple[float, float, float, float]
 
 # Canonical attribute keys; every backend maps what it has onto these.
 ATTRIBUTE_KEYS = ("upper_color", "lower_color", "color", "size", "carrying", "hat", "action")
-_REGION_ALIASES = {"center": "centre", "middle": "centre", "top-center": "top", "bottom-center": "bottom",
-                   "center-left": "left", "centre-left": "left", "center-right": "right",
-                   "centre-right": "right", "top-centre": "top", "bottom-centre": "bottom",
-                   "upper-left": "top-left", "upper-right": "top-right", "lower-left": "bottom-left",
-                   "lower-right": "bottom-right"}
 
 
 # --------------------------------------------------------------------------- records
@@ -144,14 +139,6 @@ class FrameTask:
 
 
 # --------------------------------------------------------------------------- geometry helpers
-
-
-def normalise_region(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    v = value.strip().lower().replace("_", "-").replace(" ", "-")
-    v = _REGION_ALIASES.get(v, v)
-    return v if v in REGIONS else None
 
 
 def clip_box(box: Sequence[float], width: int, height: int) -> Box | None:

@@ -19,16 +19,6 @@ class PromptSet:
     abnormal_texts: list[str]  # abnormal templates x events
     system_prompt: str
     anomaly_tokens: tuple[str, str, str]  # (start, pad, end)
-    placeholder_layout: str = "{start}{pads}{end}"  # the anomaly-prompt block, right after the video block
-
-    def placeholder_block(self, num_prompt_tokens: int) -> str:
-        """The text of the anomaly-prompt block holding ``num_prompt_tokens`` pad tokens ("" for none)."""
-        if num_prompt_tokens < 0:
-            raise ConfigError(f"num_prompt_tokens must be >= 0, got {num_prompt_tokens}")
-        if num_prompt_tokens == 0:
-            return ""
-        start, pad, end = self.anomaly_tokens
-        return self.placeholder_layout.format(start=start, pads=pad * num_prompt_tokens, end=end)
 
 
 def read_prompt_file(name: str) -> str:
@@ -83,5 +73,4 @@ def load_prompts(extra_events: list[str] | tuple[str, ...] | str | None = None) 
         abnormal_texts=[t.format(event=e) for t in templates["abnormal_templates"] for e in events],
         system_prompt=" ".join(str(data["system_prompt"]).split()),
         anomaly_tokens=(tokens["start"], tokens["pad"], tokens["end"]),
-        placeholder_layout=str((data.get("placeholder_block") or {}).get("layout", "{start}{pads}{end}")),
     )

@@ -181,7 +181,7 @@ def test_lora_before_merging(clip_vision, lean_calls):
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.2)
     assert hasattr(b.model.model.language_model.layers[0].self_attn.q_proj, "lora_A")
-    assert ds.supports(b.model.model.language_model)
+    assert ds.unsupported_reason(b.model.model.language_model) is None
     _compare_steps(b, clip_vision, prompt)
     calls = len(lean_calls)
     with_lora = b.generate(inp, clip_vision, prompt, max_new_tokens=n, min_new_tokens=n).token_ids
@@ -206,7 +206,7 @@ def test_4bit_language_model(tmp_path, lean_calls):
     Backbone(model, processor).save_pretrained(tmp_path / "tiny")
     q = Backbone.load(tmp_path / "tiny", device="cpu", load_in_4bit=True)
     assert isinstance(q.model.model.language_model.layers[0].self_attn.q_proj, bnb.nn.Linear4bit)
-    assert ds.supports(q.model.model.language_model)
+    assert ds.unsupported_reason(q.model.model.language_model) is None
     vision = q.encode_video(frames(4, 56, 84), fps=4.0, tap_layers=(0,))
     _compare_steps(q, vision)
     inp = q.build_inputs(vision, QUESTION)
@@ -218,7 +218,7 @@ def test_4bit_language_model(tmp_path, lean_calls):
 
 def test_refusals_fall_back_to_the_generic_forward(bb, clip_vision, lean_calls):
     text_model = bb.model.model.language_model
-    assert ds.supports(text_model)
+    assert ds.unsupported_reason(text_model) is None
     prompt = torch.randn(6, bb.text_dim, generator=torch.Generator().manual_seed(2))
     inp = bb.build_inputs(clip_vision, QUESTION, num_prompt_tokens=6)
     n = 12
@@ -234,7 +234,7 @@ def test_refusals_fall_back_to_the_generic_forward(bb, clip_vision, lean_calls):
         handle.remove()
     assert hooked == lean and len(lean_calls) == n - 1  # no lean call for the hooked answer
     assert seen == [inp.input_ids.shape[1]] + [1] * (n - 1)  # the hook saw the prompt and every decode step
-    assert ds.supports(text_model)
+    assert ds.unsupported_reason(text_model) is None
     # Training mode (dropout), attention implementations other than sdpa/eager.
     text_model.train()
     try:
@@ -251,7 +251,7 @@ def test_refusals_fall_back_to_the_generic_forward(bb, clip_vision, lean_calls):
     # Caches whose layers do not return exactly the cached tokens, or hold a batch, or are not filled yet.
     clip = bb.prefill(inp, clip_vision, prompt)
     good = preallocated_copy(clip.prefix.cache, clip.prefix.ids.shape[1])
-    assert ds.supports(text_model, good)
+    assert ds.unsupported_reason(text_model, good) is None
     assert "every layer" in ds.unsupported_reason(text_model, PreallocatedCache())
     batch = DynamicCache()
     for i, layer in enumerate(good.layers):

@@ -40,15 +40,6 @@ def test_every_event_fills_every_template_in_both_classes() -> None:
     assert "a surveillance clip where bicycle does not occur" in prompts.normal_texts
 
 
-def test_placeholder_block_layout() -> None:
-    prompts = load_prompts()
-    assert prompts.placeholder_block(0) == ""
-    block = prompts.placeholder_block(3)
-    assert block == "<|anomaly_start|>" + "<|anomaly_pad|>" * 3 + "<|anomaly_end|>"
-    with pytest.raises(ConfigError):
-        prompts.placeholder_block(-1)
-
-
 def test_malformed_template_file_raises_config_error(monkeypatch) -> None:
     import prompts.loader as loader
 

@@ -90,17 +90,12 @@ def unsupported_reason(text_model: torch.nn.Module, cache=None) -> str | None:
     return None
 
 
-def supports(text_model: torch.nn.Module, cache=None) -> bool:
-    """True when ``decode_step`` is equivalent to the generic forward here (see ``unsupported_reason``)."""
-    return unsupported_reason(text_model, cache) is None
-
-
 def decode_step(text_model: torch.nn.Module, embeds: Tensor, positions: Tensor, cache) -> Tensor:
     """Run one new token through ``text_model``, appending its keys/values to ``cache``.
 
     ``embeds`` (1, 1, D) is the token's input embedding, ``positions`` (3, 1, 1) its multimodal rotary
     position (temporal, height, width rows). Returns the final-norm hidden state (1, 1, D), which is the
-    generic forward's ``last_hidden_state``. Call only where ``supports(text_model, cache)`` holds.
+    generic forward's ``last_hidden_state``. Call only where ``unsupported_reason(text_model, cache)`` is None.
     """
     if embeds.dim() != 3 or embeds.shape[:2] != (1, 1):
         raise ConfigError(f"the lean decode step takes one token of one sequence, got embeds {tuple(embeds.shape)}")

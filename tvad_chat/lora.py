@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from tvad_chat.backbone import Backbone
-from tvad_chat.errors import CheckpointError, ConfigError
+from tvad_chat.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -101,23 +100,3 @@ def merge_lora(backbone: Backbone) -> None:
     backbone.peft_model = None
     backbone.model.eval()
 
-
-def save_adapter(backbone: Backbone, directory: str | Path) -> None:
-    """Save the unmerged adapters (peft format, safetensors) to resume training."""
-    if backbone.peft_model is None:
-        raise ConfigError("no LoRA adapters to save on this backbone")
-    backbone.peft_model.save_pretrained(str(directory), safe_serialization=True)
-
-
-def load_adapter(backbone: Backbone, directory: str | Path, trainable: bool = False):
-    """Attach adapters saved by ``save_adapter`` to a backbone loaded from the same base weights."""
-    from peft import PeftModel
-
-    directory = Path(directory)
-    if not (directory / "adapter_config.json").is_file():
-        raise CheckpointError(f"{directory} holds no adapter_config.json: pass a directory written by save_adapter")
-    if backbone.peft_model is not None:
-        raise ConfigError("this backbone already carries LoRA adapters")
-    freeze(backbone.model)
-    backbone.peft_model = PeftModel.from_pretrained(backbone.model, str(directory), is_trainable=trainable)
-    return backbone.peft_model

@@ -4,7 +4,7 @@ Everything here is built in-process from random weights and a byte-level BPE tra
 corpus, so tests and the shipped default model never touch a model hub. The architecture is the
 real transformers ``Qwen2_5_VLForConditionalGeneration``; only the widths and depths are small.
 
-The constraints that transformers does not check for us (see notes/qwen25vl.md):
+The constraints that transformers does not check for us:
 sum(mrope_section) == head_dim / 2, vision head dim divisible by 4, vision ``out_hidden_size`` ==
 text ``hidden_size``, every ``fullatt_block_indexes`` entry < depth, ``window_size`` a multiple of 28.
 """

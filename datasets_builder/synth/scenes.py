@@ -236,10 +236,6 @@ def _park_routes(cam: Camera) -> dict[str, Route]:
     }
 
 
-def _park_paths_are_pedestrian(z: np.ndarray) -> np.ndarray:
-    return z
-
-
 SCENES: dict[str, Scene] = {
     s.name: s
     for s in [

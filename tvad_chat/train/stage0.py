@@ -59,7 +59,7 @@ class Stage0Config(TrainConfig):
     dense_weight: float = 1.0  # weight of the per-patch anomaly-mask loss on the last vision block (0 = off)
     dense_abnormal_weight: float = 4.0  # cross-entropy weight of anomalous patches (they are rare)
     mask_fraction: float = 0.1  # share of a patch's pixels that makes it anomalous (as in stage 1)
-    system_prompt: str = ""  # empty: the prompt set's system prompt (when prompts/loader exists)
+    system_prompt: str = ""  # empty: the prompt set's system prompt
     # Which weights become the model: "val_loss" (the step with the lowest validation answer loss) or "last".
     # The answer loss is not the whole story: on 1920 SynthCampus training clips it bottomed out at step 1600
     # (0.899) and rose 2 % by step 3600, while the dense probe's frame AUC on the unseen validation types rose
@@ -80,28 +80,20 @@ class Stage0Config(TrainConfig):
 
 def corpus_texts(samples: list[Sample]) -> list[str]:
     """Every text the model will read or write: conversations, the anomaly prompts, the system prompt."""
-    texts = [m["content"] for s in samples for m in s.conversation]
-    try:
-        from prompts.loader import load_prompts
-
-        p = load_prompts()
-        texts += list(p.normal_texts) + list(p.abnormal_texts) + [p.system_prompt]
-    except ImportError:
-        logger.warning("prompts.loader is missing: the tokenizer is trained without the anomaly text prompts")
+    from prompts.loader import load_prompts
     from tvad_chat.tiny import DEFAULT_CORPUS
 
-    return texts + list(DEFAULT_CORPUS)
+    p = load_prompts()
+    texts = [m["content"] for s in samples for m in s.conversation]
+    return texts + list(p.normal_texts) + list(p.abnormal_texts) + [p.system_prompt] + list(DEFAULT_CORPUS)
 
 
 def system_prompt(cfg_prompt: str) -> str | None:
     if cfg_prompt:
         return cfg_prompt
-    try:
-        from prompts.loader import load_prompts
+    from prompts.loader import load_prompts
 
-        return load_prompts().system_prompt or None
-    except ImportError:
-        return None
+    return load_prompts().system_prompt or None
 
 
 def build_initial_backbone(cfg: Stage0Config, samples: list[Sample]):
@@ -266,8 +258,4 @@ def _save_model(backbone, directory: Path, cfg: Stage0Config) -> None:
         (tmp / "stage0_config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
         (tmp / CONFIG_NAME).write_text(json.dumps(asdict(settings), indent=2))
     backbone.model.train()
-
-
-def default_config() -> Stage0Config:
-    return Stage0Config()
 
