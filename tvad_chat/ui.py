@@ -146,23 +146,20 @@ def _model_banner(engine: ChatEngine, source: str | None = None) -> str:
 
 
 def _evidence_markdown(analysis: Analysis) -> str:
+    """The verdict, the detected intervals and the target table, as paragraphs of Markdown."""
     verdict = {True: "**anomaly**", False: "**no anomaly**", None: "no judgement (no heatmap head)"}
-    lines = [f"Heatmap judgement: {verdict[analysis.judgement]}"
+    parts = [f"Heatmap judgement: {verdict[analysis.judgement]}"
              + (f" (score {analysis.score:.2f})" if analysis.score is not None else "")]
     spans = anomaly_intervals(analysis)
     if spans:
-        lines.append("Detected interval(s): " + ", ".join(f"{a:.1f}–{b:.1f} s" for a, b in spans))
+        parts.append("Detected interval(s): " + ", ".join(f"{a:.1f}–{b:.1f} s" for a, b in spans))
     rows = target_rows(analysis)
     if not rows:
-        lines.append("\nNo tracked target.")
-        return "\n".join(lines)
-    lines += ["", "| target | first (s) | last (s) | entry | exit | direction | speed |",
-              "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r.target} | {r.first_s:.1f} | {r.last_s:.1f} | {r.entry} | {r.exit} | {r.direction} "
-                     f"| {r.speed} ({r.speed_value:.2f} {SPEED_UNIT}) |")
-    lines += ["", f"Speed in {SPEED_UNIT_TEXT}"]
-    return "\n".join(lines)
+        return "\n\n".join([*parts, "No tracked target."])
+    table = ["| target | first (s) | last (s) | entry | exit | direction | speed |", "|---|---|---|---|---|---|---|"]
+    table += [f"| {r.target} | {r.first_s:.1f} | {r.last_s:.1f} | {r.entry} | {r.exit} | {r.direction} "
+              f"| {r.speed} ({r.speed_value:.2f} {SPEED_UNIT}) |" for r in rows]
+    return "\n\n".join([*parts, "\n".join(table), f"Speed in {SPEED_UNIT_TEXT}"])
 
 
 def _suggestion_updates(session: Session | None) -> list[Any]:

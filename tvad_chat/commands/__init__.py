@@ -3,5 +3,5 @@
 Each module defines `register(subparsers)`, which adds its sub-command(s) and
 sets `handler=<function(args) -> int>` as the parser default. Modules import
 heavy libraries (torch, transformers, gradio) inside their handlers, so that
-`tvad --help` stays fast.
+`tvad --help` stays fast. arguments.py holds the argument types they share.
 """
