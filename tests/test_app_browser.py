@@ -29,7 +29,7 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium missing: run `make browser`"),
-    pytest.mark.skipif(not (DATA / "ucsd_ped2").is_dir(), reason="../shared/data not present"),
+    pytest.mark.shared_data("ucsd_ped2", "cuhk_avenue"),
 ]
 playwright_api = pytest.importorskip("playwright.sync_api")
 

@@ -18,7 +18,7 @@ from shared_data import DATA
 from tvad_chat import chat, models, render, report, ui
 from tvad_chat.errors import CheckpointError, ConfigError, VideoError
 
-needs_data = pytest.mark.skipif(not (DATA / "ucsd_ped2").is_dir(), reason="../shared/data not present")
+needs_data = pytest.mark.shared_data("ucsd_ped2", "cuhk_avenue")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from tvad_chat import chat, cli, models
 from tvad_chat.commands import chat as chat_commands
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_data = pytest.mark.skipif(not (DATA / "cuhk_avenue").is_dir(), reason="../shared/data not present")
+needs_data = pytest.mark.shared_data("cuhk_avenue")
 AVENUE = DATA / "cuhk_avenue" / "testing_videos" / "21.avi"
 
 

@@ -648,6 +648,7 @@ def _ped2(frame: int):
     return img, mask
 
 
+@pytest.mark.shared_data("ucsd_ped2")
 def test_mask_and_blur_on_real_footage_keeps_the_anomaly_sharp():
     import cv2
 
@@ -666,6 +667,7 @@ def test_mask_and_blur_on_real_footage_keeps_the_anomaly_sharp():
         cv2.Laplacian(grey_in, cv2.CV_64F)[mask].var(), rel=0.35)  # the cyclist did not
 
 
+@pytest.mark.shared_data("ucsd_ped2")
 def test_anomaly_pass_keeps_only_masked_targets_and_rejects_weak_timelines():
     from datasets_builder.enhance import EnhanceConfig, anomaly_focused_pass
     from datasets_builder.extract import ExtractionBackend, FrameRecord, FrameTask, Instance
@@ -719,6 +721,7 @@ def _stick_figure(mask: np.ndarray, box) -> None:
     cv2.line(m, (cx, y1 + h // 2), (x2 - 2, y2 - 2), 1, 3)
 
 
+@pytest.mark.shared_data("ucsd_ped2")
 def test_mask_cover_is_judged_by_the_mask_regions_extent_not_its_pixel_count():
     import cv2
 
@@ -806,6 +809,7 @@ def test_the_builder_does_not_import_the_model_pipeline():
 
 
 @pytest.mark.slow
+@pytest.mark.shared_data("ucsd_ped2")
 def test_ped2_with_ground_truth_masks_end_to_end(tmp_path):
     """`tvad build-corpus --source ped2` on the real test clips: statements checked against the masks."""
     import cv2

@@ -16,7 +16,7 @@ from tvad_chat.eval.objects import Detections, Regions, rbdc_tbdc
 from tvad_chat.eval.text import BleuSettings, best_reference_bleu4
 
 PED2 = DATA / "ucsd_ped2" / "testing"
-needs_ped2 = pytest.mark.skipif(not PED2.is_dir(), reason="UCSD Ped2 sample data not present")
+needs_ped2 = pytest.mark.shared_data("ucsd_ped2")
 
 
 def _jsonl(path: Path, rows: list[dict]) -> Path:

@@ -158,6 +158,7 @@ def test_boxes_equal_scaled_components_of_the_map() -> None:
 
 
 @pytest.mark.slow  # imports torch for masks_to_patch_grid
+@pytest.mark.shared_data("ucsd_ped2")
 def test_tracks_on_real_ped2_masks_follow_the_bicycle() -> None:
     """Masks of Ped2 test clip 01 used as a perfect heatmap: one track, moving as its mask does."""
     from PIL import Image
@@ -166,8 +167,6 @@ def test_tracks_on_real_ped2_masks_follow_the_bicycle() -> None:
     from tests.shared_data import DATA
 
     folder = DATA / "ucsd_ped2" / "testing" / "masks" / "01"
-    if not folder.is_dir():
-        pytest.skip("shared Ped2 data not present")
     indices = np.arange(80, 176, 6)  # 16 frames of the bicycle's ride
     masks = np.stack([np.array(Image.open(folder / f"{i:03d}.png")) > 0 for i in indices])
     grid = masks_to_patch_grid(masks, (17, 25)).numpy().astype(np.float32)

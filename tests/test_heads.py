@@ -230,14 +230,13 @@ def test_masks_to_patch_grid_matches_a_direct_loop() -> None:
         masks_to_patch_grid(masks[0], (3, 5))
 
 
+@pytest.mark.shared_data("ucsd_ped2")
 def test_masks_to_patch_grid_on_real_ped2_masks() -> None:
     from PIL import Image
 
     from tests.shared_data import DATA
 
     folder = DATA / "ucsd_ped2" / "testing" / "masks" / "01"
-    if not folder.is_dir():
-        pytest.skip("shared Ped2 data not present")
     masks = np.stack([np.array(Image.open(folder / f"{i:03d}.png")) > 0 for i in range(100, 108)])
     grid = masks_to_patch_grid(masks, (17, 25), min_fraction=0.0)
     assert grid.shape == (4, 17, 25)

@@ -294,6 +294,7 @@ def test_api_key_in_no_file_and_no_log_line(server, tmp_path: Path, caplog, caps
 
 
 @pytest.mark.slow
+@pytest.mark.shared_data("ucsd_ped2", "cuhk_avenue")
 def test_cli_folder_source_on_real_footage_keeps_the_key_out_of_everything(server, tmp_path: Path):
     """`tvad build-corpus --source folder --backend openai` as a user runs it, with --verbose logging."""
     import shutil

@@ -6,27 +6,19 @@ import numpy as np
 import pytest
 import torch
 
+from heads.ahd import AHDConfig, AnomalyHeatmapDecoder
+from heads.rae import RAEConfig, RegionAwareAnomalyEncoder
+from tests.test_backbone import scramble
 from tvad_chat.backbone import Backbone
 from tvad_chat.errors import CheckpointError, ConfigError
 from tvad_chat.tiny import DEEP_VISION
-
-ahd_mod = pytest.importorskip("heads.ahd")
-rae_mod = pytest.importorskip("heads.rae")
-video_mod = pytest.importorskip("tvad_chat.video")
-
-
-def scramble(model: torch.nn.Module, std: float = 0.15, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.copy_(torch.randn(p.shape, generator=g) * std)
+from tvad_chat.video import Clip
 
 
 def make_clip(t: int = 8, h: int = 112, w: int = 168, fps: float = 10.0, seed: int = 0):
     rng = np.random.default_rng(seed)
     frames = rng.integers(0, 256, (t, h, w, 3), dtype=np.uint8)
-    return video_mod.Clip(
+    return Clip(
         frames=frames, timestamps=np.arange(t) / fps, frame_indices=np.arange(t), source=__import__("pathlib").Path("x"),
         source_fps=fps, source_size=(w, h), num_source_frames=t, duration_s=t / fps,
     )
@@ -34,9 +26,8 @@ def make_clip(t: int = 8, h: int = 112, w: int = 168, fps: float = 10.0, seed: i
 
 def heads_for(bb: Backbone, taps, with_rae: bool = True, seed: int = 0):
     torch.manual_seed(seed)
-    ahd = ahd_mod.AnomalyHeatmapDecoder(ahd_mod.AHDConfig(vision_dim=bb.vision_dim, text_dim=bb.text_dim,
-                                                          tap_layers=list(taps)))
-    rae = rae_mod.RegionAwareAnomalyEncoder(rae_mod.RAEConfig(text_dim=bb.text_dim)) if with_rae else None
+    ahd = AnomalyHeatmapDecoder(AHDConfig(vision_dim=bb.vision_dim, text_dim=bb.text_dim, tap_layers=list(taps)))
+    rae = RegionAwareAnomalyEncoder(RAEConfig(text_dim=bb.text_dim)) if with_rae else None
     return ahd, rae
 
 
@@ -166,12 +157,11 @@ def test_save_load_round_trip(bb, full, tmp_path):
 def test_mismatched_heads_are_refused(bb):
     from tvad_chat.pipeline import TVAD
 
-    ahd = ahd_mod.AnomalyHeatmapDecoder(ahd_mod.AHDConfig(vision_dim=bb.vision_dim + 1, text_dim=bb.text_dim,
-                                                          tap_layers=[1]))
+    ahd = AnomalyHeatmapDecoder(AHDConfig(vision_dim=bb.vision_dim + 1, text_dim=bb.text_dim, tap_layers=[1]))
     with pytest.raises(CheckpointError):
         TVAD(bb, ahd=ahd)
-    ahd = ahd_mod.AnomalyHeatmapDecoder(ahd_mod.AHDConfig(vision_dim=bb.vision_dim, text_dim=bb.text_dim,
-                                                          tap_layers=[bb.vision_depth + 1]))
+    ahd = AnomalyHeatmapDecoder(AHDConfig(vision_dim=bb.vision_dim, text_dim=bb.text_dim,
+                                          tap_layers=[bb.vision_depth + 1]))
     with pytest.raises(CheckpointError):
         TVAD(bb, ahd=ahd)
 

@@ -24,7 +24,7 @@ from tvad_chat.errors import DataError
 
 PED2 = DATA / "ucsd_ped2"
 AVENUE = DATA / "cuhk_avenue"
-needs_data = pytest.mark.skipif(not (PED2.is_dir() and AVENUE.is_dir()), reason="shared benchmark data absent")
+needs_data = pytest.mark.shared_data("ucsd_ped2", "cuhk_avenue")
 CFG = ClipConfig(frames=10, width=160, height=96)
 
 

@@ -472,7 +472,7 @@ def test_frame_folder_large_frames_downscaled(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- real footage
 
 
-@pytest.mark.skipif(not PED2.exists(), reason="UCSD Ped2 sample not present")
+@pytest.mark.shared_data("ucsd_ped2")
 @pytest.mark.parametrize("clip_id", ["01", "04"])
 def test_ucsd_ped2_frame_folders(clip_id: str) -> None:
     from PIL import Image
@@ -487,7 +487,7 @@ def test_ucsd_ped2_frame_folders(clip_id: str) -> None:
         np.testing.assert_array_equal(frame, expected)
 
 
-@pytest.mark.skipif(not AVENUE.exists(), reason="CUHK Avenue sample not present")
+@pytest.mark.shared_data("cuhk_avenue")
 @pytest.mark.parametrize(
     "rel",
     ["testing_videos/08.avi", "testing_videos/21.avi", "training_videos/12.avi", "training_videos/16.avi"],
