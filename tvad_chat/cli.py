@@ -12,6 +12,7 @@ from tvad_chat.errors import TVADError
 # Command groups, in the order `tvad --help` lists them.
 COMMAND_MODULES = [
     "tvad_chat.commands.info",  # tvad info VIDEO
+    "tvad_chat.commands.scene",  # tvad calibrate SOURCE... --out DIR
     "tvad_chat.commands.synth",  # tvad synth ...
     "tvad_chat.commands.eval",  # tvad eval text|frames|objects|pixels|run
     "tvad_chat.commands.corpus",  # tvad build-corpus ...

@@ -24,3 +24,7 @@ class CheckpointError(TVADError):
 
 class DataError(TVADError):
     """A dataset, annotation, corpus or evaluation file is missing or malformed."""
+
+
+class ProfileError(TVADError):
+    """A scene profile cannot be made or used (too little footage, mixed cameras, corrupt or newer files)."""

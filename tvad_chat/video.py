@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -45,6 +45,7 @@ DEFAULT_FOLDER_FPS = 25.0
 SCAN_MAX_FRAMES = 3000
 # Clips this short are decoded front to back: seeking saves nothing there.
 SEQUENTIAL_MAX_FRAMES = 64
+STREAM_CHUNK = 32  # frames stream_clip decodes at a time
 # Decoder threading ("AUTO": frame and slice threads). Decoding dominates the cost of sampling.
 DECODER_THREADS = "AUTO"
 # Packets checked for even spacing before trusting a header's constant frame rate.
@@ -160,6 +161,35 @@ def load_clip(
         return _select(reader.load(num_frames, fps, frame_indices), frame_indices)
     with _VideoFile(path, limits) as video:
         return _select(video.load(num_frames, fps, frame_indices), frame_indices)
+
+
+def stream_clip(
+    source: str | Path,
+    fps: float | None = None,
+    limits: VideoLimits | None = None,
+    *,
+    folder_fps: float | None = None,
+    chunk: int = STREAM_CHUNK,
+) -> Iterator[Clip]:
+    """Every frame of a clip (or F per second) as consecutive Clips of at most ``chunk`` frames.
+
+    Memory does not grow with the clip's length: one chunk is decoded at a time (a video by one reader
+    that keeps its place in the stream), so the duration limit is the only length limit.
+    """
+    if fps is not None and not (fps > 0 and math.isfinite(fps)):
+        raise ConfigError(f"fps must be a positive number, got {fps}")
+    if chunk < 1:
+        raise ConfigError(f"chunk must be at least 1 frame, got {chunk}")
+    limits = limits or VideoLimits()
+    path = _resolve(source)
+    if path.is_dir():
+        folder = _FrameFolder(path, limits, folder_fps)
+        indices = folder.plan(None, fps, None)
+        for start in range(0, len(indices), chunk):
+            yield folder.clip_of(indices[start:start + chunk])
+        return
+    with _VideoFile(path, limits) as video:
+        yield from video.chunks(fps, chunk)
 
 
 def frame_files(folder: str | Path) -> list[Path]:
@@ -419,6 +449,9 @@ class _FrameFolder:
         )
 
     def load(self, num_frames: int | None, fps: float | None, frame_indices: Sequence[int] | None) -> Clip:
+        return self.clip_of(self.plan(num_frames, fps, frame_indices))
+
+    def plan(self, num_frames: int | None, fps: float | None, frame_indices: Sequence[int] | None) -> np.ndarray:
         n = len(self.files)
         if frame_indices is not None:
             indices = _plan_indices(frame_indices, n, self.path)
@@ -430,6 +463,10 @@ class _FrameFolder:
             ).astype(np.int64)
         else:
             indices = np.arange(n, dtype=np.int64)
+        return indices
+
+    def clip_of(self, indices: np.ndarray) -> Clip:
+        n = len(self.files)
         out_w, out_h = _fit(*self.size, self.limits.max_display_side)
         _check_clip_bytes(len(indices), out_w, out_h, self.limits, self.path)
         frames = np.empty((len(indices), out_h, out_w, 3), dtype=np.uint8)
@@ -874,10 +911,12 @@ class _VideoFile:
                 )
                 self.timeline = self._scan()
                 _check_duration(self.duration_s, self.limits, self.path)
-        tb = float(self.time_base)
+        return self._clip(frames, pts, indices)
+
+    def _clip(self, frames: np.ndarray, pts: np.ndarray, indices: np.ndarray) -> Clip:
         return Clip(
             frames=frames,
-            timestamps=(pts - self.timeline.start).astype(np.float64) * tb,
+            timestamps=(pts - self.timeline.start).astype(np.float64) * float(self.time_base),
             frame_indices=indices,
             source=self.path,
             source_fps=float(self.fps),
@@ -886,17 +925,42 @@ class _VideoFile:
             duration_s=float(self.duration_s),
         )
 
+    def chunks(self, fps: float | None, chunk: int) -> Iterator[Clip]:
+        """Every frame (or F per second) in Clips of at most ``chunk`` frames, decoded by one reader."""
+        out_size = _fit(*self.size, self.limits.max_display_side)
+        indices = self._plan(None, fps, None)
+        reader = self._reader()
+        for start in range(0, len(indices), chunk):
+            part = indices[start:start + chunk]
+            try:
+                frames, pts = self._decode_indices(part, out_size, reader)
+            except _ModelBroken as why:
+                if start or self.timeline.exact:
+                    raise VideoError(f"{self.path.name} is corrupted or truncated: {why}; export or copy it again"
+                                     ) from None
+                log.warning("%s: header timing is wrong (%s); scanning the file for exact timestamps",
+                            self.path.name, why)
+                self.timeline = self._scan()
+                _check_duration(self.duration_s, self.limits, self.path)
+                yield from self.chunks(fps, chunk)
+                return
+            yield self._clip(frames, pts, part)
+
+    def _reader(self) -> _Reader:
+        reader = _Reader(self, self.timeline)
+        if self.timeline.count <= SEQUENTIAL_MAX_FRAMES:
+            reader.allow_seek = False  # tiny clip: one pass front to back is cheapest
+        return reader
+
     def _decode_indices(
-        self, indices: np.ndarray, out_size: tuple[int, int]
+        self, indices: np.ndarray, out_size: tuple[int, int], reader: _Reader | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Decode the frames at `indices` (sorted, unique): seek when that skips work, else decode on."""
         tl = self.timeline
-        reader = _Reader(self, tl)
+        reader = reader or self._reader()
         out_w, out_h = out_size
         frames = np.empty((len(indices), out_h, out_w, 3), dtype=np.uint8)
         pts_out = np.empty(len(indices), dtype=np.int64)
-        if tl.count <= SEQUENTIAL_MAX_FRAMES:
-            reader.allow_seek = False  # tiny clip: one pass front to back is cheapest
         for i, index in enumerate(indices):
             target = tl.pts_of(int(index))
             frame = reader.get(target)

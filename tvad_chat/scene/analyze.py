@@ -1,0 +1,225 @@
+"""Analyse a clip frame by frame against a scene profile: boxes, tracks, heat, frame scores, events.
+
+Streaming: frames arrive in chunks (tvad_chat.video.stream_clip), each is measured, scored and tracked,
+its heat map is handed to an optional callback (written as a PNG, never kept), and only a compact record
+per frame stays in memory (index, time, score, a few boxes), so memory hardly grows with the clip.
+
+Heat: every object's own pixels (its foreground mask, not its box) carry the heat of its box score,
+``score / (score + threshold)`` at the profile's default operating point (0.5 exactly at the threshold),
+lightly blurred so the outline covers the object's edge; the rest of the frame is 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from tvad_chat.errors import ProfileError
+from tvad_chat.scene.events import runs_above
+from tvad_chat.scene.features import HEIGHT, SPEED, WIDTH, Measure, features, measure
+from tvad_chat.scene.objects import ObjectFinder, SceneObject, to_work_grey
+from tvad_chat.scene.profile import SceneProfile
+from tvad_chat.scene.scoring import BoxScorer, Density, smooth_frame_scores
+from tvad_chat.video import Clip
+
+log = logging.getLogger(__name__)
+
+HEAT_BLUR = 5  # working pixels (odd)
+MAX_BOXES_PER_FRAME = 12  # the highest-scoring boxes of a frame are kept in the record
+SELF_EXCLUDE_S = 5.0  # scoring a clip against itself: neighbours nearer in time than this are skipped
+
+
+@dataclass
+class FrameBox:
+    xyxy: tuple[float, float, float, float]  # display pixels
+    score: float
+    track_id: int
+    measures: tuple[float, float, float]  # speed (heights/s), height and width (expected heights)
+
+
+@dataclass
+class FrameRecord:
+    index: int  # source frame index
+    time: float  # seconds
+    raw_score: float  # highest box score of the frame
+    boxes: list[FrameBox]
+
+
+@dataclass
+class Event:
+    start_s: float
+    end_s: float
+    first_index: int
+    last_index: int
+    peak_score: float
+    peak_time: float
+    track_ids: list[int]
+    why: str
+
+
+@dataclass
+class SceneAnalysis:
+    """The result of analysing one clip with one profile (or uncalibrated)."""
+
+    profile_name: str | None  # None: uncalibrated
+    size: tuple[int, int]
+    fps: float  # analysed frames per second
+    frames: list[FrameRecord]
+    scores: np.ndarray  # (N,) smoothed frame scores
+    thresholds: dict[str, float]  # operating point name -> threshold
+    default_point: str
+    reference: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def times(self) -> np.ndarray:
+        return np.array([f.time for f in self.frames], np.float64)
+
+    def events(self, point: str | None = None) -> list[Event]:
+        """Events at an operating point: re-decided from the stored scores, no re-analysis."""
+        threshold = self.threshold(point)
+        times = self.times
+        out = []
+        for first, last in runs_above(self.scores, times, threshold):
+            span = self.frames[first:last + 1]
+            peak = first + int(np.argmax(self.scores[first:last + 1]))
+            tracks = sorted({b.track_id for f in span for b in f.boxes if b.score > threshold})
+            top = max((b for f in span for b in f.boxes), key=lambda b: b.score, default=None)
+            out.append(Event(float(times[first]), float(times[last]), span[0].index, span[-1].index,
+                             float(self.scores[peak]), float(times[peak]), tracks, self._why(top)))
+        return out
+
+    def to_report(self, point: str | None = None) -> dict[str, Any]:
+        """The JSON report: every analysed frame with its boxes, the events and the operating point used."""
+        name = point or self.default_point
+        return {
+            "profile": self.profile_name,
+            "calibrated": self.profile_name is not None,
+            "size": list(self.size),
+            "fps": round(self.fps, 4),
+            "operating_point": {"name": name, "threshold": round(self.threshold(name), 4),
+                                "all": {k: round(v, 4) for k, v in self.thresholds.items()}},
+            "events": [{"start": round(e.start_s, 3), "end": round(e.end_s, 3), "first_index": e.first_index,
+                        "last_index": e.last_index, "peak_score": round(e.peak_score, 4),
+                        "peak_time": round(e.peak_time, 3), "track_ids": e.track_ids, "why": e.why}
+                       for e in self.events(name)],
+            "frames": [{"index": f.index, "time": round(f.time, 4), "score": round(float(score), 4),
+                        "boxes": [[round(v, 1) for v in b.xyxy] + [round(b.score, 4), b.track_id] for b in f.boxes]}
+                       for f, score in zip(self.frames, self.scores, strict=True)],
+        }
+
+    def threshold(self, point: str | None = None) -> float:
+        name = point or self.default_point
+        if name not in self.thresholds:
+            raise ProfileError(f"no operating point {name!r}; choose one of {', '.join(self.thresholds)}")
+        return self.thresholds[name]
+
+    def _why(self, box: FrameBox | None) -> str:
+        if box is None:
+            return "unusual motion in the frame"
+        speed, height, width = box.measures
+        parts = []
+        for label, value, key, unit in (("speed", speed, "speed", "box heights/s"),
+                                        ("height", height, "height", "x the usual person height there"),
+                                        ("width", width, "width", "x the usual person height there")):
+            ref = self.reference.get(key, {})
+            high = ref.get("99.8")
+            if high and value > high:
+                parts.append(f"{label} {value:.1f} {unit}; 99.8th percentile of the reference: {high:.1f}")
+        if not parts:
+            ref = self.reference.get("speed", {})
+            parts.append(f"unusual combination of motion and size (speed {speed:.1f} box heights/s, "
+                         f"median of the reference {ref.get('50.0', 0.0):.1f})")
+        return "; ".join(parts)
+
+
+def measure_frame(finder: ObjectFinder, frame: np.ndarray, work_size: tuple[int, int],
+                  seconds_since_previous: float) -> tuple[list[SceneObject], list[Measure]]:
+    """Objects of one RGB frame and their raw measures (no motion on the first frame of a stream)."""
+    objects = finder.step(to_work_grey(frame, work_size))  # the first frame's flow is all zero
+    dt = seconds_since_previous if seconds_since_previous > 0 else 1.0
+    return objects, [measure(o, dt) for o in objects]
+
+
+def heat_to_uint8(heat: np.ndarray) -> np.ndarray:
+    """Heat 0..1 as 8-bit levels 0-255 (the PNG export; evaluation reads the same levels)."""
+    return np.clip(np.asarray(heat, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+HeatSink = Callable[[int, np.ndarray], None]  # (source index, heat (H, W) float 0..1 at display size)
+
+
+class SceneAnalyzer:
+    """Feeds frames through one profile; ``run`` consumes chunks and returns the SceneAnalysis."""
+
+    def __init__(self, profile: SceneProfile, density: Density | None = None) -> None:
+        self.profile = profile
+        self.density = density or Density(profile.normal, profile.scales, profile.scoring.neighbours,
+                                          profile.normal_times, SELF_EXCLUDE_S)
+        self.finder = ObjectFinder(profile.objects, background=profile.background)
+        self.scorer = BoxScorer(profile.scoring)
+        self.heat_scale = profile.point().threshold
+        self._previous_time: float | None = None
+        self._step = 0
+
+    def push(self, frame: np.ndarray, index: int, time: float,
+             heat: HeatSink | None = None) -> tuple[FrameRecord, list[Measure]]:
+        """One frame: its record, and the measures of its objects (for calibration)."""
+        profile = self.profile
+        width, height = profile.size
+        if (frame.shape[1], frame.shape[0]) != (width, height):
+            raise ProfileError(f"frame is {frame.shape[1]}x{frame.shape[0]} but profile {profile.name!r} is for "
+                               f"{width}x{height} footage: use a profile of this camera, or analyse uncalibrated")
+        dt = time - self._previous_time if self._previous_time is not None else 0.0
+        self._previous_time = time
+        objects, measures = measure_frame(self.finder, frame, profile.work_size, dt)
+        feats = features(measures, profile.perspective)
+        scored = self.scorer.push(self._step, [o.box for o in objects], self.density.score(feats, time))
+        self._step += 1
+        sx, sy = width / profile.work_size[0], height / profile.work_size[1]
+        boxes = sorted((FrameBox((b.box[0] * sx, b.box[1] * sy, b.box[2] * sx, b.box[3] * sy), b.score, b.track_id,
+                                 (float(feats[b.object_index, SPEED]), float(feats[b.object_index, HEIGHT]),
+                                  float(feats[b.object_index, WIDTH]))) for b in scored),
+                       key=lambda b: -b.score)[:MAX_BOXES_PER_FRAME]
+        if heat is not None:
+            heat(index, self._heat(objects, scored))
+        raw = max((b.score for b in boxes), default=0.0)
+        return FrameRecord(int(index), float(time), float(raw), boxes), measures
+
+    def _heat(self, objects, scored) -> np.ndarray:
+        work = np.zeros((self.profile.work_size[1], self.profile.work_size[0]), np.float32)
+        for b in scored:
+            if b.score <= 0:
+                continue
+            x1, y1, x2, y2 = b.box
+            value = b.score / (b.score + self.heat_scale)
+            region = work[y1:y2, x1:x2]
+            np.maximum(region, objects[b.object_index].mask * np.float32(value), out=region)
+        work = cv2.GaussianBlur(work, (HEAT_BLUR, HEAT_BLUR), 0)
+        return cv2.resize(work, self.profile.size, interpolation=cv2.INTER_LINEAR)
+
+    def run(self, chunks: Iterable[Clip], heat: HeatSink | None = None,
+            progress: Callable[[int], None] | None = None) -> SceneAnalysis:
+        records: list[FrameRecord] = []
+        for clip in chunks:
+            for frame, index, time in zip(clip.frames, clip.frame_indices, clip.timestamps, strict=True):
+                records.append(self.push(frame, int(index), float(time), heat)[0])
+            if progress is not None:
+                progress(len(clip.frames))
+        return self.finish(records)
+
+    def finish(self, records: list[FrameRecord]) -> SceneAnalysis:
+        times = np.array([r.time for r in records], np.float64)
+        fps = 1.0 / float(np.median(np.diff(times))) if len(times) > 1 and np.median(np.diff(times)) > 0 else 1.0
+        raw = np.array([r.raw_score for r in records], np.float32)
+        profile = self.profile
+        return SceneAnalysis(
+            profile_name=profile.name, size=profile.size, fps=fps, frames=records,
+            scores=smooth_frame_scores(raw, fps, profile.scoring.smooth_sigma_s),
+            thresholds={p.name: p.threshold for p in profile.operating_points},
+            default_point=profile.default_point, reference=profile.reference)
+

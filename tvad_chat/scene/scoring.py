@@ -1,0 +1,122 @@
+"""From measured objects to scored, tracked boxes and frame scores (one path for calibration and analysis).
+
+- Object score: the mean distance, in standardised feature units, to the ``neighbours`` nearest objects of
+  the camera's normal footage (scikit-learn's NearestNeighbors). 0 = exactly like something seen before.
+- Tracks: the one tracker (tvad_chat.tracking) links object boxes frame to frame; a track survives
+  ``max_gap`` frames without a box (brief occlusion).
+- Box score: the mean object score over the track's last ``track_window`` boxes (one odd frame of flow
+  noise does not make an alarm; a cyclist stays anomalous while it is in view).
+- Robust filter (after TAO): a box counts once its track has boxes in at least ``min_hits`` of the last
+  ``hit_window`` frames; boxes of younger tracks are kept in the report with score 0 for the heat.
+- Frame score: the highest box score of the frame (0 with no box), then a Gaussian over time with
+  ``smooth_sigma_s`` seconds (scipy.ndimage.gaussian_filter1d, edges held).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+from sklearn.neighbors import NearestNeighbors
+
+from tvad_chat.errors import ConfigError
+from tvad_chat.tracking import Tracker, TrackerConfig
+
+
+@dataclass
+class ScoringConfig:
+    neighbours: int = 2
+    track_window: int = 5
+    min_hits: int = 3
+    hit_window: int = 5
+    max_gap: int = 5  # frames
+    max_jump: float = 1.0  # box sizes per frame
+    smooth_sigma_s: float = 0.4
+
+    def __post_init__(self) -> None:
+        if self.neighbours < 1 or self.track_window < 1 or not 1 <= self.min_hits <= self.hit_window:
+            raise ConfigError("scoring needs neighbours >= 1, track_window >= 1 and 1 <= min_hits <= hit_window")
+
+    def to_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+class Density:
+    """How far an object is from the normal objects of a camera.
+
+    With ``times`` (seconds of each normal object in the same clip), neighbours closer in time than
+    ``exclude_s`` to the scored object are skipped: that is how a clip is scored against itself when no
+    profile fits (an object must not be its own, or its own track's, nearest neighbour).
+    """
+
+    def __init__(self, normal: np.ndarray, scales: np.ndarray, neighbours: int, times: np.ndarray | None = None,
+                 exclude_s: float = 0.0) -> None:
+        if len(normal) <= neighbours:
+            raise ConfigError(f"the density model needs more than {neighbours} normal objects, got {len(normal)}")
+        self.scales = np.asarray(scales, np.float32)
+        self.neighbours = neighbours
+        self.times = None if times is None else np.asarray(times, np.float64)
+        self.exclude_s = exclude_s
+        self._index = NearestNeighbors().fit(np.asarray(normal, np.float32) / self.scales)
+
+    def score(self, feats: np.ndarray, time: float | None = None) -> np.ndarray:
+        if len(feats) == 0:
+            return np.zeros(0, np.float32)
+        query = np.asarray(feats, np.float32) / self.scales
+        if self.times is None or time is None:
+            distances, _ = self._index.kneighbors(query, n_neighbors=self.neighbours)
+            return distances.mean(axis=1).astype(np.float32)
+        allowed = np.abs(self.times - time) >= self.exclude_s
+        count = min(len(self.times), self.neighbours + int(np.count_nonzero(~allowed)))
+        distances, found = self._index.kneighbors(query, n_neighbors=count)
+        out = np.empty(len(query), np.float32)
+        for i in range(len(query)):
+            kept = distances[i][allowed[found[i]]][:self.neighbours]
+            out[i] = kept.mean() if len(kept) else distances[i].max()
+        return out
+
+
+@dataclass
+class ScoredBox:
+    box: tuple[int, int, int, int]  # working pixels
+    score: float  # track-smoothed; 0 until the robust filter admits the track
+    track_id: int
+    object_index: int  # position among the frame's objects (for masks and features)
+
+
+class BoxScorer:
+    """Streaming: per frame, object boxes and scores in, tracked and smoothed boxes out."""
+
+    def __init__(self, config: ScoringConfig) -> None:
+        self.config = config
+        self._tracker = Tracker(TrackerConfig(max_gap=config.max_gap, max_jump=config.max_jump))
+        self._scores: dict[int, deque[float]] = {}
+        self._seen: dict[int, deque[int]] = {}
+
+    def push(self, step: int, boxes: list[tuple[int, int, int, int]], scores: np.ndarray) -> list[ScoredBox]:
+        cfg = self.config
+        ids = self._tracker.update(step, boxes)
+        for track in self._tracker.pop_finished():  # bounded memory over long streams
+            self._scores.pop(track.id, None)
+            self._seen.pop(track.id, None)
+        out = []
+        for j, (box, track_id) in enumerate(zip(boxes, ids, strict=True)):
+            history = self._scores.setdefault(track_id, deque(maxlen=cfg.track_window))
+            history.append(float(scores[j]))
+            seen = self._seen.setdefault(track_id, deque(maxlen=cfg.hit_window))
+            seen.append(step)
+            hits = sum(1 for s in seen if step - s < cfg.hit_window)
+            score = float(np.mean(history)) if hits >= cfg.min_hits else 0.0
+            out.append(ScoredBox(box, score, track_id, j))
+        return out
+
+
+def smooth_frame_scores(raw: np.ndarray, fps: float, sigma_s: float) -> np.ndarray:
+    """Gaussian smoothing of per-frame scores over time (sigma in seconds at the analysed rate)."""
+    raw = np.asarray(raw, np.float64)
+    sigma = sigma_s * fps
+    if len(raw) == 0 or sigma < 0.3:
+        return raw.astype(np.float32)
+    return gaussian_filter1d(raw, sigma, mode="nearest").astype(np.float32)
