@@ -137,6 +137,12 @@ def patch_of_frame(num_frames: int, num_patches: int) -> np.ndarray:
     return np.minimum(np.arange(num_frames) // TEMPORAL_PATCH, num_patches - 1)
 
 
+def frame_scores(heatmaps: Any, num_frames: int) -> np.ndarray:
+    """Per sampled frame: the peak of its temporal patch's heatmap, (T,) in 0..1."""
+    maps = _as_maps(heatmaps)
+    return maps.reshape(maps.shape[0], -1).max(axis=1)[patch_of_frame(num_frames, maps.shape[0])]
+
+
 def upsample_heatmaps(heatmaps: np.ndarray, num_frames: int, size: tuple[int, int]) -> np.ndarray:
     """Per-frame heatmaps at display size (width, height), bilinear: (T, H, W) float32 in 0..1."""
     width, height = int(size[0]), int(size[1])
@@ -239,7 +245,7 @@ def analyze_heatmaps(heatmaps: np.ndarray, class_probs: np.ndarray | None, clip:
         raise ConfigError("the clip has no frames")
     size = (int(clip.frames.shape[2]), int(clip.frames.shape[1]))
     frame_patch = patch_of_frame(num_frames, maps.shape[0])
-    frame_scores = maps.reshape(maps.shape[0], -1).max(axis=1)[frame_patch]
+    per_frame = frame_scores(maps, num_frames)
     judgement, score = judge(maps, class_probs)
     patch_frames = [np.nonzero(frame_patch == p)[0].tolist() for p in range(maps.shape[0])]
     patch_boxes = [detect_boxes(m, p, size, cfg.work_scale) for p, m in enumerate(maps)]
@@ -251,7 +257,7 @@ def analyze_heatmaps(heatmaps: np.ndarray, class_probs: np.ndarray | None, clip:
     tracks = [_to_frame_track(t, n, patch_frames) for n, t in enumerate(kept, start=1)]
     timeline = [_timeline_entry(n, _describe_track(t, patch_frames, clip)) for n, t in enumerate(kept, start=1)]
     log.debug("evidence: judgement=%s score=%.3f tracks=%d", judgement, score, len(tracks))
-    return Evidence(frame_scores=frame_scores, judgement=judgement, judgement_score=score, tracks=tracks,
+    return Evidence(frame_scores=per_frame, judgement=judgement, judgement_score=score, tracks=tracks,
                     timeline=timeline, boxes=boxes)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,6 +148,7 @@ def probe_metrics(backbone, store: ClipStore, probe: DenseProbe, samples: list[S
     """Patch-level and frame-level (max over the frame's patches) AUC of the dense probe, for the log only."""
     from sklearn.metrics import roc_auc_score
 
+    from tvad_chat.eval.frames import frame_auc
     from tvad_chat.train.data import unique_clips
 
     patch_s, patch_y, frame_s, frame_y = [], [], [], []
@@ -161,10 +163,13 @@ def probe_metrics(backbone, store: ClipStore, probe: DenseProbe, samples: list[S
             frame_s.append(prob.reshape(prob.shape[0], -1).max(1).values)
             frame_y.append(masks.reshape(masks.shape[0], -1).amax(1))
     out = {}
-    for name, sc, y in (("val_patch_auc", patch_s, patch_y), ("val_frame_auc", frame_s, frame_y)):
-        y_all = torch.cat(y).numpy()
-        if 0 < y_all.sum() < len(y_all):
-            out[name] = float(roc_auc_score(y_all, torch.cat(sc).numpy()))
+    y_all = torch.cat(patch_y).numpy()
+    if 0 < y_all.sum() < len(y_all):
+        out["val_patch_auc"] = float(roc_auc_score(y_all, torch.cat(patch_s).numpy()))
+    frames = frame_auc({str(n): s.numpy() for n, s in enumerate(frame_s)},
+                       {str(n): y.numpy() for n, y in enumerate(frame_y)})
+    if not math.isnan(frames["micro_auc"]):
+        out["val_frame_auc"] = frames["micro_auc"] / 100.0
     return out
 
 

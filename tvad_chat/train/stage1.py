@@ -101,33 +101,21 @@ def supervised_clips(samples: list[Sample]) -> list[Sample]:
     return keep
 
 
-def frame_scores(heatmap: np.ndarray, num_frames: int) -> np.ndarray:
-    """Per-frame score = max of the heatmap of its temporal patch (each patch covers two frames)."""
-    per_patch = heatmap.reshape(heatmap.shape[0], -1).max(1)
-    return np.repeat(per_patch, 2)[:num_frames]
-
-
 def validation_metrics(ahd, items: list[ClipItem], class_vectors: torch.Tensor) -> dict[str, float]:
-    """Frame micro-AUC (pooled frames), macro-AUC (mean over clips with both labels), RBDC when available."""
-    from sklearn.metrics import roc_auc_score
+    """Frame micro-AUC (pooled frames), macro-AUC (mean over clips with both labels), RBDC when available; 0..1."""
+    from tvad_chat.eval.frames import frame_auc
+    from tvad_chat.evidence import frame_scores
 
-    scores, labels, per_clip = [], [], []
-    maps = []
+    scores, labels, maps = {}, {}, []
     with torch.no_grad():
-        for it in items:
+        for n, it in enumerate(items):
             out = ahd([g.to(class_vectors.device) for g in it.grids], class_vectors)
             heat = out.heatmap.float().cpu().numpy()
             maps.append(heat)
-            s = frame_scores(heat, len(it.frame_labels))
-            scores.append(s)
-            labels.append(it.frame_labels)
-            if 0 < it.frame_labels.sum() < len(it.frame_labels):
-                per_clip.append(roc_auc_score(it.frame_labels, s))
-    y = np.concatenate(labels)
-    s = np.concatenate(scores)
-    metrics: dict[str, float] = {}
-    metrics["micro_auc"] = float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
-    metrics["macro_auc"] = float(np.mean(per_clip)) if per_clip else float("nan")
+            scores[str(n)] = frame_scores(heat, len(it.frame_labels))
+            labels[str(n)] = it.frame_labels
+    aucs = frame_auc(scores, labels)
+    metrics: dict[str, float] = {"micro_auc": aucs["micro_auc"] / 100.0, "macro_auc": aucs["macro_auc"] / 100.0}
     rbdc = _rbdc(items, maps)
     if rbdc is not None:
         metrics["rbdc"] = rbdc
