@@ -13,7 +13,7 @@ from tvad_chat.train import common, stage0, stage1, stage2
 from tvad_chat.train.toycorpus import make_toy_corpus
 
 TINY = {"text_hidden": 64, "text_layers": 2, "text_heads": 2, "text_kv_heads": 1, "text_intermediate": 128,
-        "vision_hidden": 32, "vision_heads": 2, "vision_intermediate": 64, "vision_depth": 4, "vocab_size": 300}
+        "vision_hidden": 32, "vision_heads": 2, "vision_intermediate": 64, "vision_depth": 4, "tokenizer_vocab_size": 300}
 COMMON = {"progress": False, "cpu": True, "grad_accum": 2}
 
 

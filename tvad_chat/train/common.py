@@ -52,6 +52,11 @@ CONFIG_FILE = "train_config.json"
 class TrainConfig:
     """Settings every stage shares (each stage's config dataclass extends this)."""
 
+    corpus: str = "data/synth_corpus"  # corpus folder (sft.jsonl) the stage reads
+    train_split: str = "train"
+    val_split: str = "val"
+    max_pixels: int = 112 * 168  # model-frame pixel budget (tvad_chat.video.resize_for_model)
+    min_pixels: int = 56 * 56
     out_dir: str = "runs/stage"
     max_steps: int = 100  # optimizer steps
     batch_size: int = 1  # samples per micro-batch (per process)

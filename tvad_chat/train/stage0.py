@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
 from tvad_chat.errors import DataError
 from tvad_chat.files import atomic_directory
+from tvad_chat.tiny import TinyModelConfig
 from tvad_chat.train.common import TrainConfig, Trainer, batch_indices, config_to_dict, selection_metric
 from tvad_chat.train.data import ClipStore, Sample, load_samples
 
@@ -31,32 +32,17 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class Stage0Config(TrainConfig):
-    corpus: str = "data/synth_corpus"
+class Stage0Config(TrainConfig, TinyModelConfig):
+    """The training settings, and the tiny Qwen2.5-VL's architecture (every TinyModelConfig field; the pixel
+    budget is the training one, shared with the processor)."""
+
     out_dir: str = "runs/stage0"
-    train_split: str = "train"
-    val_split: str = "val"
     max_steps: int = 600
-    batch_size: int = 1
-    grad_accum: int = 8
-    lr: float = 1e-3
     weight_decay: float = 0.01
     eval_every: int = 100
-    save_every: int = 50
     val_samples: int = 48
-    max_pixels: int = 112 * 168  # model-frame pixel budget
-    min_pixels: int = 56 * 56
-    # architecture of the tiny Qwen2.5-VL (tvad_chat.tiny.TinyModelConfig)
-    text_hidden: int = 128
-    text_layers: int = 4
-    text_heads: int = 4
-    text_kv_heads: int = 2
-    text_intermediate: int = 256
-    vision_hidden: int = 64
     vision_depth: int = 8
-    vision_heads: int = 4
-    vision_intermediate: int = 128
-    vocab_size: int = 1024
+    tokenizer_vocab_size: int = 1024
     dense_weight: float = 1.0  # weight of the per-patch anomaly-mask loss on the last vision block (0 = off)
     dense_abnormal_weight: float = 4.0  # cross-entropy weight of anomalous patches (they are rare)
     mask_fraction: float = 0.1  # share of a patch's pixels that makes it anomalous (as in stage 1)
@@ -67,16 +53,12 @@ class Stage0Config(TrainConfig):
     # from 0.29 to 0.80 over the same steps (on 480 clips it fell instead, 0.79 -> 0.32: the tower memorised).
     select: str = "val_loss"
 
-    def tiny_config(self):
-        from tvad_chat.tiny import TinyModelConfig
+    def validate(self) -> None:
+        TrainConfig.validate(self)
+        TinyModelConfig.validate(self)
 
-        return TinyModelConfig(
-            text_hidden=self.text_hidden, text_layers=self.text_layers, text_heads=self.text_heads,
-            text_kv_heads=self.text_kv_heads, text_intermediate=self.text_intermediate,
-            vision_hidden=self.vision_hidden, vision_depth=self.vision_depth, vision_heads=self.vision_heads,
-            vision_intermediate=self.vision_intermediate, tokenizer_vocab_size=self.vocab_size,
-            min_pixels=self.min_pixels, max_pixels=self.max_pixels,
-        )
+    def tiny_config(self) -> TinyModelConfig:
+        return TinyModelConfig(**{f.name: getattr(self, f.name) for f in fields(TinyModelConfig)})
 
 
 def corpus_texts(samples: list[Sample]) -> list[str]:

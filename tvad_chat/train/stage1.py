@@ -29,20 +29,12 @@ logger = logging.getLogger(__name__)
 @dataclass
 class Stage1Config(TrainConfig):
     backbone: str = "runs/stage0/model"
-    corpus: str = "data/synth_corpus"
     out_dir: str = "runs/stage1"
-    train_split: str = "train"
-    val_split: str = "val"
     max_steps: int = 200
-    grad_accum: int = 8
-    lr: float = 1e-3
     eval_every: int = 50
-    save_every: int = 50
     tap_layers: list[int] = field(default_factory=list)  # empty: paper taps (1, 8, 16, 32) when deep enough
     mask_fraction: float = 0.1  # share of a patch's pixels that makes it abnormal
     abnormal_weight: float = 4.0  # CE weight of abnormal patches (they are rare)
-    max_pixels: int = 112 * 168
-    min_pixels: int = 56 * 56
     val_clips: int = 64
 
 

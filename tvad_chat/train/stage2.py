@@ -50,17 +50,12 @@ logger = logging.getLogger(__name__)
 class Stage2Config(TrainConfig):
     backbone: str = "runs/stage0/model"
     ahd: str = "runs/stage1/ahd"
-    corpus: str = "data/synth_corpus"
     out_dir: str = "runs/stage2"
-    train_split: str = "train"
-    val_split: str = "val"
     max_steps: int = 200  # phase A steps
     phase_b_steps: int = 100  # 0 skips phase B
-    grad_accum: int = 8
     lr: float = 2e-4
     phase_b_lr: float = 1e-4
     eval_every: int = 50
-    save_every: int = 50
     val_samples: int = 48
     lora_r: int = 16
     lora_alpha: int = 32
@@ -86,8 +81,6 @@ class Stage2Config(TrainConfig):
     # can stay flat while training works (measured on 1920 SynthCampus clips: 0.765 at step 250, 0.77-0.79
     # from there to 2500)
     select: str = "val_loss"
-    max_pixels: int = 112 * 168
-    min_pixels: int = 56 * 56
     gradient_checkpointing: str = "auto"  # auto (on with CUDA) | on | off
 
 
