@@ -120,3 +120,24 @@ def full_decode(path: Path) -> tuple[list[np.ndarray], list[int]]:
             frames.append(frame.to_ndarray(format="rgb24"))
             pts.append(frame.pts)
     return frames, pts
+
+
+def write_sparse_avi(path: Path, kept: list[int], header_frames: int, fps: int = 15, width: int = 160,
+                     height: int = 96) -> Path:
+    """An AVI like OpenCV's tree.avi: the header lists ``header_frames`` frames but only the frames ``kept``
+    (source indices, the last one ``header_frames - 1``) hold data; the muxer writes empty chunks for the rest,
+    which players show as repeats of the previous frame."""
+    path = Path(path)
+    with av.open(str(path), "w", format="avi") as container:
+        stream = container.add_stream("mjpeg", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuvj420p"
+        for i in kept:
+            frame = av.VideoFrame.from_ndarray(frame_image(i, width, height), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == header_frames, "the AVI muxer no longer pads dropped frames"
+    return path

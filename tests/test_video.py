@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import pytest
-from media_factory import frame_image, full_decode, read_barcode, write_frames, write_video
+from media_factory import frame_image, full_decode, read_barcode, write_frames, write_sparse_avi, write_video
 from shared_data import DATA
 
 import tvad_chat.video as video
 from tvad_chat.errors import ConfigError, VideoError
-from tvad_chat.video import VideoLimits, load_clip, probe, resize_for_model, sample_indices
+from tvad_chat.video import VideoLimits, load_clip, probe, resize_for_model, sample_indices, stream_clip
 
 PED2 = DATA / "ucsd_ped2" / "testing"
 AVENUE = DATA / "cuhk_avenue"
@@ -60,20 +61,17 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _write_faststart(path: Path, num_frames: int) -> None:
     """MP4 with its index (moov) before the data: a cut copy still opens, with frames missing."""
-    with av.open(str(path), "w", options={"movflags": "+faststart"}) as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
-        stream.options = {"preset": "ultrafast", "g": "10"}
-        for i in range(num_frames):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame_image(i, 160, 96), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    _write_h264(path, num_frames, options={"movflags": "+faststart"})
 
 
 def _write_live_mkv(path: Path, num_frames: int) -> None:
     """A Matroska file written as a live stream: no duration, no cues (like a browser recording)."""
-    with av.open(str(path), "w", format="matroska", options={"live": "1"}) as container:
+    _write_h264(path, num_frames, format="matroska", options={"live": "1"})
+
+
+def _write_h264(path: Path, num_frames: int, **open_args: Any) -> None:
+    """160x96 H.264 barcode frames at 25 fps, keyframes every 10, muxed with av.open's ``open_args``."""
+    with av.open(str(path), "w", **open_args) as container:
         stream = container.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
         stream.options = {"preset": "ultrafast", "g": "10"}
@@ -400,6 +398,39 @@ def test_truncated_files_refused_on_the_scanned_path_too(media: Path, tmp_path: 
     (tmp_path / "cut.mkv").write_bytes(mkv[: len(mkv) // 2])
     with pytest.raises(VideoError, match="cut.mkv is truncated: its video track should last 3.2 s"):
         load_clip(tmp_path / "cut.mkv")
+
+
+@pytest.mark.parametrize("seeking", [False, True], ids=["scanned", "seeking"])
+def test_sparse_avi_like_tree_avi_is_used_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seeking: bool
+) -> None:
+    """OpenCV's tree.avi: the header lists 444 frames, 68 hold data, their timestamps span them all.
+
+    Every player shows it; we decode what is there and say how it differs from the header."""
+    if seeking:
+        monkeypatch.setattr(video, "SCAN_MAX_FRAMES", 0)
+        monkeypatch.setattr(video, "SEQUENTIAL_MAX_FRAMES", 0)
+    kept = sorted({0, *range(3, 440, 7), *range(5, 440, 13), 443})
+    path = write_sparse_avi(tmp_path / "tree_like.avi", kept, header_frames=444, fps=15)
+    info = probe(path)
+    assert info.num_frames == len(kept) == 94
+    assert info.warnings == [
+        f"tree_like.avi: the header lists 444 frames; {len(kept)} are in the file, spanning 29.6 s: using those"
+    ]
+    clip = load_clip(path, num_frames=None)
+    assert clip.warnings == info.warnings
+    assert [read_barcode(f) for f in clip.frames] == kept  # each frame is the one stored, in order
+    np.testing.assert_allclose(clip.timestamps, np.asarray(kept) / 15, atol=1e-6)  # at their own times
+    sampled = load_clip(path, num_frames=8)
+    assert [read_barcode(f) for f in sampled.frames] == [kept[i] for i in sample_indices(len(kept), 8)]
+    chunks = list(stream_clip(path, chunk=10))
+    np.testing.assert_array_equal(np.concatenate([c.frames for c in chunks]), clip.frames)
+    np.testing.assert_array_equal(np.concatenate([c.timestamps for c in chunks]), clip.timestamps)
+    # The same file cut short is still refused as truncated.
+    data = path.read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoError, match="cut.avi is truncated: its header lists 444 frames"):
+        probe(tmp_path / "cut.avi")
 
 
 def test_limits_are_configurable(media: Path) -> None:

@@ -24,7 +24,7 @@ import logging
 import math
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,7 @@ class VideoInfo:
     variable_frame_rate: (
         bool | None
     )  # from every timestamp (short clips) or the first VFR_CHECK_PACKETS; None: unknown
+    warnings: list[str] = field(default_factory=list)  # where the header and the file disagree (file used)
 
 
 @dataclass
@@ -111,6 +112,7 @@ class Clip:
     source_size: tuple[int, int]  # (width, height) after rotation
     num_source_frames: int
     duration_s: float
+    warnings: list[str] = field(default_factory=list)  # where the header and the file disagree (file used)
 
 
 # --------------------------------------------------------------------------- public API
@@ -532,6 +534,7 @@ class _VideoFile:
     def __init__(self, path: Path, limits: VideoLimits) -> None:
         self.path = path
         self.limits = limits
+        self.warnings: list[str] = []
         size = path.stat().st_size
         if size == 0:
             raise VideoError(f"{path} is empty (0 bytes); the upload or copy did not finish, try again")
@@ -797,9 +800,10 @@ class _VideoFile:
         if not pts_list:
             raise VideoError(f"{self.path.name} holds zero video frames; check the recording")
         header_frames = int(self.stream.frames or 0)
-        if header_frames and header_frames - len(pts_list) > max(2, 0.01 * header_frames):
+        sparse = header_frames and header_frames - len(pts_list) > max(2, 0.01 * header_frames)
+        if sparse and not self._frames_reach_header_end(pts_list, header_frames):
             # A frame count in the header comes from the container's sample index, which is exact:
-            # frames missing from the data mean the file was cut short. (Durations are only hints.)
+            # frames missing from the end of the data mean the file was cut short. (Durations are only hints.)
             raise VideoError(
                 f"{self.path.name} is truncated: its header lists {header_frames} frames but only "
                 f"{len(pts_list)} are in the file; it was probably cut short while copying or recording, "
@@ -830,6 +834,15 @@ class _VideoFile:
                 f"{self.duration_s:.1f} s of frames are in the file; it was probably cut short while copying "
                 "or recording, copy or export it again"
             )
+        if sparse:
+            # Frames left out along the way (players repeat the previous one), not cut off: use those there,
+            # the last one shown for one frame of the header's rate.
+            self.duration_s = float(pts[-1] - pts[0]) * tb + 1.0 / float(self.header_fps)
+            message = (f"{self.path.name}: the header lists {header_frames} frames; {count} are in the file, "
+                       f"spanning {self.duration_s:.1f} s: using those")
+            if message not in self.warnings:  # a rescan finds the same
+                self.warnings.append(message)
+                log.warning("%s", message)
         if self.header_duration is not None and abs(self.header_duration - self.duration_s) > max(
             0.5, 0.05 * self.duration_s
         ):
@@ -841,6 +854,15 @@ class _VideoFile:
             )
         keyframes = np.unique(np.asarray(keys, dtype=np.int64)) if keys else None
         return _Timeline(start=int(pts[0]), step=step, count=count, pts=pts, keyframes=keyframes)
+
+    def _frames_reach_header_end(self, pts_list: list[int], header_frames: int) -> bool:
+        """Whether the last frame in the file sits where the header's last frame should (a sparse file, as
+        AVIs with dropped frames are, rather than one cut short)."""
+        if not self.header_fps:
+            return False
+        start = min(pts_list)
+        last_index = (max(pts_list) - start) * float(self.time_base) * self.header_fps
+        return last_index >= header_frames - 1 - max(2, 0.01 * header_frames)
 
     def _decode_count(self) -> tuple[list[int], list[int]]:
         """Last resort for streams without timestamps: decode everything, number frames in order."""
@@ -873,6 +895,7 @@ class _VideoFile:
             rotation=self.rotation,
             codec=self.codec,
             variable_frame_rate=self.vfr,
+            warnings=list(self.warnings),
         )
 
     # ---- sampling
@@ -923,6 +946,7 @@ class _VideoFile:
             source_size=self.size,
             num_source_frames=self.timeline.count,
             duration_s=float(self.duration_s),
+            warnings=list(self.warnings),
         )
 
     def chunks(self, fps: float | None, chunk: int) -> Iterator[Clip]:
