@@ -8,7 +8,6 @@ import torch
 
 from heads.ahd import AHDConfig, AnomalyHeatmapDecoder
 from heads.rae import RAEConfig, RegionAwareAnomalyEncoder
-from tests.test_backbone import scramble
 from tvad_chat.backbone import Backbone
 from tvad_chat.errors import CheckpointError, ConfigError
 from tvad_chat.tiny import DEEP_VISION
@@ -29,13 +28,6 @@ def heads_for(bb: Backbone, taps, with_rae: bool = True, seed: int = 0):
     ahd = AnomalyHeatmapDecoder(AHDConfig(vision_dim=bb.vision_dim, text_dim=bb.text_dim, tap_layers=list(taps)))
     rae = RegionAwareAnomalyEncoder(RAEConfig(text_dim=bb.text_dim)) if with_rae else None
     return ahd, rae
-
-
-@pytest.fixture(scope="module")
-def bb() -> Backbone:
-    b = Backbone.from_tiny(seed=0)
-    scramble(b.model)
-    return b
 
 
 @pytest.fixture(scope="module")
