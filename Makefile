@@ -41,3 +41,5 @@ clean-venv:
 
 # `make tiny`: the recipe of the shipped default model (SynthCampus -> corpus -> stages 0/1/2 -> eval).
 include mk/tiny.mk
+# `make profiles`: the shipped scene profiles (profiles/ucsd_ped2, profiles/cuhk_avenue).
+include mk/profiles.mk

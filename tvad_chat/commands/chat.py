@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from tvad_chat.commands.arguments import whole_number
+from tvad_chat.commands.scene import run_scene_analyze, scene_options
 
 if TYPE_CHECKING:
     from tvad_chat.chat import ChatEngine, Session
@@ -53,13 +54,16 @@ def register(subparsers: Any) -> None:
     ask.set_defaults(handler=run_ask)
 
     analyze = subparsers.add_parser(
-        "analyze", help="analyse a clip: JSON report and heatmap-overlay video",
-        description="Analyse a clip (judgement, per-frame scores, tracks, timeline) and write a JSON report, "
-                    "optionally the heatmap overlay as mp4.")
+        "analyze", help="analyse a clip: JSON report with every frame's score and boxes, events, heat maps",
+        description="Analyse every frame of a clip against the camera's scene profile (found by its background "
+                    "with --profile auto, the default) and write a JSON report: per frame its score and boxes, the "
+                    "unusual events with why, the operating point. With --model, the T-VAD model's analysis of "
+                    "sampled frames instead (report, overlay video, score plot).")
     analyze.add_argument("video", metavar="VIDEO", help="a video file or a folder of numbered frames")
     analyze.add_argument("--out", required=True, metavar="REPORT.json", help="where to write the report")
-    analyze.add_argument("--overlay", default=None, metavar="OUT.mp4", help="also write the overlay video")
-    analyze.add_argument("--plot", default=None, metavar="OUT.png", help="also write the score plot")
+    scene_options(analyze)
+    analyze.add_argument("--overlay", default=None, metavar="OUT.mp4", help="(with --model) write the overlay video")
+    analyze.add_argument("--plot", default=None, metavar="OUT.png", help="(with --model) write the score plot")
     _model_options(analyze)
     analyze.set_defaults(handler=run_analyze)
 
@@ -117,6 +121,9 @@ def run_ask(args: argparse.Namespace) -> int:
 
 def run_analyze(args: argparse.Namespace) -> int:
     from pathlib import Path
+
+    if args.model is None:
+        return run_scene_analyze(args)
 
     from tvad_chat.render import score_figure, write_overlay_video
     from tvad_chat.report import write_report

@@ -25,6 +25,49 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
+def scene_options(parser: argparse.ArgumentParser) -> None:
+    """--profile, --sensitivity, --heatmaps, --fps, --folder-fps (tvad analyze and tvad ask)."""
+    parser.add_argument("--profile", default="auto", metavar="DIR|auto|none",
+                        help="scene profile of the camera: a profile folder, auto (default: the installed profile "
+                             "whose background matches the clip, else uncalibrated) or none (uncalibrated)")
+    parser.add_argument("--sensitivity", default=None, metavar="POINT",
+                        help="operating point: 1/min, 0.1/min (default) or 0.01/min false alarms on the camera's "
+                             "normal footage")
+    parser.add_argument("--heatmaps", default=None, type=Path, metavar="DIR",
+                        help="write one 8-bit grey PNG of heat per analysed frame (000123.png = source frame 123)")
+    parser.add_argument("--fps", type=positive_number, default=None, metavar="F",
+                        help="analyse F frames per second (default: every frame)")
+    parser.add_argument("--folder-fps", type=positive_number, default=None, metavar="F",
+                        help="frame rate of a frame folder (images carry no timing; default 25)")
+
+
+def run_scene_analyze(args: argparse.Namespace) -> int:
+    """`tvad analyze` without --model: the scene analysis of every frame, as a JSON report."""
+    import json
+
+    from tqdm import tqdm
+
+    from tvad_chat.files import atomic_write_text
+    from tvad_chat.scene.run import analyze_clip
+    from tvad_chat.video import probe
+
+    total = probe(args.video, folder_fps=args.folder_fps).num_frames
+    with tqdm(total=total, desc="analysing", unit="frame") as bar:
+        analysis, choice = analyze_clip(args.video, args.profile, fps=args.fps, folder_fps=args.folder_fps,
+                                        heatmaps=args.heatmaps, progress=bar.update)
+    report = {"video": Path(args.video).name, "profile_note": choice.note, **analysis.to_report(args.sensitivity)}
+    atomic_write_text(args.out, json.dumps(report))
+    point = report["operating_point"]
+    print(f"{choice.note}; operating point {point['name']} (threshold {point['threshold']})")
+    events = analysis.events(args.sensitivity)
+    print(f"{len(events)} unusual event{'s' if len(events) != 1 else ''}" + (":" if events else ""))
+    for event in events:
+        print(f"  {event.start_s:.1f}-{event.end_s:.1f} s (frames {event.first_index}-{event.last_index}), "
+              f"tracks {', '.join(map(str, event.track_ids)) or '-'}: {event.why}")
+    print(f"report: {args.out}" + (f"; heat maps: {args.heatmaps}" if args.heatmaps else ""))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 

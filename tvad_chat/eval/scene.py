@@ -18,9 +18,9 @@ from tvad_chat.errors import DataError
 from tvad_chat.eval.frames import frame_auc
 from tvad_chat.eval.heatmaps import object_metrics
 from tvad_chat.eval.pixels import PixelFrame, PooledAccumulator, TaoAccumulator, choose_binning
-from tvad_chat.scene.analyze import SceneAnalysis, SceneAnalyzer, heat_to_uint8
+from tvad_chat.scene.analyze import SceneAnalysis, heat_to_uint8
+from tvad_chat.scene.run import analyze_source
 from tvad_chat.scene.profile import SceneProfile
-from tvad_chat.video import stream_clip
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def evaluate_profile(profile: SceneProfile, clips: Sequence[LabelledClip], pixel
                 pooled.update(frame)
                 tao.update(frame)
 
-        analysis = SceneAnalyzer(profile).run(stream_clip(clip.source, folder_fps=clip.fps),
-                                              heat=sink if clip.mask is not None else None, progress=progress)
+        analysis = analyze_source(profile, clip.source, folder_fps=clip.fps,
+                                  heat_sink=sink if clip.mask is not None else None, progress=progress)
         indices = np.array([f.index for f in analysis.frames])
         if len(clip.labels) < indices.max() + 1:
             raise DataError(f"{clip.name}: {len(clip.labels)} frame labels for {indices.max() + 1} frames")

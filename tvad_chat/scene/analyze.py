@@ -156,11 +156,14 @@ HeatSink = Callable[[int, np.ndarray], None]  # (source index, heat (H, W) float
 class SceneAnalyzer:
     """Feeds frames through one profile; ``run`` consumes chunks and returns the SceneAnalysis."""
 
-    def __init__(self, profile: SceneProfile, density: Density | None = None) -> None:
+    def __init__(self, profile: SceneProfile, background: np.ndarray | None = None) -> None:
+        """``background``: the clip's own background (grey, work size) to start from; the profile's when None.
+        The clip's own is better: a camera nudged or relit since calibration shows its whole scene as
+        foreground against the profile's."""
         self.profile = profile
-        self.density = density or Density(profile.normal, profile.scales, profile.scoring.neighbours,
-                                          profile.normal_times, SELF_EXCLUDE_S)
-        self.finder = ObjectFinder(profile.objects, background=profile.background)
+        self.density = Density(profile.normal, profile.scales, profile.scoring.neighbours, profile.normal_times,
+                               SELF_EXCLUDE_S)
+        self.finder = ObjectFinder(profile.objects, background=profile.background if background is None else background)
         self.scorer = BoxScorer(profile.scoring)
         self.heat_scale = profile.point().threshold
         self._previous_time: float | None = None

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from tvad_chat.errors import ProfileError
 from tvad_chat.files import atomic_directory
-from tvad_chat.scene.analyze import SceneAnalysis, SceneAnalyzer, heat_to_uint8
+from tvad_chat.scene.analyze import HeatSink, SceneAnalysis, SceneAnalyzer, heat_to_uint8
 from tvad_chat.scene.calibrate import CalibrationConfig, calibrate, clip_background
 from tvad_chat.scene.match import match_profile
 from tvad_chat.scene.objects import ObjectConfig
@@ -58,10 +59,24 @@ def choose_profile(source: str | Path, profile: str | Path | None = "auto",
                          "lower confidence; calibrate one with `tvad calibrate`")
 
 
+def analyze_source(profile: SceneProfile, source: str | Path, fps: float | None = None,
+                   folder_fps: float | None = None, heat_sink: HeatSink | None = None,
+                   progress: Callable[[int], None] | None = None) -> SceneAnalysis:
+    """Stream a clip through a profile, starting from the clip's own background."""
+    background, _ = clip_background(source, profile.objects.work_width, MATCH_SAMPLES, folder_fps)
+    if background.shape != profile.background.shape:
+        raise ProfileError(f"{Path(source).name} is not footage of the size profile {profile.name!r} was made for "
+                           f"({profile.size[0]}x{profile.size[1]}): use a profile of this camera, or --profile none")
+    analyzer = SceneAnalyzer(profile, background=background)
+    return analyzer.run(stream_clip(source, fps=fps, folder_fps=folder_fps), heat=heat_sink, progress=progress)
+
+
 def analyze_clip(source: str | Path, profile: str | Path | None = "auto", fps: float | None = None,
                  folder_fps: float | None = None, heatmaps: str | Path | None = None,
+                 heat_sink: HeatSink | None = None,
                  progress: Callable[[int], None] | None = None) -> tuple[SceneAnalysis, ProfileChoice]:
-    """The scene analysis of a clip and how its profile was chosen; heat PNGs into ``heatmaps`` if given."""
+    """The scene analysis of a clip and how its profile was chosen; heat PNGs into ``heatmaps`` if given,
+    and every frame's heat map to ``heat_sink`` if given."""
     choice = choose_profile(source, profile, folder_fps)
     chosen = choice.profile
     if chosen is None:
@@ -70,16 +85,16 @@ def analyze_clip(source: str | Path, profile: str | Path | None = "auto", fps: f
         except ProfileError as exc:
             raise ProfileError(f"cannot analyse this clip without a scene profile: {exc}. Give a profile of "
                                "this camera (--profile DIR) or a longer clip") from None
-    chunks = stream_clip(source, fps=fps, folder_fps=folder_fps)
-    analyzer = SceneAnalyzer(chosen)
     if heatmaps is None:
-        analysis = analyzer.run(chunks, progress=progress)
+        analysis = analyze_source(chosen, source, fps, folder_fps, heat_sink, progress)
     else:
         with atomic_directory(heatmaps) as folder:
-            def write(index: int, heat) -> None:
+            def write(index: int, heat: np.ndarray) -> None:
                 if not cv2.imwrite(str(folder / f"{index:06d}.png"), heat_to_uint8(heat)):
                     raise ProfileError(f"could not write heat maps to {heatmaps}")
-            analysis = analyzer.run(chunks, heat=write, progress=progress)
+                if heat_sink is not None:
+                    heat_sink(index, heat)
+            analysis = analyze_source(chosen, source, fps, folder_fps, write, progress)
     if choice.profile is None:
         analysis.profile_name = None
     return analysis, choice

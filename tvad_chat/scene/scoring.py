@@ -6,6 +6,9 @@
   ``max_gap`` frames without a box (brief occlusion).
 - Box score: the mean object score over the track's last ``track_window`` boxes (one odd frame of flow
   noise does not make an alarm; a cyclist stays anomalous while it is in view).
+- Merges and splits: a new track whose first box overlaps a recent track's last box by at least
+  ``INHERIT_OVERLAP`` of the smaller box continues that track's score history (a track that broke when a
+  cart merged with the walkers beside it keeps its evidence).
 - Robust filter (after TAO): a box counts once its track has boxes in at least ``min_hits`` of the last
   ``hit_window`` frames; boxes of younger tracks are kept in the report with score 0 for the heat.
 - Frame score: the highest box score of the frame (0 with no box), then a Gaussian over time with
@@ -23,6 +26,9 @@ from sklearn.neighbors import NearestNeighbors
 
 from tvad_chat.errors import ConfigError
 from tvad_chat.tracking import Tracker, TrackerConfig
+
+
+INHERIT_OVERLAP = 0.5
 
 
 @dataclass
@@ -94,23 +100,51 @@ class BoxScorer:
         self._tracker = Tracker(TrackerConfig(max_gap=config.max_gap, max_jump=config.max_jump))
         self._scores: dict[int, deque[float]] = {}
         self._seen: dict[int, deque[int]] = {}
+        self._last: dict[int, tuple[int, tuple[int, int, int, int]]] = {}  # track id -> (step, box)
 
     def push(self, step: int, boxes: list[tuple[int, int, int, int]], scores: np.ndarray) -> list[ScoredBox]:
         cfg = self.config
         ids = self._tracker.update(step, boxes)
-        for track in self._tracker.pop_finished():  # bounded memory over long streams
-            self._scores.pop(track.id, None)
-            self._seen.pop(track.id, None)
+        for track_id, (last_step, _) in list(self._last.items()):  # bounded memory over long streams
+            if step - last_step > cfg.max_gap + 1:
+                for table in (self._scores, self._seen, self._last):
+                    table.pop(track_id, None)
+        self._tracker.pop_finished()
         out = []
         for j, (box, track_id) in enumerate(zip(boxes, ids, strict=True)):
+            if track_id not in self._scores:
+                self._inherit(track_id, box)
             history = self._scores.setdefault(track_id, deque(maxlen=cfg.track_window))
             history.append(float(scores[j]))
             seen = self._seen.setdefault(track_id, deque(maxlen=cfg.hit_window))
             seen.append(step)
+            self._last[track_id] = (step, box)
             hits = sum(1 for s in seen if step - s < cfg.hit_window)
             score = float(np.mean(history)) if hits >= cfg.min_hits else 0.0
             out.append(ScoredBox(box, score, track_id, j))
         return out
+
+
+    def _inherit(self, track_id: int, box: tuple[int, int, int, int]) -> None:
+        """A new track that mostly covers, or is mostly covered by, a recent track's last box continues its
+        history: objects that merge (a cart and the people beside it) or split must not start from zero."""
+        best, best_overlap = None, INHERIT_OVERLAP
+        for other, (_, last) in self._last.items():
+            if other == track_id:
+                continue
+            overlap = _overlap_of_smaller(box, last)
+            if overlap >= best_overlap:
+                best, best_overlap = other, overlap
+        if best is not None:
+            self._scores[track_id] = deque(self._scores[best], maxlen=self.config.track_window)
+            self._seen[track_id] = deque(self._seen[best], maxlen=self.config.hit_window)
+
+
+def _overlap_of_smaller(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return ix * iy / smaller if smaller > 0 else 0.0
 
 
 def smooth_frame_scores(raw: np.ndarray, fps: float, sigma_s: float) -> np.ndarray:
