@@ -63,6 +63,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--out", type=Path, default=None, help="write predictions and report.json here")
     run.set_defaults(handler=run_model)
 
+    scene = eval_sub.add_parser("scene", help="run a scene profile over labelled test clips: frame AUC, RBDC/TBDC, "
+                                              "pixel metrics, TAO protocol, temporal IoU")
+    scene.add_argument("--profile", required=True, type=Path, metavar="DIR", help="the scene profile")
+    scene.add_argument("--dataset", required=True, choices=["ped2", "avenue"],
+                       help="layout of the test data (Ped2: testing/frames/NN, Avenue: testing_videos/NN.avi; both "
+                            "with testing/frame_labels.json and testing/masks/NN)")
+    scene.add_argument("--root", required=True, type=Path, help="the dataset folder")
+    scene.add_argument("--sensitivity", default=None, metavar="POINT", help="operating point for temporal IoU")
+    scene.add_argument("--json", type=Path)
+    scene.set_defaults(handler=run_scene)
+
 
 def finish(title: str, report: dict, notes: list[str], json_path: Path | None) -> int:
     """Print the table (and the convention notes); write the JSON report when asked."""
@@ -73,6 +84,21 @@ def finish(title: str, report: dict, notes: list[str], json_path: Path | None) -
         write_json(report, json_path)
         print(f"report written to {json_path}")
     return 0
+
+
+def run_scene(args: argparse.Namespace) -> int:
+    from datasets_builder.sources import read_dataset
+    from tvad_chat.eval.scene import LabelledClip, evaluate_profile
+    from tvad_chat.scene.profile import SceneProfile
+
+    profile = SceneProfile.load(args.profile)
+    records = read_dataset(args.dataset, args.root, split="test")
+    clips = [LabelledClip(r.video_id, str(r.source), r.fps if r.frames_dir is not None else None, r.frame_labels,
+                          r.load_mask if r.has_masks else None) for r in records]
+    report = evaluate_profile(profile, clips, point=args.sensitivity)
+    notes = [f"profile {profile.name!r}, operating point {args.sensitivity or profile.default_point} for tIoU",
+             str(report.pop("tao.note", ""))]
+    return finish(f"Scene profile on {args.dataset} test clips (percent)", report, notes, args.json)
 
 
 def run_text(args: argparse.Namespace) -> int:

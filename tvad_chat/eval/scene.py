@@ -38,6 +38,7 @@ class LabelledClip:
 
 
 def evaluate_profile(profile: SceneProfile, clips: Sequence[LabelledClip], pixels: bool = True,
+                     point: str | None = None,
                      progress: Callable[[int], None] | None = None) -> dict[str, float | int | str]:
     """All metrics of one profile over labelled clips (percent)."""
     if not clips:
@@ -75,7 +76,7 @@ def evaluate_profile(profile: SceneProfile, clips: Sequence[LabelledClip], pixel
     if pixels and detections:
         result.update({f"pixel.{k}": v for k, v in pooled.compute().items() if k != "thresholds"})
         result.update(tao.compute())
-    result.update(temporal_grounding(mask_stacks, labels))
+    result.update(temporal_grounding(mask_stacks, labels, point))
     return result
 
 
