@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -26,6 +26,8 @@ from tvad_chat.video import (
 )
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 @dataclass
 class Sample:
@@ -154,19 +156,33 @@ class ClipData:
     has_masks: bool
 
 
-class ClipStore:
-    """Reads and resizes each clip once; keeps them in memory."""
+class PerClip(Generic[T]):
+    """A value computed once per clip (samples with the same video and frame indices share it), kept in memory."""
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, tuple[int, ...]], T] = {}
+
+    def get(self, sample: Sample) -> T:
+        if sample.clip_key not in self._items:
+            self._items[sample.clip_key] = self.compute(sample)
+        return self._items[sample.clip_key]
+
+    def compute(self, sample: Sample) -> T:
+        raise NotImplementedError
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+class ClipStore(PerClip[ClipData]):
+    """Reads and resizes each clip once."""
 
     def __init__(self, max_pixels: int = 112 * 168, min_pixels: int = 56 * 56):
+        super().__init__()
         self.max_pixels = max_pixels
         self.min_pixels = min_pixels
-        self._cache: dict[tuple, ClipData] = {}
 
-    def get(self, sample: Sample) -> ClipData:
-        key = sample.clip_key
-        hit = self._cache.get(key)
-        if hit is not None:
-            return hit
+    def compute(self, sample: Sample) -> ClipData:
         frames = load_clip(sample.video, num_frames=None, folder_fps=sample.fps,
                            frame_indices=sample.frame_indices).frames
         if len(frames) % 2:  # one temporal patch = two frames
@@ -177,7 +193,5 @@ class ClipStore:
             masks = np.concatenate([masks, masks[-1:]], 0)
         fps = sample.fps if sample.fps > 0 else DEFAULT_FOLDER_FPS
         times = np.asarray(sample.frame_indices, dtype=np.float64) / fps
-        data = ClipData(frames=small, fps=sampled_fps(times, fps), masks=masks, has_masks=sample.mask_dir is not None)
-        self._cache[key] = data
-        return data
+        return ClipData(frames=small, fps=sampled_fps(times, fps), masks=masks, has_masks=sample.mask_dir is not None)
 

@@ -21,7 +21,7 @@ import torch
 from tvad_chat.errors import DataError
 from tvad_chat.files import atomic_directory
 from tvad_chat.train.common import TrainConfig, Trainer, batch_indices
-from tvad_chat.train.data import ClipStore, Sample, load_samples, unique_clips
+from tvad_chat.train.data import ClipStore, PerClip, Sample, load_samples, unique_clips
 
 logger = logging.getLogger(__name__)
 
@@ -54,20 +54,17 @@ class ClipItem:
     pixel_masks: np.ndarray  # bool (T, H, W) at model size
 
 
-class VisionCache:
+class VisionCache(PerClip[ClipItem]):
     """Frozen-backbone vision passes, computed once per clip."""
 
     def __init__(self, backbone, store: ClipStore, taps: list[int], mask_fraction: float):
+        super().__init__()
         self.backbone = backbone
         self.store = store
         self.taps = taps
         self.mask_fraction = mask_fraction
-        self._items: dict[tuple, ClipItem] = {}
 
-    def get(self, sample: Sample) -> ClipItem:
-        hit = self._items.get(sample.clip_key)
-        if hit is not None:
-            return hit
+    def compute(self, sample: Sample) -> ClipItem:
         from heads.ahd import masks_to_patch_grid
 
         clip = self.store.get(sample)
@@ -76,11 +73,9 @@ class VisionCache:
         grids = [g.detach().float().cpu() for g in vision.grids]
         t2, gh, gw = grids[0].shape[:3]
         masks = masks_to_patch_grid(torch.from_numpy(clip.masks), (gh, gw), min_fraction=self.mask_fraction)[:t2]
-        item = ClipItem(sample=sample, grids=grids, masks=masks,
+        return ClipItem(sample=sample, grids=grids, masks=masks,
                         frame_labels=clip.masks.reshape(len(clip.masks), -1).any(1).astype(np.int64),
                         pixel_masks=clip.masks)
-        self._items[sample.clip_key] = item
-        return item
 
 
 def supervised_clips(samples: list[Sample]) -> list[Sample]:

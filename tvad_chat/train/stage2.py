@@ -41,7 +41,7 @@ from tvad_chat.train.common import (
     selection_metric,
     trainable_state,
 )
-from tvad_chat.train.data import ClipStore, Sample, load_samples
+from tvad_chat.train.data import ClipStore, PerClip, Sample, load_samples
 
 logger = logging.getLogger(__name__)
 
@@ -90,30 +90,22 @@ class ClipHeads:
     class_probs: torch.Tensor  # frozen AHD (T', 2, H', W')
 
 
-class HeadCache:
+class HeadCache(PerClip[ClipHeads]):
     """Per clip: the frozen vision pass and the frozen AHD class maps."""
 
     def __init__(self, tvad, store: ClipStore):
+        super().__init__()
         self.tvad = tvad
         self.store = store
-        self._items: dict[tuple, ClipHeads] = {}
 
-    def get(self, sample: Sample) -> ClipHeads:
-        hit = self._items.get(sample.clip_key)
-        if hit is not None:
-            return hit
+    def compute(self, sample: Sample) -> ClipHeads:
         clip = self.store.get(sample)
         taps = tuple(self.tvad.ahd.config.tap_layers)
         with torch.no_grad():
             vision = self.tvad.backbone.encode_video(clip.frames, clip.fps, taps)
             probs = self.tvad.heatmap_outputs(vision).class_probs.detach()
         vision.grids = []  # the grids are not needed any more: keep the cache small
-        item = ClipHeads(vision=vision, class_probs=probs)
-        self._items[sample.clip_key] = item
-        return item
-
-    def clear(self) -> None:
-        self._items.clear()
+        return ClipHeads(vision=vision, class_probs=probs)
 
 
 def _gc_enabled(cfg: Stage2Config) -> bool:
