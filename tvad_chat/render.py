@@ -17,6 +17,7 @@ from tvad_chat.errors import ConfigError
 from tvad_chat.evidence import render_overlay, upsample_heatmaps
 from tvad_chat.pipeline import Analysis
 from tvad_chat.report import INTERVAL_THRESHOLD, anomaly_intervals, frame_times
+from tvad_chat.video import sampled_fps
 
 
 def display_heatmaps(analysis: Analysis) -> np.ndarray | None:
@@ -69,12 +70,7 @@ def write_video(frames: np.ndarray, path: str | Path, fps: float = 10.0) -> Path
 
 def playback_fps(analysis: Analysis) -> float:
     """Frame rate that plays the sampled frames at the clip's real pace (at least 2 fps so it is watchable)."""
-    times = frame_times(analysis)
-    if len(times) >= 2:
-        step = float(np.median(np.diff(times)))
-        if step > 0:
-            return float(min(30.0, max(2.0, 1.0 / step)))
-    return 2.0
+    return float(min(30.0, max(2.0, sampled_fps(frame_times(analysis), 2.0))))
 
 
 def write_overlay_video(analysis: Analysis, path: str | Path) -> Path:

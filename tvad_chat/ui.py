@@ -20,6 +20,7 @@ import gradio as gr
 from tvad_chat.chat import JUDGEMENT_QUESTION, MAX_FRAMES, MIN_FRAMES, ChatEngine, EngineConfig, Session
 from tvad_chat.errors import TVADError
 from tvad_chat.eval.text import NO, YES, normalize_yes_no
+from tvad_chat.files import atomic_output
 from tvad_chat.models import DEFAULT_MODEL
 from tvad_chat.motion import SPEED_UNIT, SPEED_UNIT_TEXT
 from tvad_chat.pipeline import Analysis
@@ -111,9 +112,8 @@ def build_example_clips(data_dir: str | Path = SHARED_DATA, cache_dir: str | Pat
         if not target.is_file():
             try:
                 clip = load_clip(source, num_frames=None, folder_fps=fps)
-                tmp = target.with_suffix(".part.mp4")
-                write_video(clip.frames, tmp, fps=fps or clip.source_fps)
-                tmp.replace(target)
+                with atomic_output(target) as tmp:
+                    write_video(clip.frames, tmp, fps=fps or clip.source_fps)
             except (TVADError, OSError) as exc:
                 logger.warning("example %s skipped: %s", source, exc)
                 continue
