@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tvad_chat import chat  # noqa: E402
+from tvad_chat.files import atomic_output  # noqa: E402
 from tvad_chat.models import DEFAULT_MODEL  # noqa: E402
 from tvad_chat.render import write_video  # noqa: E402
 from tvad_chat.ui import FOLLOW_UPS_ANOMALY, SHARED_DATA  # noqa: E402
@@ -45,9 +46,8 @@ def make_clip(seconds: float, out_dir: Path) -> Path:
     base = np.concatenate(parts)
     need = int(round(seconds * 25))
     frames = np.concatenate([base] * (need // len(base) + 1))[:need]
-    tmp = target.with_suffix(".part.mp4")
-    write_video(frames, tmp, fps=25.0)
-    tmp.replace(target)
+    with atomic_output(target) as tmp:
+        write_video(frames, tmp, fps=25.0)
     return target
 
 

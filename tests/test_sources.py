@@ -148,3 +148,21 @@ def test_mask_boxes_joins_close_parts_and_drops_specks():
     m[5:8, 70:72] = True  # a 6-pixel speck
     m[40:48, 60:75] = True
     assert mask_boxes(m) == [(10.0, 10.0, 34.0, 40.0), (60.0, 40.0, 75.0, 48.0)]
+
+
+def test_folder_reader_takes_video_files_and_frame_folders(tmp_path):
+    from media_factory import write_frames, write_video
+
+    write_video(tmp_path / "cam1.mp4", num_frames=20, fps=10)
+    write_frames(tmp_path / "cam2", 6)
+    (tmp_path / "notes.txt").write_text("not a clip")
+    (tmp_path / "empty").mkdir()
+    recs = read_dataset("folder", tmp_path, "test")
+    assert [(r.video_id, r.dataset, r.num_frames, r.size) for r in recs] == [
+        ("cam1", "folder", 20, (160, 96)), ("cam2", "folder", 6, (96, 64))]
+    assert recs[0].video_path == tmp_path / "cam1.mp4" and recs[1].frames_dir == tmp_path / "cam2"
+    assert recs[0].fps == 10.0 and recs[1].fps == 25.0  # frame folders: the default folder rate
+    assert recs[1].frame_labels is None and recs[1].load_mask(0) is None and recs[1].objects(0) == []
+    assert recs[0].load_frames([3, 1]).shape == (2, 96, 160, 3)
+    with pytest.raises(DataError, match="no video files or frame folders"):
+        read_dataset("folder", tmp_path / "empty")

@@ -14,7 +14,7 @@ from media_factory import frame_image, full_decode, read_barcode, write_frames, 
 from shared_data import DATA
 
 import tvad_chat.video as video
-from tvad_chat.errors import ConfigError, VideoError
+from tvad_chat.errors import ConfigError, DataError, VideoError
 from tvad_chat.video import VideoLimits, load_clip, probe, resize_for_model, sample_indices, stream_clip
 
 PED2 = DATA / "ucsd_ped2" / "testing"
@@ -592,3 +592,47 @@ def test_resize_for_model_rejects_wrong_input() -> None:
         resize_for_model(np.zeros((2, 10, 10, 3), dtype=np.float32))
     with pytest.raises(ValueError):
         resize_for_model(np.zeros((10, 10), dtype=np.uint8))
+
+
+# --------------------------------------------------------------------------- explicit frames, masks, rates
+
+
+def test_explicit_frame_indices_keep_order_and_repeats(media: Path, tmp_path: Path) -> None:
+    folder = write_frames(tmp_path / "folder", 12)
+    for source in (media / "h264.mp4", folder):
+        clip = load_clip(source, num_frames=None, frame_indices=[7, 2, 7, 11])
+        assert [read_barcode(f) for f in clip.frames] == [7, 2, 7, 11]
+        assert clip.frame_indices.tolist() == [7, 2, 7, 11]
+        with pytest.raises(VideoError, match=r"frame indices \[1000\] are out of range"):
+            load_clip(source, num_frames=None, frame_indices=[0, 1000])
+    folder_clip = load_clip(folder, num_frames=None, folder_fps=10.0, frame_indices=[3, 1])
+    assert folder_clip.timestamps.tolist() == [0.3, 0.1]
+    with pytest.raises(ConfigError, match="frame_indices alone"):
+        load_clip(folder, num_frames=4, frame_indices=[1])
+
+
+def test_read_mask_thresholds_at_127_and_refuses_0_1_masks(tmp_path: Path) -> None:
+    from PIL import Image
+
+    values = np.array([[0, 127, 128, 255]], dtype=np.uint8)
+    Image.fromarray(values).save(tmp_path / "mask.png")
+    assert video.read_mask(tmp_path / "mask.png").tolist() == [[False, False, True, True]]
+    assert video.read_mask(tmp_path / "mask.png", size=(8, 2)).tolist() == [[False] * 4 + [True] * 4] * 2
+    Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "empty.png")
+    assert not video.read_mask(tmp_path / "empty.png").any()
+    Image.fromarray(np.array([[0, 1]], dtype=np.uint8)).save(tmp_path / "binary.png")
+    with pytest.raises(DataError, match="masks must be 8-bit with 255 for anomalous pixels"):
+        video.read_mask(tmp_path / "binary.png")
+
+
+def test_sampled_fps_is_the_median_step() -> None:
+    assert video.sampled_fps([0.0, 0.5, 1.0, 1.5, 3.0], 25.0) == 2.0
+    assert video.sampled_fps([4.0], 25.0) == 25.0
+    assert video.sampled_fps([1.0, 1.0], 7.0) == 7.0
+
+
+def test_frame_files_natural_order_without_hidden_files(tmp_path: Path) -> None:
+    write_frames(tmp_path, 11)
+    (tmp_path / ".3.png").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("x")
+    assert [p.name for p in video.frame_files(tmp_path)] == [f"{i}.png" for i in range(11)]

@@ -186,17 +186,23 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 @contextmanager
 def atomic_directory(directory: str | Path) -> Iterator[Path]:
-    """A fresh temporary folder beside ``directory`` to fill; on success it takes ``directory``'s place."""
+    """A fresh temporary folder beside ``directory`` to fill; on success it takes ``directory``'s place.
+
+    An existing ``directory`` is moved aside first and deleted only once the new one is in place.
+    """
     directory = Path(directory)
     tmp = directory.with_name(f".{directory.name}.{os.getpid()}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    old = directory.with_name(f".{directory.name}.{os.getpid()}.old")
+    for leftover in (tmp, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
     tmp.mkdir(parents=True)
     try:
         yield tmp
         if directory.exists():
-            shutil.rmtree(directory)
+            os.replace(directory, old)
         os.replace(tmp, directory)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from tvad_chat.errors import CheckpointError, ConfigError
-from tvad_chat.files import atomic_write_text
+from tvad_chat.files import atomic_directory, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -233,20 +233,10 @@ def save_checkpoint(out_dir: str | Path, step: int, payload: dict[str, Any], kee
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     final = out / f"ckpt-{step:07d}"
-    tmp = out / f".ckpt-{step:07d}.{os.getpid()}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    torch.save(payload, tmp / STATE_FILE)
-    with open(tmp / STATE_FILE, "rb") as fh:
-        os.fsync(fh.fileno())
-    if final.exists():  # a re-save of the same step (after a resume): move the old one aside first
-        trash = out / f".trash-{step:07d}.{os.getpid()}"
-        os.replace(final, trash)
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    with atomic_directory(final) as tmp:  # a re-save of the same step (after a resume) replaces the old one
+        torch.save(payload, tmp / STATE_FILE)
+        with open(tmp / STATE_FILE, "rb") as fh:
+            os.fsync(fh.fileno())
     atomic_write_text(out / LATEST, final.name + "\n")
     ckpts = sorted(p for p in out.glob("ckpt-*") if p.is_dir())
     for old in ckpts[:-keep] if keep > 0 else []:
