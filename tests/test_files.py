@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from tvad_chat.errors import DataError
-from tvad_chat.files import atomic_directory, atomic_output, atomic_write_text, read_jsonl, read_jsonl_numbered
+from tvad_chat.files import (
+    atomic_directory,
+    atomic_output,
+    atomic_write_text,
+    read_jsonl,
+    read_jsonl_numbered,
+)
 
 
 def test_atomic_output_replaces_on_success_and_keeps_the_old_file_on_error(tmp_path: Path) -> None:
