@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,7 @@ class SceneProfile:
         try:
             with np.load(directory / ARRAYS, allow_pickle=False) as arrays:
                 normal, place_speed, background = arrays["normal"], arrays["place_speed"], arrays["background"]
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
             raise ProfileError(f"{directory / ARRAYS} is missing or corrupt ({type(exc).__name__}); "
                                "calibrate the profile again") from None
         try:
