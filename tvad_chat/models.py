@@ -61,6 +61,7 @@ def load_model(source: str = DEFAULT_MODEL, device: str | None = None, dtype: st
     The default is looked up in the working directory, then in the repository the package sits in.
     """
     source = (source or DEFAULT_MODEL).strip()
+    named = source  # as the user named it: reports and messages say this, never the resolved server path
     if _is_default(source) and not (Path(source).expanduser() / "config.json").is_file():
         if (REPO_ROOT / DEFAULT_MODEL / "config.json").is_file():
             source = str(REPO_ROOT / DEFAULT_MODEL)
@@ -78,8 +79,8 @@ def load_model(source: str = DEFAULT_MODEL, device: str | None = None, dtype: st
     except TVADError:
         raise
     except (OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"cannot load the model {source!r}: {exc}") from exc
+        raise CheckpointError(f"cannot load the model {named!r}: {exc}") from exc
     # A checkpoint may carry a short statement of what it cannot do; the page and CLI show it.
     limits_file = Path(source) / LIMITATIONS_FILE
     note = " ".join(limits_file.read_text(encoding="utf-8").split()) if limits_file.is_file() else ""
-    return model, ModelInfo(source=source, trained=True, variant=model.variant, note=note)
+    return model, ModelInfo(source=named, trained=True, variant=model.variant, note=note)

@@ -842,7 +842,7 @@ class _VideoFile:
                        f"spanning {self.duration_s:.1f} s: using those")
             if message not in self.warnings:  # a rescan finds the same
                 self.warnings.append(message)
-                log.warning("%s", message)
+                log.debug("%s", message)  # callers show Clip.warnings / VideoInfo.warnings
         if self.header_duration is not None and abs(self.header_duration - self.duration_s) > max(
             0.5, 0.05 * self.duration_s
         ):

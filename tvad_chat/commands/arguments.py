@@ -1,8 +1,9 @@
-"""Argument types shared by the command modules: parse a number and check its range (argparse's usage error)."""
+"""Argument types shared by the command modules: numbers in a range and output file names (argparse's usage error)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 
 
@@ -33,3 +34,16 @@ def positive_number(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
+
+
+def output_file(*suffixes: str) -> Callable[[str], str]:
+    """An argparse type: a file to write, with one of ``suffixes`` (lower case, with the dot), not a folder."""
+
+    def parse(text: str) -> str:
+        if os.path.isdir(text):
+            raise argparse.ArgumentTypeError(f"{text} is a folder: give a file name ending in {' or '.join(suffixes)}")
+        if not text.lower().endswith(suffixes):
+            raise argparse.ArgumentTypeError(f"{text!r} must end in {' or '.join(suffixes)}")
+        return text
+
+    return parse

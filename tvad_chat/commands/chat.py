@@ -8,15 +8,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
-from tvad_chat.commands.arguments import whole_number
+from tvad_chat.commands.arguments import output_file, whole_number
 from tvad_chat.commands.scene import run_scene_analyze, scene_options
 
 if TYPE_CHECKING:
     from tvad_chat.chat import ChatEngine, Session
 
 MIN_FRAMES, MAX_FRAMES = 2, 64  # as tvad_chat.chat checks them (not imported: `tvad --help` stays light)
+PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")  # formats matplotlib writes
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -25,11 +27,22 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                              "is built when it does not exist, and the output says so)")
     parser.add_argument("--frames", type=whole_number(MIN_FRAMES, MAX_FRAMES), default=16, metavar="N",
                         help=f"frames sampled per clip ({MIN_FRAMES}-{MAX_FRAMES})")
-    parser.add_argument("--events", default="", metavar="LIST",
+    parser.add_argument("--events", default=[], type=_events, metavar="LIST",
                         help="extra anomaly categories to look for, comma separated (e.g. 'bicycle, cart')")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when present)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16... (default: bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--load-in-4bit", action="store_true", help="quantise the language model (bitsandbytes)")
+
+
+def _events(text: str) -> list[str]:
+    """An argparse type: the anomaly categories of --events, checked as the engine checks them."""
+    from tvad_chat.chat import parse_events
+    from tvad_chat.errors import ConfigError
+
+    try:
+        return parse_events(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def register(subparsers: Any) -> None:
@@ -48,7 +61,7 @@ def register(subparsers: Any) -> None:
                      help='the first question (default: "Is there an anomaly in this video?")')
     ask.add_argument("--follow-up", action="append", default=[], metavar="QUESTION",
                      help="a follow-up question (repeatable; asked in order, with the dialogue so far)")
-    ask.add_argument("--max-new-tokens", type=int, default=None, metavar="N", help="answer length limit")
+    ask.add_argument("--max-new-tokens", type=whole_number(1), default=None, metavar="N", help="answer length limit")
     ask.add_argument("--json", action="store_true", help="print one JSON object (answers, judgement, timings)")
     _model_options(ask)
     ask.set_defaults(handler=run_ask)
@@ -60,20 +73,23 @@ def register(subparsers: Any) -> None:
                     "unusual events with why, the operating point. With --model, the T-VAD model's analysis of "
                     "sampled frames instead (report, overlay video, score plot).")
     analyze.add_argument("video", metavar="VIDEO", help="a video file or a folder of numbered frames")
-    analyze.add_argument("--out", required=True, metavar="REPORT.json", help="where to write the report")
+    analyze.add_argument("--out", required=True, type=output_file(".json"), metavar="REPORT.json",
+                         help="where to write the report")
     scene_options(analyze)
-    analyze.add_argument("--overlay", default=None, metavar="OUT.mp4", help="(with --model) write the overlay video")
-    analyze.add_argument("--plot", default=None, metavar="OUT.png", help="(with --model) write the score plot")
+    analyze.add_argument("--overlay", default=None, type=output_file(".mp4"), metavar="OUT.mp4",
+                         help="(with --model) write the overlay video")
+    analyze.add_argument("--plot", default=None, type=output_file(*PLOT_SUFFIXES), metavar="OUT.png",
+                         help="(with --model) write the score plot (png, svg, pdf or jpg)")
     _model_options(analyze)
     analyze.set_defaults(handler=run_analyze)
 
 
 def _engine(args: argparse.Namespace) -> tuple[ChatEngine, Session]:
-    from tvad_chat.chat import ChatEngine, EngineConfig, parse_events
+    from tvad_chat.chat import ChatEngine, EngineConfig
     from tvad_chat.models import DEFAULT_MODEL
 
     config = EngineConfig(model=args.model or DEFAULT_MODEL, num_frames=args.frames,
-                          extra_events=parse_events(args.events), device=args.device, dtype=args.dtype,
+                          extra_events=args.events, device=args.device, dtype=args.dtype,
                           load_in_4bit=args.load_in_4bit)
     engine = ChatEngine(config)
     return engine, engine.new_session()
@@ -83,25 +99,30 @@ def _progress(stage: float, text: str) -> None:
     print(f"[{stage:4.0%}] {text}", file=sys.stderr)
 
 
-def _warn_untrained(session: Session) -> None:
-    if session.model_info is not None and session.model_info.note:  # untrained, or a shipped caveat
-        print(f"warning: {session.model_info.note}", file=sys.stderr)
+def _warnings(session: Session) -> list[str]:
+    """What the user should know about the answers: the model's caveat (untrained, or shipped) and the clip's."""
+    notes = [session.model_info.note] if session.model_info is not None and session.model_info.note else []
+    return notes + (list(session.analysis.clip.warnings) if session.analysis is not None else [])
+
+
+def _warn(session: Session) -> None:
+    for note in _warnings(session):
+        print(f"warning: {note}", file=sys.stderr)
 
 
 def run_ask(args: argparse.Namespace) -> int:
     from tvad_chat.chat import JUDGEMENT_QUESTION
-    from tvad_chat.errors import ConfigError
 
-    if args.max_new_tokens is not None and args.max_new_tokens < 1:
-        raise ConfigError("--max-new-tokens must be at least 1")
     engine, session = _engine(args)
     analysis = engine.load_video(session, args.video, progress=None if args.json else _progress)
-    _warn_untrained(session)
+    _warn(session)
     questions = [args.question or JUDGEMENT_QUESTION, *args.follow_up]
-    answers = []
+    answers, answer_seconds = [], []
     for q in questions:
         if args.json:
+            start = time.perf_counter()
             answers.append(engine.ask(session, q, max_new_tokens=args.max_new_tokens))
+            answer_seconds.append(round(time.perf_counter() - start, 4))
             continue
         print(f"Q: {q}\nA: ", end="", flush=True)
         answers.append(engine.ask(session, q, stream=lambda chunk: print(chunk, end="", flush=True),
@@ -113,8 +134,11 @@ def run_ask(args: argparse.Namespace) -> int:
             "model": session.model_info.source if session.model_info else None,
             "trained": session.model_info.trained if session.model_info else None,
             "judgement": analysis.judgement, "score": None if analysis.score is None else float(analysis.score),
-            "dialogue": [{"question": q, "answer": ans} for q, ans in zip(questions, answers, strict=True)],
+            "dialogue": [{"question": q, "answer": ans, "seconds": sec}
+                         for q, ans, sec in zip(questions, answers, answer_seconds, strict=True)],
+            "timings_s": {k: round(float(v), 4) for k, v in analysis.timings.items()},
             "vision_passes": session.vision_passes,
+            "warnings": _warnings(session),
         }))
     return 0
 
@@ -130,7 +154,7 @@ def run_analyze(args: argparse.Namespace) -> int:
 
     engine, session = _engine(args)
     analysis = engine.load_video(session, args.video, progress=_progress)
-    _warn_untrained(session)
+    _warn(session)
     print(f"report: {write_report(analysis, args.out, session.model_info)}")
     if args.overlay:
         print(f"overlay: {write_overlay_video(analysis, args.overlay)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
@@ -69,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
         "sampled_timestamps_s": [round(float(t), 6) for t in clip.timestamps],
         "sampled_size": [int(clip.frames.shape[2]), int(clip.frames.shape[1])] if len(clip.frames) else None,
         "sample_seconds": round(seconds, 4),
+        "warnings": info.warnings,
     }
+    for warning in info.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(record))
         return 0
