@@ -19,11 +19,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ground", ("tvad_chat", "tvad_chat.errors", "tvad_chat.video", "tvad_chat.motion", "tvad_chat.tracking",
                 "tvad_chat.files", "tvad_chat.dtypes")),
     ("heads and prompts", ("heads", "prompts")),
-    ("model and profiles", ("tvad_chat.backbone", "tvad_chat.tiny", "tvad_chat.lora", "tvad_chat.decode_step",
-                            "tvad_chat.kv_cache", "tvad_chat.scene")),
+    ("model and profiles", ("tvad_chat.backbone", "tvad_chat.tiny", "tvad_chat.lora", "tvad_chat.scene")),
     # the whole model (backbone + heads) and its loading (tvad_chat.models: the checkpoint or the untrained
-    # fallback), and the evidence read from its heatmaps
-    ("pipeline and evidence", ("tvad_chat.pipeline", "tvad_chat.models", "tvad_chat.evidence")),
+    # fallback), the heatmap sources it reads (AHD, scene profile, fusion), the evidence read from the heatmaps
+    # and the answers composed from that evidence (tvad_chat.grounded)
+    ("pipeline and evidence", ("tvad_chat.pipeline", "tvad_chat.models", "tvad_chat.heatmap_sources",
+                               "tvad_chat.evidence", "tvad_chat.grounded")),
     ("chat engine and export", ("tvad_chat.chat", "tvad_chat.render", "tvad_chat.report")),
     ("eval and train", ("tvad_chat.eval", "tvad_chat.train")),
     ("ui, cli and commands", ("tvad_chat.ui", "tvad_chat.cli", "tvad_chat.commands", "tvad_chat.__main__", "app")),
