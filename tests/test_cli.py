@@ -80,9 +80,11 @@ def test_entry_point_end_to_end(clip: Path) -> None:
     assert "frames" in done.stdout and "15 45" in done.stdout
 
 
-@pytest.mark.parametrize(
-    ("argv", "expect"),
-    [
+def _bad_argument_matrix(tmp: Path) -> list[tuple[list[str], str]]:
+    """Bad arguments to every chat-facing command, with a phrase their one-line message must hold."""
+    (tmp / "a_folder").mkdir(exist_ok=True)
+    folder, clip = str(tmp / "a_folder"), str(tmp / "clip.mp4")
+    return [
         (["bogus"], "invalid choice: 'bogus'"),
         (["info"], "the following arguments are required: VIDEO"),
         (["info", "x.mp4", "--frames", "abc"], "expected a whole number"),
@@ -90,17 +92,48 @@ def test_entry_point_end_to_end(clip: Path) -> None:
         (["info", "x.mp4", "--fps", "-2"], "must be a positive number"),
         (["info", "x.mp4", "--frames", "3", "--fps", "2"], "not allowed with argument"),
         (["info", "x.mp4", "--colour"], "unrecognized arguments: --colour"),
-    ],
-)
-def test_bad_commands_and_arguments_give_usage(
-    argv: list[str], expect: str, capsys: pytest.CaptureFixture
-) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "usage: tvad" in err and expect in err
-    assert "Traceback" not in err
+        (["ask"], "the following arguments are required: VIDEO"),
+        (["ask", clip, "--frames", "1"], "between 2 and 64"),
+        (["ask", clip, "--frames", "many"], "expected a whole number"),
+        (["ask", clip, "--max-new-tokens", "0"], "must be at least 1"),
+        (["ask", clip, "--events", ",".join(f"thing{i}" for i in range(30))], "20 at most"),
+        (["analyze", clip], "the following arguments are required: --out"),
+        (["analyze", clip, "--out", folder], "is a folder"),
+        (["analyze", clip, "--out", "report.txt"], "must end in .json"),
+        (["analyze", clip, "--out", "r.json", "--plot", "x.xyz"], "must end in .png"),
+        (["analyze", clip, "--out", "r.json", "--plot", folder], "is a folder"),
+        (["analyze", clip, "--out", "r.json", "--overlay", folder], "is a folder"),
+        (["analyze", clip, "--out", "r.json", "--overlay", "o.avi"], "must end in .mp4"),
+        (["app", "--port", "eighty"], "invalid int value"),
+        (["eval", "frames", "--scores"], "expected one argument"),
+        (["train", "stage9"], "invalid choice"),
+    ]
+
+
+def test_bad_argument_matrix_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for argv, expect in _bad_argument_matrix(tmp_path):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2, (argv, err)
+        assert "Traceback" not in err, (argv, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], (argv, err)
+        assert "--help` lists the arguments" in lines[0]
+
+
+def test_file_errors_exit_1_in_one_line(tmp_path: Path) -> None:
+    """From the shell: files that are missing or not videos exit 1 with one `error:` line, never a traceback."""
+    text = tmp_path / "notes.mp4"
+    text.write_text("a shopping list\n" * 40)
+    for argv in (["info", str(tmp_path / "missing.mp4")], ["ask", str(tmp_path / "missing.mp4")],
+                 ["ask", str(text), "--frames", "4"], ["analyze", str(text), "--out", str(tmp_path / "r.json")]):
+        done = _tvad(*argv)
+        assert done.returncode == 1, (argv, done.stderr)
+        assert "Traceback" not in done.stderr, (argv, done.stderr)
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and ("does not exist" in errors[0] or "text file" in errors[0]), done.stderr
+        assert not (tmp_path / "r.json").exists()
 
 
 def test_no_command_prints_help(capsys: pytest.CaptureFixture) -> None:
@@ -112,7 +145,7 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture) -> None:
 def test_unknown_command_from_the_shell_has_no_traceback() -> None:
     done = _tvad("frobnicate")
     assert done.returncode == 2
-    assert "usage: tvad" in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: argument COMMAND: invalid choice") and "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize(
