@@ -89,12 +89,15 @@ def _jsonable(value: Any) -> Any:
 
 
 def build_report(analysis: Analysis, model_info: ModelInfo | None = None,
-                 dialogue: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
-    """The analysis (and the dialogue about it, as (question, answer) pairs) as a JSON-able dict."""
+                 dialogue: Sequence[tuple[str, str]] = (), source_name: str | None = None) -> dict[str, Any]:
+    """The analysis (and the dialogue about it, as (question, answer) pairs) as a JSON-able dict.
+
+    ``source_name`` names the clip as the user did (the page's upload name); default: the path it was read from.
+    """
     clip = analysis.clip
     heat = analysis.heatmaps
     return _jsonable({
-        "source": clip.source,
+        "source": source_name or clip.source,
         "duration_s": clip.duration_s,
         "source_fps": clip.source_fps,
         "source_size": list(clip.source_size),
@@ -118,9 +121,9 @@ def build_report(analysis: Analysis, model_info: ModelInfo | None = None,
 
 
 def write_report(analysis: Analysis, path: str | Path, model_info: ModelInfo | None = None,
-                 dialogue: Sequence[tuple[str, str]] = ()) -> Path:
+                 dialogue: Sequence[tuple[str, str]] = (), source_name: str | None = None) -> Path:
     """Write :func:`build_report` as indented JSON; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(build_report(analysis, model_info, dialogue), indent=2))
+    path.write_text(json.dumps(build_report(analysis, model_info, dialogue, source_name), indent=2))
     return path

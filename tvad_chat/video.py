@@ -537,7 +537,7 @@ class _VideoFile:
         self.warnings: list[str] = []
         size = path.stat().st_size
         if size == 0:
-            raise VideoError(f"{path} is empty (0 bytes); the upload or copy did not finish, try again")
+            raise VideoError(f"{path.name} is empty (0 bytes); the upload or copy did not finish, try again")
         if size > limits.max_file_bytes:
             raise VideoError(
                 f"{path.name} is {size / 1024**3:.2f} GiB, over the {limits.max_file_bytes / 1024**3:.2f} GiB limit; "
@@ -567,6 +567,7 @@ class _VideoFile:
             raise self._unreadable(err) from err
 
     def _unreadable(self, err: Exception) -> VideoError:
+        log.debug("%s: FFmpeg cannot open it: %s", self.path, err)  # FFmpeg's text names the server's path
         with open(self.path, "rb") as fh:
             head = fh.read(64)
         kind = None
@@ -577,13 +578,13 @@ class _VideoFile:
                 kind = name
         if kind is not None:
             return VideoError(
-                f"{self.path.name} looks like {kind} but is corrupted or truncated ({err}); "
+                f"{self.path.name} looks like {kind} but is corrupted or truncated; "
                 "the file was probably cut short while copying or recording, copy or export it again"
             )
         textual = head and all(32 <= b < 127 or b in (9, 10, 13) for b in head)
         what = "a text file, not a video" if textual else "not a video FFmpeg can read"
         return VideoError(
-            f"{self.path.name} is {what} ({err}); "
+            f"{self.path.name} is {what}; "
             "give a video file (mp4, mkv, avi, webm, mov, ...) or a folder of frames"
         )
 
@@ -638,8 +639,9 @@ class _VideoFile:
             for frame in self.container.decode(self.stream):
                 return frame
         except av.error.FFmpegError as err:
+            log.debug("%s: the first frame does not decode: %s", self.path, err)
             raise VideoError(
-                f"{self.path.name} is corrupted: its first frame does not decode ({err}); export or copy it again"
+                f"{self.path.name} is corrupted: its first frame does not decode; export or copy it again"
             ) from err
         finally:
             self._rewind()
@@ -1060,8 +1062,9 @@ class _Reader:
             except av.error.EOFError:
                 frame = None
             except av.error.FFmpegError as err:
+                log.debug("%s: decoding failed after pts %s: %s", self.video.path, self.last_pts, err)
                 raise VideoError(
-                    f"{self.video.path.name} is corrupted: decoding failed after pts {self.last_pts} ({err}); "
+                    f"{self.video.path.name} is corrupted: decoding failed after pts {self.last_pts}; "
                     "export or copy the file again"
                 ) from err
             if frame is None:
