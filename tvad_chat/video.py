@@ -352,7 +352,7 @@ def _check_duration(duration_s: float, limits: VideoLimits, path: Path) -> None:
     if duration_s > limits.max_duration_s:
         raise VideoError(
             f"{path.name} lasts {duration_s / 60:.1f} min, over the {limits.max_duration_s / 60:.1f} min limit; "
-            "cut the part you need (or raise VideoLimits.max_duration_s)"
+            "cut out the part you need and use that"
         )
 
 
@@ -541,7 +541,7 @@ class _VideoFile:
         if size > limits.max_file_bytes:
             raise VideoError(
                 f"{path.name} is {size / 1024**3:.2f} GiB, over the {limits.max_file_bytes / 1024**3:.2f} GiB limit; "
-                "cut or re-encode it smaller (or raise VideoLimits.max_file_bytes)"
+                "cut out the part you need, or re-encode it smaller"
             )
         self.container = self._open()
         try:
