@@ -48,6 +48,9 @@ class ClipConfig:
     height: int = 192
     fps: float = 10.0
     effects: bool = True  # sensor noise, blur, compression artefacts
+    # one camera per scene: every clip of a scene has the same view, background, lighting, props and
+    # effect settings (from the seed and the scene alone); only the people and the per-frame noise differ
+    fixed_camera: bool = False
 
 
 @dataclass
@@ -60,6 +63,11 @@ class SynthClip:
 
 def clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), SPLIT_CODES[split], int(index)]))
+
+
+def camera_rng(seed: int, scene_name: str) -> np.random.Generator:
+    """The generator of a fixed camera's look (ClipConfig.fixed_camera): the same for every clip of the scene."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), len(SPLIT_CODES), list(SCENES).index(scene_name)]))
 
 
 def choose_clip(split: str, rng: np.random.Generator, event: str | None = None, scene: str | None = None
@@ -82,7 +90,7 @@ def generate_clip(seed: int, split: str, index: int, cfg: ClipConfig | None = No
     rng = clip_rng(seed, split, index)
     scene_name, event = choose_clip(split, rng, event, scene_name)
     scene = SCENES[scene_name]
-    cam = scene.camera(cfg.width, cfg.height, rng)
+    cam = scene.camera(cfg.width, cfg.height) if cfg.fixed_camera else scene.camera(cfg.width, cfg.height, rng)
     T = cfg.frames
     routes = scene.routes_fn(cam)
     flow = str(scene.flow_routes[int(rng.integers(len(scene.flow_routes)))]) if scene.flow_routes else None
@@ -95,11 +103,12 @@ def generate_clip(seed: int, split: str, index: int, cfg: ClipConfig | None = No
     for p in plans:
         if p.meta.get("on_road"):
             p.anomalous = road_mask_flags(p, ctx) & p.present
-    light = random_lighting(rng)
-    base, zones = render_background(scene, cam, rng)
-    background = compose_background(base, zones, scene, cam, light, rng)
-    effects = _random_effects(rng) if cfg.effects else {"noise": 0.0, "blur": 0, "jpeg": 0}
-    props = _jitter_props(scene, rng)
+    look = camera_rng(seed, scene_name) if cfg.fixed_camera else rng
+    light = random_lighting(look)
+    base, zones = render_background(scene, cam, look)
+    background = compose_background(base, zones, scene, cam, light, look)
+    effects = _random_effects(look) if cfg.effects else {"noise": 0.0, "blur": 0, "jpeg": 0}
+    props = _jitter_props(scene, look)
     frames, ids = _render(plans, props, cam, background, T)
     masks, annotation = _ground_truth(plans, ids, cam, cfg, split, seed, index, scene_name, event, flow)
     frames = _apply_effects(frames, effects, rng)
