@@ -29,7 +29,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def engine() -> chat.ChatEngine:
-    eng = chat.ChatEngine(chat.EngineConfig(num_frames=8, max_new_tokens=6))
+    eng = chat.ChatEngine(chat.EngineConfig(num_frames=8, max_new_tokens=6, answers="model"))
     model, info = eng.model()
     if (models.REPO_ROOT / models.DEFAULT_MODEL / "config.json").is_file():
         assert info.trained is True and info.source.endswith(models.DEFAULT_MODEL)  # the shipped checkpoint
@@ -147,7 +147,7 @@ def test_engine_lock_serialises_model_calls():
             return f"{analysis.clip.source}:{question}:{len(history)}"
 
     rec = Recorder()
-    eng = chat.ChatEngine(chat.EngineConfig(), model=rec)
+    eng = chat.ChatEngine(chat.EngineConfig(answers="model"), model=rec)
     sessions = [eng.new_session() for _ in range(4)]
     for i, s in enumerate(sessions):
         s.analysis, s.model = SimpleNamespace(clip=SimpleNamespace(source=f"clip{i}")), rec
@@ -184,7 +184,7 @@ def test_session_categories_reach_the_model_as_an_argument(tmp_path):
             return "ok"
 
     model = Model()
-    eng = chat.ChatEngine(chat.EngineConfig(num_frames=4), model=model)
+    eng = chat.ChatEngine(chat.EngineConfig(num_frames=4, answers="model"), model=model)
     video = write_video(tmp_path / "clip.mp4", num_frames=8)
     plain, custom = eng.new_session(), eng.new_session(extra_events="bicycle, cart")
     eng.load_video(custom, video)
@@ -274,7 +274,7 @@ def test_anomaly_intervals_by_hand():
 
 
 def test_settings_are_validated_per_session():
-    eng = chat.ChatEngine(chat.EngineConfig())
+    eng = chat.ChatEngine(chat.EngineConfig(answers="model"))
     a, b = eng.new_session(), eng.new_session()
     eng.configure(a, num_frames=24, extra_events="bicycle; cart,  Bicycle\nskate board")
     assert a.num_frames == 24 and a.extra_events == ["bicycle", "cart", "skate board"]

@@ -1,7 +1,12 @@
 """Chat sessions over analysed clips: one loaded model serving many users.
 
-A :class:`Session` holds one user's clip :class:`~tvad_chat.pipeline.Analysis` (with the cached model state
-that makes follow-ups cheap), the dialogue so far and the settings the user picked. A :class:`ChatEngine`
+A :class:`Session` holds one user's clip analyses, the dialogue so far and the settings the user picked.
+Every clip gets its scene analysis (tvad_chat.scene: every frame against the camera's profile), the single
+source of truth for the page, the report and the default answers, which are composed from it
+(tvad_chat.grounded: ``answers="grounded"``). With ``answers="model"`` the T-VAD model's
+:class:`~tvad_chat.pipeline.Analysis` is made too (with the cached model state that makes follow-ups cheap),
+the model answers with the scene evidence given as text, and a yes/no that disagrees with the scene
+judgement is shown with both verdicts. A :class:`ChatEngine`
 owns the loaded model(s) and serialises every model call behind one lock, so concurrent users queue for the
 model, and each session only ever touches its own analysis and history. A session's settings reach the model
 as arguments of its calls (``analyze(clip, extra_events=...)``); the shared model is never modified.
@@ -24,9 +29,12 @@ from pathlib import Path
 from typing import Protocol
 
 from prompts.loader import clean_events
-from tvad_chat.errors import ConfigError
+from tvad_chat.errors import ConfigError, ProfileError
+from tvad_chat.grounded import Focus, GroundedAnswerer, QuestionReader
 from tvad_chat.models import DEFAULT_MODEL, ModelInfo, load_model
 from tvad_chat.pipeline import Analysis
+from tvad_chat.scene.analyze import SceneAnalysis
+from tvad_chat.scene.run import analyze_clip
 from tvad_chat.video import Clip, VideoLimits, load_clip
 
 logger = logging.getLogger(__name__)
@@ -34,6 +42,7 @@ logger = logging.getLogger(__name__)
 JUDGEMENT_QUESTION = "Is there an anomaly in this video?"  # the first question of every dialogue
 MIN_FRAMES, MAX_FRAMES = 2, 64
 MAX_EVENTS = 20  # anomaly categories one session may add
+ANSWER_MODES = ("grounded", "model")
 
 ProgressFn = Callable[[float, str], None]
 StreamFn = Callable[[str], None]
@@ -66,6 +75,10 @@ class EngineConfig:
     device: str | None = None
     dtype: str | None = None
     load_in_4bit: bool = False
+    answers: str = "grounded"  # grounded: composed from the scene analysis; model: the T-VAD model answers
+    profile: str = "auto"  # scene profile: a folder, auto (matched by background) or none (uncalibrated)
+    sensitivity: str | None = None  # operating point of the profile (None: its default)
+    folder_fps: float | None = None  # frame rate of frame folders
     max_sessions: int = 64  # least recently used sessions are dropped beyond this
     max_models: int = 2  # distinct model sources kept loaded at once
     max_file_bytes: int = 200 * 1024**2  # upload size limit
@@ -89,7 +102,14 @@ class Session:
     num_frames: int = 16
     fps: float | None = None
     extra_events: list[str] = field(default_factory=list)
-    analysis: Analysis | None = None  # the current clip's analysis
+    answers: str = "grounded"
+    profile: str = "auto"
+    sensitivity: str | None = None
+    scene: SceneAnalysis | None = None  # the current clip's scene analysis (None when it could not be made)
+    scene_note: str = ""  # which profile decided, or why there is no scene analysis
+    answerer: GroundedAnswerer | None = None
+    focus: Focus = field(default_factory=Focus)  # the event "it" refers to in follow-ups
+    analysis: Analysis | None = None  # the model's analysis of the current clip (answers="model" only)
     model: ChatModel | None = None  # the model that made `analysis` (follow-ups must use the same one)
     model_info: ModelInfo | None = None
     history: list[dict[str, str]] = field(default_factory=list)  # [{"role", "content"}], answers unstripped
@@ -101,12 +121,20 @@ class Session:
         with self.lock:
             self.analysis = None
             self.model = None
+            self.scene = None
+            self.answerer = None
             self.history = []
+            self.focus = Focus()
 
     def clear_history(self) -> None:
         """Keep the clip analysis, start the dialogue over."""
         with self.lock:
             self.history = []
+            self.focus = Focus()
+
+    @property
+    def loaded(self) -> bool:
+        return self.scene_note != "" or self.analysis is not None
 
     @property
     def turns(self) -> list[tuple[str, str]]:
@@ -170,7 +198,9 @@ class ChatEngine:
                     extra_events: Sequence[str] | str | None = None) -> Session:
         """A session with the engine's settings, overridden by the ones given (validated as in ``configure``)."""
         session = Session(id=uuid.uuid4().hex, model_source=self.config.model, num_frames=self.config.num_frames,
-                          fps=self.config.fps, extra_events=list(self.config.extra_events))
+                          fps=self.config.fps, extra_events=list(self.config.extra_events),
+                          answers=self.config.answers, profile=self.config.profile,
+                          sensitivity=self.config.sensitivity)
         self.configure(session, model=model, num_frames=num_frames, fps=fps, extra_events=extra_events)
         with self._sessions_lock:
             self._sessions[session.id] = session
@@ -192,8 +222,15 @@ class ChatEngine:
             self._sessions.pop(session_id or "", None)
 
     def configure(self, session: Session, model: str | None = None, num_frames: int | None = None,
-                  fps: float | None = None, extra_events: Sequence[str] | str | None = None) -> None:
+                  fps: float | None = None, extra_events: Sequence[str] | str | None = None,
+                  answers: str | None = None, profile: str | None = None) -> None:
         """Validate and store a session's settings (they apply to the next clip loaded)."""
+        if answers is not None:
+            if answers not in ANSWER_MODES:
+                raise ConfigError(f"answers must be one of {', '.join(ANSWER_MODES)}, got {answers!r}")
+            session.answers = answers
+        if profile is not None:
+            session.profile = str(profile).strip() or "auto"
         if model is not None:
             model = str(model).strip()
             if not model:
@@ -212,8 +249,18 @@ class ChatEngine:
             session.extra_events = parse_events(extra_events)
 
     # ---------------------------------------------------------------- clips
-    def load_video(self, session: Session, video: str | Path, progress: ProgressFn | None = None) -> Analysis:
-        """Decode, sample and analyse a clip for ``session`` (replaces its previous clip and dialogue)."""
+    def set_sensitivity(self, session: Session, point: str) -> None:
+        """Move the session to another operating point: events and answers are re-decided, nothing re-analysed."""
+        with session.lock:
+            if session.answerer is not None:
+                session.answerer.set_point(point)
+            elif session.scene is not None:
+                session.scene.threshold(point)
+            session.sensitivity = point
+
+    def load_video(self, session: Session, video: str | Path, progress: ProgressFn | None = None) -> Analysis | None:
+        """Analyse a clip for ``session`` (replaces its previous clip and dialogue): its scene analysis always,
+        the model's analysis too with ``answers="model"`` (returned; None in grounded mode)."""
         if video is None or not str(video).strip():
             raise ConfigError("no video given: upload a clip or pick an example")
         progress = progress or (lambda _f, _d: None)
@@ -222,9 +269,15 @@ class ChatEngine:
             progress(0.05, "decoding and sampling frames")
             limits = VideoLimits(max_file_bytes=self.config.max_file_bytes, max_duration_s=self.config.max_duration_s)
             num = None if session.fps else session.num_frames
-            clip = load_clip(video, num_frames=num, fps=session.fps, limits=limits)
+            clip = load_clip(video, num_frames=num, fps=session.fps, limits=limits,
+                             folder_fps=self.config.folder_fps)
             if len(clip.frames) == 0:
                 raise ConfigError("the clip has no frames to analyse")
+            session.reset()
+            self._analyse_scene(session, video, progress)
+            if session.answers == "grounded":
+                progress(1.0, "done")
+                return None
             progress(0.25, "loading the model")
             model, info = self.model(session.model_source)
             progress(0.35, "waiting for the model" if self._model_lock.locked() else "analysing the clip")
@@ -238,6 +291,28 @@ class ChatEngine:
             progress(1.0, "done")
             return analysis
 
+    def _analyse_scene(self, session: Session, video: str | Path, progress: ProgressFn) -> None:
+        """The scene analysis of every frame; a clip too short to judge without a profile keeps the reason."""
+        progress(0.1, "analysing every frame against the camera's scene profile")
+        try:
+            scene, choice = analyze_clip(video, session.profile, folder_fps=self.config.folder_fps)
+        except ProfileError as exc:
+            session.scene_note = str(exc)
+            return
+        session.scene, session.scene_note = scene, choice.note
+        point = session.sensitivity if session.sensitivity in scene.thresholds else None
+
+        def read_frame(index: int):
+            return load_clip(video, frame_indices=[index], num_frames=None, folder_fps=self.config.folder_fps).frames[0]
+
+        session.answerer = GroundedAnswerer(scene, choice.note, point, read_frame, self._reader)
+
+    @property
+    def _reader(self) -> QuestionReader:
+        if not hasattr(self, "_question_reader"):
+            self._question_reader = QuestionReader()
+        return self._question_reader
+
     # ---------------------------------------------------------------- questions
     def ask(self, session: Session, question: str, stream: StreamFn | None = None,
             max_new_tokens: int | None = None) -> str:
@@ -246,15 +321,42 @@ class ChatEngine:
         if not question:
             raise ConfigError("the question is empty: type a question about the clip")
         with session.lock:
-            if session.analysis is None or session.model is None:
+            if not session.loaded:
                 raise ConfigError("no clip analysed yet: upload a video (or pick an example) first")
-            with self._model_turn():
-                before = session.model.vision_passes
-                text = session.model.answer(session.analysis, list(session.history), question, stream=stream,
-                                            max_new_tokens=max_new_tokens or self.config.max_new_tokens)
-                session.vision_passes += session.model.vision_passes - before
+            if session.answers == "grounded":
+                text = self._grounded_answer(session, question)
+                if stream is not None:
+                    stream(text)
+            else:
+                text = self._model_answer(session, question, stream, max_new_tokens)
             session.history += [{"role": "user", "content": question}, {"role": "assistant", "content": text}]
             return text.strip()
+
+    def _grounded_answer(self, session: Session, question: str) -> str:
+        if session.answerer is None:
+            return f"I can't judge this clip: {session.scene_note}"
+        return session.answerer.answer(question, session.focus).text
+
+    def _model_answer(self, session: Session, question: str, stream: StreamFn | None,
+                      max_new_tokens: int | None) -> str:
+        """The model's answer, given the scene evidence as text; a yes/no against the scene judgement says so."""
+        if session.analysis is None or session.model is None:
+            raise ConfigError("no clip analysed yet: upload a video (or pick an example) first")
+        asked = question
+        if session.answerer is not None:
+            asked = f"Evidence from the scene analysis: {session.answerer.evidence_text()}\n{question}"
+        with self._model_turn():
+            before = session.model.vision_passes
+            text = session.model.answer(session.analysis, list(session.history), asked, stream=stream,
+                                        max_new_tokens=max_new_tokens or self.config.max_new_tokens)
+            session.vision_passes += session.model.vision_passes - before
+        if session.answerer is not None:
+            disagreement = session.answerer.check_judgement(question, text)
+            if disagreement:
+                text = f"{text.rstrip()}\n\n{disagreement}"
+                if stream is not None:
+                    stream(f"\n\n{disagreement}")
+        return text
 
     def ask_stream(self, session: Session, question: str, max_new_tokens: int | None = None) -> Iterator[str]:
         """Yield the growing answer text while the model generates (runs the model in a worker thread)."""

@@ -63,6 +63,7 @@ def register(subparsers: Any) -> None:
                      help="a follow-up question (repeatable; asked in order, with the dialogue so far)")
     ask.add_argument("--max-new-tokens", type=whole_number(1), default=None, metavar="N", help="answer length limit")
     ask.add_argument("--json", action="store_true", help="print one JSON object (answers, judgement, timings)")
+    scene_options(ask, outputs=False)
     _model_options(ask)
     ask.set_defaults(handler=run_ask)
 
@@ -88,9 +89,11 @@ def _engine(args: argparse.Namespace) -> tuple[ChatEngine, Session]:
     from tvad_chat.chat import ChatEngine, EngineConfig
     from tvad_chat.models import DEFAULT_MODEL
 
+    # without --model the answers are composed from the scene analysis; with it, the model answers
     config = EngineConfig(model=args.model or DEFAULT_MODEL, num_frames=args.frames,
                           extra_events=args.events, device=args.device, dtype=args.dtype,
-                          load_in_4bit=args.load_in_4bit)
+                          load_in_4bit=args.load_in_4bit, answers="model" if args.model else "grounded",
+                          profile=args.profile, sensitivity=args.sensitivity, folder_fps=args.folder_fps)
     engine = ChatEngine(config)
     return engine, engine.new_session()
 
@@ -129,14 +132,18 @@ def run_ask(args: argparse.Namespace) -> int:
                                   max_new_tokens=args.max_new_tokens))
         print(flush=True)
     if args.json:
+        scene = session.answerer.summary() if session.answerer is not None else {"scene_note": session.scene_note}
         print(json.dumps({
             "video": str(args.video),
+            "answers": session.answers,
             "model": session.model_info.source if session.model_info else None,
             "trained": session.model_info.trained if session.model_info else None,
-            "judgement": analysis.judgement, "score": None if analysis.score is None else float(analysis.score),
+            **scene,
+            "model_judgement": None if analysis is None else analysis.judgement,
+            "model_score": None if analysis is None or analysis.score is None else float(analysis.score),
             "dialogue": [{"question": q, "answer": ans, "seconds": sec}
                          for q, ans, sec in zip(questions, answers, answer_seconds, strict=True)],
-            "timings_s": {k: round(float(v), 4) for k, v in analysis.timings.items()},
+            "timings_s": {} if analysis is None else {k: round(float(v), 4) for k, v in analysis.timings.items()},
             "vision_passes": session.vision_passes,
             "warnings": _warnings(session),
         }))

@@ -25,18 +25,19 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def scene_options(parser: argparse.ArgumentParser) -> None:
-    """--profile, --sensitivity, --heatmaps, --fps, --folder-fps (tvad analyze and tvad ask)."""
+def scene_options(parser: argparse.ArgumentParser, outputs: bool = True) -> None:
+    """--profile, --sensitivity, --folder-fps (tvad analyze and tvad ask); --heatmaps and --fps with ``outputs``."""
     parser.add_argument("--profile", default="auto", metavar="DIR|auto|none",
                         help="scene profile of the camera: a profile folder, auto (default: the installed profile "
                              "whose background matches the clip, else uncalibrated) or none (uncalibrated)")
     parser.add_argument("--sensitivity", default=None, metavar="POINT",
                         help="operating point: 1/min, 0.1/min (default) or 0.01/min false alarms on the camera's "
                              "normal footage")
-    parser.add_argument("--heatmaps", default=None, type=Path, metavar="DIR",
-                        help="write one 8-bit grey PNG of heat per analysed frame (000123.png = source frame 123)")
-    parser.add_argument("--fps", type=positive_number, default=None, metavar="F",
-                        help="analyse F frames per second (default: every frame)")
+    if outputs:
+        parser.add_argument("--heatmaps", default=None, type=Path, metavar="DIR",
+                            help="write one 8-bit grey PNG of heat per analysed frame (000123.png = source frame 123)")
+        parser.add_argument("--fps", type=positive_number, default=None, metavar="F",
+                            help="analyse F frames per second (default: every frame)")
     parser.add_argument("--folder-fps", type=positive_number, default=None, metavar="F",
                         help="frame rate of a frame folder (images carry no timing; default 25)")
 

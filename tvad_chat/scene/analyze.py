@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 HEAT_BLUR = 5  # working pixels (odd)
 MAX_BOXES_PER_FRAME = 12  # the highest-scoring boxes of a frame are kept in the record
+GREYSCALE_SPREAD = 3.0  # grey levels: frames whose channels differ less than this on average carry no colour
 SELF_EXCLUDE_S = 5.0  # scoring a clip against itself: neighbours nearer in time than this are skipped
 
 
@@ -40,6 +41,7 @@ class FrameBox:
     score: float
     track_id: int
     measures: tuple[float, float, float]  # speed (heights/s), height and width (expected heights)
+    colour: tuple[int, int, int]  # mean RGB of the object's own pixels
 
 
 @dataclass
@@ -74,6 +76,8 @@ class SceneAnalysis:
     thresholds: dict[str, float]  # operating point name -> threshold
     default_point: str
     reference: dict[str, dict[str, float]] = field(default_factory=dict)
+    greyscale: bool = False  # the footage carries no colour (every analysed frame's channels agree)
+    point_notes: dict[str, str] = field(default_factory=dict)  # operating point -> its measured false-alarm rate
 
     @property
     def times(self) -> np.ndarray:
@@ -137,6 +141,12 @@ class SceneAnalysis:
         return "; ".join(parts)
 
 
+def _mean_colour(frame: np.ndarray, obj: SceneObject) -> tuple[int, int, int]:
+    x1, y1, x2, y2 = obj.box
+    pixels = frame[y1:y2, x1:x2][obj.mask]
+    return tuple(int(v) for v in pixels.mean(axis=0)) if len(pixels) else (0, 0, 0)
+
+
 def measure_frame(finder: ObjectFinder, frame: np.ndarray, work_size: tuple[int, int],
                   seconds_since_previous: float) -> tuple[list[SceneObject], list[Measure]]:
     """Objects of one RGB frame and their raw measures (no motion on the first frame of a stream)."""
@@ -168,6 +178,7 @@ class SceneAnalyzer:
         self.heat_scale = profile.point().threshold
         self._previous_time: float | None = None
         self._step = 0
+        self._colourfulness = 0.0  # largest mean channel difference of any frame
 
     def push(self, frame: np.ndarray, index: int, time: float,
              heat: HeatSink | None = None) -> tuple[FrameRecord, list[Measure]]:
@@ -179,14 +190,19 @@ class SceneAnalyzer:
                                f"{width}x{height} footage: use a profile of this camera, or analyse uncalibrated")
         dt = time - self._previous_time if self._previous_time is not None else 0.0
         self._previous_time = time
-        objects, measures = measure_frame(self.finder, frame, profile.work_size, dt)
+        small = frame if (width, height) == profile.work_size else cv2.resize(frame, profile.work_size,
+                                                                                interpolation=cv2.INTER_AREA)
+        sample = small[::8, ::8].astype(np.int16)
+        self._colourfulness = max(self._colourfulness, float(np.abs(np.diff(sample, axis=2)).mean()))
+        objects, measures = measure_frame(self.finder, small, profile.work_size, dt)
         feats = features(measures, profile.perspective)
         scored = self.scorer.push(self._step, [o.box for o in objects], self.density.score(feats, time))
         self._step += 1
         sx, sy = width / profile.work_size[0], height / profile.work_size[1]
         boxes = sorted((FrameBox((b.box[0] * sx, b.box[1] * sy, b.box[2] * sx, b.box[3] * sy), b.score, b.track_id,
                                  (float(feats[b.object_index, SPEED]), float(feats[b.object_index, HEIGHT]),
-                                  float(feats[b.object_index, WIDTH]))) for b in scored),
+                                  float(feats[b.object_index, WIDTH])), _mean_colour(small, objects[b.object_index]))
+                        for b in scored),
                        key=lambda b: -b.score)[:MAX_BOXES_PER_FRAME]
         if heat is not None:
             heat(index, self._heat(objects, scored))
@@ -224,5 +240,7 @@ class SceneAnalyzer:
             profile_name=profile.name, size=profile.size, fps=fps, frames=records,
             scores=smooth_frame_scores(raw, fps, profile.scoring.smooth_sigma_s),
             thresholds={p.name: p.threshold for p in profile.operating_points},
-            default_point=profile.default_point, reference=profile.reference)
+            default_point=profile.default_point, reference=profile.reference,
+            greyscale=self._colourfulness < GREYSCALE_SPREAD,
+            point_notes={p.name: p.describe() for p in profile.operating_points})
 
