@@ -4,9 +4,10 @@ Streaming: frames arrive in chunks (tvad_chat.video.stream_clip), each is measur
 its heat map is handed to an optional callback (written as a PNG, never kept), and only a compact record
 per frame stays in memory (index, time, score, a few boxes), so memory hardly grows with the clip.
 
-Heat: every object's own pixels (its foreground mask, not its box) carry the heat of its box score,
-``score / (score + threshold)`` at the profile's default operating point (0.5 exactly at the threshold),
-lightly blurred so the outline covers the object's edge; the rest of the frame is 0.
+Heat: every object's own pixels (its foreground mask, not its box) carry the heat of its box score s,
+``s^2 / (s^2 + t^2)`` with t the threshold of the profile's default operating point (0.5 exactly at the
+threshold, low for the normal walkers well below it), lightly blurred so the outline covers the object's
+edge; the rest of the frame is 0.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tvad_chat.video import Clip
 log = logging.getLogger(__name__)
 
 HEAT_BLUR = 5  # working pixels (odd)
+HEAT_POWER = 2.0  # heat = s^p / (s^p + t^p): 0.5 at the threshold t, a walker at half of it 0.2 (not 0.33)
 MAX_BOXES_PER_FRAME = 12  # the highest-scoring boxes of a frame are kept in the record
 GREYSCALE_SPREAD = 3.0  # grey levels: frames whose channels differ less than this on average carry no colour
 SELF_EXCLUDE_S = 5.0  # scoring a clip against itself: neighbours nearer in time than this are skipped
@@ -143,8 +145,8 @@ class SceneAnalysis:
 
 def _mean_colour(frame: np.ndarray, obj: SceneObject) -> tuple[int, int, int]:
     x1, y1, x2, y2 = obj.box
-    pixels = frame[y1:y2, x1:x2][obj.mask]
-    return tuple(int(v) for v in pixels.mean(axis=0)) if len(pixels) else (0, 0, 0)
+    mean = cv2.mean(np.ascontiguousarray(frame[y1:y2, x1:x2]), mask=obj.mask.astype(np.uint8))
+    return int(mean[0]), int(mean[1]), int(mean[2])
 
 
 def measure_frame(finder: ObjectFinder, frame: np.ndarray, work_size: tuple[int, int],
@@ -215,7 +217,7 @@ class SceneAnalyzer:
             if b.score <= 0:
                 continue
             x1, y1, x2, y2 = b.box
-            value = b.score / (b.score + self.heat_scale)
+            value = b.score ** HEAT_POWER / (b.score ** HEAT_POWER + self.heat_scale ** HEAT_POWER)
             region = work[y1:y2, x1:x2]
             np.maximum(region, objects[b.object_index].mask * np.float32(value), out=region)
         work = cv2.GaussianBlur(work, (HEAT_BLUR, HEAT_BLUR), 0)

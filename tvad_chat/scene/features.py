@@ -107,7 +107,9 @@ def measure(obj: SceneObject, seconds_per_step: float) -> Measure:
     sector = ((angle + np.pi / DIRECTION_BINS) // (2 * np.pi / DIRECTION_BINS)).astype(int) % DIRECTION_BINS
     direction = np.bincount(sector, weights=magnitude, minlength=DIRECTION_BINS) / max(len(magnitude), 1)
     x1, y1, x2, y2 = obj.box
-    p90 = float(np.percentile(magnitude, 90)) if len(magnitude) else 0.0
+    # 90th percentile by partial sort (np.percentile interpolates; at hundreds of pixels the difference is nil)
+    p90 = float(np.partition(magnitude, int(0.9 * (len(magnitude) - 1)))[int(0.9 * (len(magnitude) - 1))]) \
+        if len(magnitude) else 0.0
     return Measure(obj.box, p90, direction, obj.area / max((x2 - x1) * (y2 - y1), 1))
 
 

@@ -1,7 +1,7 @@
 """From measured objects to scored, tracked boxes and frame scores (one path for calibration and analysis).
 
 - Object score: the mean distance, in standardised feature units, to the ``neighbours`` nearest objects of
-  the camera's normal footage (scikit-learn's NearestNeighbors). 0 = exactly like something seen before.
+  the camera's normal footage (scipy's cKDTree: exact, and light per query at a few objects per frame). 0 = exactly like something seen before.
 - Tracks: the one tracker (tvad_chat.tracking) links object boxes frame to frame; a track survives
   ``max_gap`` frames without a box (brief occlusion).
 - Box score: the mean object score over the track's last ``track_window`` boxes (one odd frame of flow
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
-from sklearn.neighbors import NearestNeighbors
+from scipy.spatial import cKDTree
 
 from tvad_chat.errors import ConfigError
 from tvad_chat.tracking import Tracker, TrackerConfig
@@ -65,18 +65,19 @@ class Density:
         self.neighbours = neighbours
         self.times = None if times is None else np.asarray(times, np.float64)
         self.exclude_s = exclude_s
-        self._index = NearestNeighbors().fit(np.asarray(normal, np.float32) / self.scales)
+        self._index = cKDTree(np.asarray(normal, np.float64) / self.scales)
 
     def score(self, feats: np.ndarray, time: float | None = None) -> np.ndarray:
         if len(feats) == 0:
             return np.zeros(0, np.float32)
-        query = np.asarray(feats, np.float32) / self.scales
+        query = np.asarray(feats, np.float64) / self.scales
         if self.times is None or time is None:
-            distances, _ = self._index.kneighbors(query, n_neighbors=self.neighbours)
-            return distances.mean(axis=1).astype(np.float32)
+            distances, _ = self._index.query(query, k=self.neighbours)
+            return distances.reshape(len(query), -1).mean(axis=1).astype(np.float32)
         allowed = np.abs(self.times - time) >= self.exclude_s
         count = min(len(self.times), self.neighbours + int(np.count_nonzero(~allowed)))
-        distances, found = self._index.kneighbors(query, n_neighbors=count)
+        distances, found = self._index.query(query, k=count)
+        distances, found = distances.reshape(len(query), -1), found.reshape(len(query), -1)
         out = np.empty(len(query), np.float32)
         for i in range(len(query)):
             kept = distances[i][allowed[found[i]]][:self.neighbours]
