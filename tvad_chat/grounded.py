@@ -37,6 +37,7 @@ INTENTS_FILE = "intents.yaml"
 ANSWERS_FILE = "answers.yaml"
 TYPO_CUTOFF = 0.8  # difflib ratio above which a word is read as the vocabulary word it resembles
 CLEAR_MARGIN = 1.5  # a peak this many times the threshold is a clear finding, below it a marginal one
+LARGER_THAN_PERSON = 1.5  # height or width over the expected person height beyond which it is not one person
 HOG_HEIGHT = 160  # pixels: crops are scaled so the object is about this tall for the 64x128 HOG window
 # named colours (RGB) for the object's mean colour; the nearest in RGB wins
 COLOUR_NAMES = {"black": (30, 30, 30), "dark grey": (80, 80, 80), "grey": (128, 128, 128),
@@ -304,7 +305,7 @@ class GroundedAnswerer:
         speed, height, width = (float(np.median([b.measures[i] for b in facts.boxes])) for i in range(3))
         box_w = np.median([b.xyxy[2] - b.xyxy[0] for b in facts.boxes])
         box_h = np.median([b.xyxy[3] - b.xyxy[1] for b in facts.boxes])
-        kind = self._kind(facts, box_w / max(box_h, 1.0))
+        kind = self._kind(facts, box_w / max(box_h, 1.0), height, width)
         size = f"It is about {height:.1f}x as tall and {width:.1f}x as wide as a person usually is at that spot."
         if self.analysis.greyscale:
             colour = "The footage is greyscale, so I can't tell its colours."
@@ -387,13 +388,17 @@ class GroundedAnswerer:
                              self.analysis.size[1], starts_with_clip=facts.indices[0] == frames[0].index,
                              ends_with_clip=facts.indices[-1] == frames[-1].index)
 
-    def _kind(self, facts: EventFacts, aspect: float) -> str:
+    def _kind(self, facts: EventFacts, aspect: float, height: float, width: float) -> str:
+        """Person or not, from what was measured: the HOG detector, the box's shape and its size against the
+        people this camera normally sees."""
         person = self._hog_person(facts)
+        larger = height > LARGER_THAN_PERSON or width > LARGER_THAN_PERSON
         if person is True:
-            return "a person (OpenCV's person detector finds one there)"
-        if aspect > 1.1:
-            return ("something wider than it is tall, not a single walking person (a vehicle, a cart, a bicycle seen "
-                    "side-on or people moving together)")
+            found = "a person (OpenCV's person detector finds one there)"
+            return f"{found}, with something larger than one person around them" if larger else found
+        if aspect > 1.1 or larger:
+            return ("larger or wider than a single walking person: a vehicle, a cart, a bicycle seen side-on or "
+                    "people moving together; the footage does not tell which")
         if person is False:
             return "about a person's shape, but the person detector does not confirm a person"
         return "about a person's shape (I did not check the pixels)"
