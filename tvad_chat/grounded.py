@@ -30,7 +30,7 @@ import numpy as np
 import yaml
 
 from prompts.loader import read_prompt_file
-from tvad_chat.motion import describe_path, movement_phrase
+from tvad_chat.motion import Trajectory, describe_path, movement_phrase
 from tvad_chat.scene.analyze import Event, FrameBox, SceneAnalysis
 
 INTENTS_FILE = "intents.yaml"
@@ -269,13 +269,21 @@ class GroundedAnswerer:
         return GroundedAnswer(self._say("when", turn, subject=subject, start=self._t(event.start_s),
                                         end=self._t(event.end_s), frames=frames), "when", number, event.peak_time)
 
-    def _answer_where(self, asked: Question, number: int | None, turn: int) -> GroundedAnswer:
-        missing = self._missing(asked, number, turn, "locate")
+    def _tracked(self, asked: Question, number: int | None, turn: int, what: str) -> Trajectory | GroundedAnswer:
+        """The event's main object's path, or the answer that says why there is none."""
+        missing = self._missing(asked, number, turn, "describe")
         if missing:
             return missing
         path = self._path(number)
         if path is None:
-            return GroundedAnswer("I can't tell where: the event's object was not tracked long enough.", "where", number)
+            return GroundedAnswer(f"I can't tell {what}: the event's object was not tracked long enough.",
+                                  asked.intent, number)
+        return path
+
+    def _answer_where(self, asked: Question, number: int | None, turn: int) -> GroundedAnswer:
+        path = self._tracked(asked, number, turn, "where it is")
+        if isinstance(path, GroundedAnswer):
+            return path
         entry = {"start": "already in view when the clip starts", "inside": "inside the frame"}.get(
             path.entry, f"entering from the {path.entry}")
         exit_ = {"end": "still in view when the clip ends", "inside": "inside the frame"}.get(
@@ -285,12 +293,9 @@ class GroundedAnswerer:
                               "where", number, self._events[number - 1].peak_time)
 
     def _answer_how(self, asked: Question, number: int | None, turn: int) -> GroundedAnswer:
-        missing = self._missing(asked, number, turn, "describe")
-        if missing:
-            return missing
-        path = self._path(number)
-        if path is None:
-            return GroundedAnswer("I can't tell how it moves: its object was not tracked long enough.", "how", number)
+        path = self._tracked(asked, number, turn, "how it moves")
+        if isinstance(path, GroundedAnswer):
+            return path
         motion = f"{movement_phrase(path)} ({path.speed:.1f} box heights/s)"
         return GroundedAnswer(self._say("how", turn, subject=self._subject(number), motion=motion), "how", number,
                               self._events[number - 1].peak_time)
@@ -379,7 +384,7 @@ class GroundedAnswerer:
             out.append(facts)
         return out
 
-    def _path(self, number: int):
+    def _path(self, number: int) -> Trajectory | None:
         facts = self._facts[number - 1]
         if len(facts.boxes) < 2:
             return None
