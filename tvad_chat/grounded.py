@@ -369,18 +369,19 @@ class GroundedAnswerer:
     # ------------------------------------------------------------------ facts
     @cached_property
     def _facts(self) -> list[EventFacts]:
+        """Per event, its object: the highest-scoring box of each frame of the event. Followed box by box, not
+        by one track id, because a track breaks where the object merges with people beside it or splits."""
         out = []
         for event in self._events:
             inside = [f for f in self.analysis.frames if event.start_s <= f.time <= event.end_s]
             top = max((b for f in inside for b in f.boxes), key=lambda b: b.score, default=None)
             facts = EventFacts(event, top.track_id if top else None)
-            if top is not None:  # its boxes within the event: what the answer is about
-                for frame in inside:
-                    box = next((b for b in frame.boxes if b.track_id == top.track_id), None)
-                    if box is not None:
-                        facts.boxes.append(box)
-                        facts.times.append(frame.time)
-                        facts.indices.append(frame.index)
+            for frame in inside:
+                box = max(frame.boxes, key=lambda b: b.score, default=None)
+                if box is not None and box.score > 0:
+                    facts.boxes.append(box)
+                    facts.times.append(frame.time)
+                    facts.indices.append(frame.index)
             out.append(facts)
         return out
 
@@ -397,16 +398,17 @@ class GroundedAnswerer:
         """Person or not, from what was measured: the HOG detector, the box's shape and its size against the
         people this camera normally sees."""
         person = self._hog_person(facts)
-        larger = height > LARGER_THAN_PERSON or width > LARGER_THAN_PERSON
+        wide = aspect > 1.1 or width > LARGER_THAN_PERSON
+        tall = " and taller than the people usually seen there" if height > LARGER_THAN_PERSON else ""
         if person is True:
             found = "a person (OpenCV's person detector finds one there)"
-            return f"{found}, with something larger than one person around them" if larger else found
-        if aspect > 1.1 or larger:
-            return ("larger or wider than a single walking person: a vehicle, a cart, a bicycle seen side-on or "
-                    "people moving together; the footage does not tell which")
+            return f"{found}, with something wider than one person around them" if wide else found
+        if wide:
+            return ("wider than a single walking person: a vehicle, a cart, a bicycle seen side-on or people moving "
+                    "together; the footage does not tell which")
         if person is False:
-            return "about a person's shape, but the person detector does not confirm a person"
-        return "about a person's shape (I did not check the pixels)"
+            return f"about a person's shape{tall}, but the person detector does not confirm a person"
+        return f"about a person's shape{tall} (I did not check the pixels)"
 
     def _hog_person(self, facts: EventFacts) -> bool | None:
         if self.read_frame is None or not facts.boxes:
