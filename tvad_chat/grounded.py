@@ -83,8 +83,10 @@ class QuestionReader:
         words = re.findall(r"[a-z0-9:.']+|[^a-z0-9:.'\s]", text.lower())
         fixed = []
         for word in words:
-            if word.isalpha() and len(word) > 3 and word not in self.vocabulary:
-                close = difflib.get_close_matches(word, self.vocabulary, n=1, cutoff=TYPO_CUTOFF)
+            if word.isalpha() and len(word) >= 3 and word not in self.vocabulary:
+                # a three-letter word only towards words of its first letter: "wen" is "when", "are" not "wear"
+                candidates = self.vocabulary if len(word) > 3 else [w for w in self.vocabulary if w[0] == word[0]]
+                close = difflib.get_close_matches(word, candidates, n=1, cutoff=TYPO_CUTOFF)
                 word = close[0] if close else word
             fixed.append(word)
         return " ".join(fixed)
