@@ -4,8 +4,12 @@ Variants (the paper's ablations): no heads = "w/o AHD & RAE" (the plain Qwen2.5-
 heatmaps and evidence, plain answers; AHD + RAE = the full method (P_An injected after the video block).
 
 Per clip, ``analyze`` does all the expensive work once: model-size frames, ONE vision pass (video tokens and
-tapped grids), AHD heatmaps, evidence (frame scores, judgement, tracks, timeline), RAE prompts and the
-language model's prefix KV cache. ``answer`` then costs only the new turn's tokens.
+tapped grids), heatmaps from the heatmap source, evidence (frame scores, judgement, tracks, timeline), RAE
+prompts and the language model's prefix KV cache. ``answer`` then costs only the new turn's tokens.
+
+Heatmap source (tvad_chat.heatmap_sources): by default the AHD on the vision pass (``AHDSource``); a scene
+profile (``ProfileSource``) or a fusion of both (``FusedSource``) can stand in for it, and the evidence and the
+RAE then read that source's maps.
 """
 
 from __future__ import annotations
@@ -24,6 +28,13 @@ from torch import Tensor
 from prompts.loader import PromptSet, load_prompts
 from tvad_chat.backbone import Backbone, ClipCache, VisionOutput
 from tvad_chat.errors import CheckpointError, ConfigError
+from tvad_chat.heatmap_sources import (
+    AHDSource,
+    HeatmapRequest,
+    HeatmapSource,
+    ahd_outputs,
+    checked_class_probs,
+)
 from tvad_chat.video import sampled_fps
 
 logger = logging.getLogger(__name__)
@@ -55,7 +66,7 @@ class ModelState:
     prompt_embeds: Tensor | None  # P_An flattened (num_prompt_tokens, D), None without RAE
     num_prompt_tokens: int
     clip_cache: ClipCache
-    class_probs: Tensor | None = None  # AHD (T', 2, H', W')
+    class_probs: Tensor | None = None  # the heatmap source's (T', 2, H', W')
 
 
 @dataclass
@@ -64,7 +75,7 @@ class Analysis:
 
     clip: Any  # tvad_chat.video.Clip
     model_frames_shape: tuple[int, int, int]  # (T, H, W) the vision tower saw
-    heatmaps: np.ndarray | None  # (T', H', W') abnormal probability, None without AHD
+    heatmaps: np.ndarray | None  # (T', H', W') abnormal probability, None without a heatmap source
     frame_scores: np.ndarray | None  # (T,) one score per sampled frame
     judgement: bool | None  # threshold-free yes/no: the abnormal channel beats the normal one
     score: float | None
@@ -74,14 +85,16 @@ class Analysis:
     state: ModelState | None = None
     timings: dict[str, float] = field(default_factory=dict)
     last_generation: Any = None  # backbone.GenerationResult of the latest answer (token ids, tokens run)
+    heatmap_source: str | None = None  # name of the source the heatmaps came from ("ahd", "profile:NAME", ...)
 
 
 class TVAD:
     """The T-VAD model: a Qwen2.5-VL backbone with optional AHD and RAE heads."""
 
-    def __init__(self, backbone: Backbone, ahd=None, rae=None, prompts=None, config: TVADConfig | None = None):
-        if rae is not None and ahd is None:
-            raise ConfigError("RAE reads the AHD heatmaps: load an AHD head too (or drop RAE)")
+    def __init__(self, backbone: Backbone, ahd=None, rae=None, prompts=None, config: TVADConfig | None = None,
+                 heatmap_source: HeatmapSource | None = None):
+        if rae is not None and ahd is None and heatmap_source is None:
+            raise ConfigError("RAE reads the AHD heatmaps: load an AHD head too, give a heatmap source, or drop RAE")
         self.backbone = backbone
         self.ahd = ahd
         self.rae = rae
@@ -94,6 +107,10 @@ class TVAD:
         if ahd is not None:
             self._check_head_dims()
         self._place_heads()
+        # The maps analyze() reads: the AHD's unless another source is given (None: no heatmaps).
+        if heatmap_source is None and ahd is not None:
+            heatmap_source = AHDSource(ahd, backbone, self.prompts)
+        self.heatmap_source = heatmap_source
 
     # ------------------------------------------------------------------ construction
     def _check_head_dims(self) -> None:
@@ -179,10 +196,7 @@ class TVAD:
         """AHD on the tapped grids of a vision pass (None without AHD); ``prompts`` default to the model's own."""
         if self.ahd is None:
             return None
-        grids = [g.to(dtype=torch.float32) for g in vision.grids]
-        class_vectors = self.backbone.class_vectors(prompts or self.prompts).to(grids[0].device)
-        with torch.set_grad_enabled(grad):
-            return self.ahd(grids, class_vectors)
+        return ahd_outputs(self.ahd, self.backbone, vision, prompts or self.prompts, grad=grad)
 
     def anomaly_prompts(self, class_probs: Tensor | None, grad: bool = False) -> Tensor | None:
         """RAE prompts P_An flattened to (num_prompt_tokens, D) (None without RAE)."""
@@ -198,10 +212,13 @@ class TVAD:
             return self.prompts
         return load_prompts(extra_events=[*self.prompts.events, *extra_events])
 
-    def analyze(self, clip, extra_events: Sequence[str] = ()) -> Analysis:
+    def analyze(self, clip, extra_events: Sequence[str] = (), heatmap_source: HeatmapSource | None = None
+                ) -> Analysis:
         """All per-clip work, once: vision pass, heatmaps, evidence, anomaly prompts, prefix cache.
 
         ``extra_events``: anomaly categories looked for in this clip besides the model's own.
+        ``heatmap_source``: where this clip's maps come from (default: the model's, ``self.heatmap_source``);
+        the evidence and the RAE read its class probabilities.
         """
         import time
 
@@ -214,9 +231,12 @@ class TVAD:
                                             tuple(self.ahd.config.tap_layers) if self.ahd is not None else ())
         timings["vision_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        ahd_out = self.heatmap_outputs(vision, prompts=self.prompts_with(extra_events))
-        class_probs = ahd_out.class_probs.detach() if ahd_out is not None else None
-        heatmaps = ahd_out.heatmap.detach().float().cpu().numpy() if ahd_out is not None else None
+        source = heatmap_source if heatmap_source is not None else self.heatmap_source
+        class_probs = heatmaps = None
+        if source is not None:
+            request = HeatmapRequest(clip, vision.grid_shape, vision, self.prompts_with(extra_events))
+            class_probs = checked_class_probs(source, request).detach()
+            heatmaps = class_probs[:, 1].float().cpu().numpy()
         prompt_embeds = self.anomaly_prompts(class_probs)
         prompt_embeds = prompt_embeds.detach() if prompt_embeds is not None else None
         timings["heads_s"] = time.perf_counter() - t1
@@ -246,6 +266,7 @@ class TVAD:
             state=ModelState(vision=vision, prompt_embeds=prompt_embeds, num_prompt_tokens=n_prompt,
                              clip_cache=clip_cache, class_probs=class_probs),
             timings=timings,
+            heatmap_source=source.name if source is not None else None,
         )
 
     def _system_prompt(self) -> str | None:
