@@ -341,6 +341,10 @@ class GroundedAnswerer:
     def _answer_at_time(self, asked: Question, number: int | None, turn: int) -> GroundedAnswer:
         if asked.time is None:
             return self._answer_unknown(asked, number, turn)
+        end = self.analysis.frames[-1].time + 1.0 / self.analysis.fps
+        if asked.time > end:  # not the last frame's state in its place: the clip has no such moment
+            return GroundedAnswer(f"The clip is only {self._t(end)} long, so there is nothing at "
+                                  f"{self._t(asked.time)}.", "at_time")
         times = self.analysis.times
         position = int(np.argmin(np.abs(times - asked.time)))
         frame = self.analysis.frames[position]
