@@ -17,7 +17,7 @@ from tvad_chat.errors import ConfigError
 from tvad_chat.evidence import render_overlay, upsample_heatmaps
 from tvad_chat.pipeline import Analysis
 from tvad_chat.report import INTERVAL_THRESHOLD, anomaly_intervals, frame_times
-from tvad_chat.video import sampled_fps
+from tvad_chat.video import VideoLimits, probe, sampled_fps, stream_clip
 
 
 def display_heatmaps(analysis: Analysis) -> np.ndarray | None:
@@ -46,26 +46,114 @@ def overlay_frames(analysis: Analysis, alpha: float = 0.5) -> np.ndarray:
     return out
 
 
-def write_video(frames: np.ndarray, path: str | Path, fps: float = 10.0) -> Path:
-    """Encode RGB frames as H.264 mp4 (yuv420p, browser-playable) with PyAV."""
+def write_video(frames: np.ndarray, path: str | Path, fps: float = 10.0, times: np.ndarray | None = None,
+                end_s: float | None = None) -> Path:
+    """Encode RGB frames as H.264 mp4 (yuv420p, browser-playable) with PyAV.
+
+    ``times`` (seconds, increasing) places each frame at its own time, each shown until the next one and the
+    last until ``end_s``: the video then has the clip's timeline whatever the frames' spacing. Without
+    ``times`` the frames play at ``fps``.
+    """
     frames = np.asarray(frames, dtype=np.uint8)
     if frames.ndim != 4 or len(frames) == 0:
         raise ConfigError("no frames to encode")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2  # yuv420p needs even sides
-    rate = Fraction(max(1.0, float(fps))).limit_denominator(1000)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": "23", "preset": "veryfast", "movflags": "+faststart"}
-        for frame in frames:
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:h, :w]), format="rgb24")
-            for packet in stream.encode(vf):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    with H264Writer(path, width=int(frames.shape[2]), height=int(frames.shape[1]), fps=fps) as writer:
+        for i, frame in enumerate(frames):
+            writer.add(frame, i / max(1.0, float(fps)) if times is None else float(times[i]))
+        writer.close(end_s)
+    return Path(path)
+
+
+class H264Writer:
+    """Frames written one at a time at their own times (ms time base) into a browser-playable mp4."""
+
+    TIME_BASE = Fraction(1, 1000)
+
+    def __init__(self, path: str | Path, width: int, height: int, fps: float = 10.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.width, self.height = width // 2 * 2, height // 2 * 2  # yuv420p needs even sides
+        self.container = av.open(str(self.path), mode="w")
+        rate = Fraction(max(1.0, float(fps))).limit_denominator(1000)
+        self.stream = self.container.add_stream("libx264", rate=rate)
+        self.stream.width, self.stream.height, self.stream.pix_fmt = self.width, self.height, "yuv420p"
+        self.stream.time_base = self.stream.codec_context.time_base = self.TIME_BASE
+        # No B-frames: mp4 keeps durations as decode-time steps, so decode order must be display order.
+        self.stream.options = {"crf": "23", "preset": "veryfast", "movflags": "+faststart", "bf": "0"}
+        self.pts: list[int] = []  # every frame's time in ms, for the packets' durations
+        self.packets: list[av.Packet] = []
+        self.closed = False
+
+    def __enter__(self) -> H264Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.closed:
+            self.close()
+
+    def add(self, frame: np.ndarray, time_s: float) -> None:
+        """One RGB frame shown from ``time_s`` (later than the previous frame's time; equal ones are dropped)."""
+        pts = int(round(time_s * 1000))
+        if self.pts and pts <= self.pts[-1]:
+            return
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[: self.height, : self.width]), format="rgb24")
+        vf.pts, vf.time_base = pts, self.TIME_BASE
+        self.pts.append(pts)
+        self.packets += self.stream.encode(vf)
+
+    def close(self, end_s: float | None = None) -> None:
+        """Flush and write; the last frame lasts until ``end_s`` (default: as long as the one before it)."""
+        self.closed = True
+        try:
+            self.packets += self.stream.encode()
+            step = self.pts[-1] - self.pts[-2] if len(self.pts) > 1 else 100
+            end = max(self.pts[-1] + 1, int(round(end_s * 1000))) if end_s is not None else self.pts[-1] + step
+            duration = dict(zip(self.pts, np.diff([*self.pts, end]).tolist(), strict=True))
+            for packet in self.packets:
+                packet.duration = duration.get(packet.pts, step)
+                self.container.mux(packet)
+        finally:
+            self.container.close()
+
+
+# Containers and video codecs every current browser plays (Chromium, Firefox, Safari).
+_PLAYABLE = {"mp4": {"h264", "vp9", "av1"}, "webm": {"vp8", "vp9", "av1"}}
+PREVIEW_MAX_SIDE = 640  # display copies are downscaled to this
+PREVIEW_MAX_FPS = 15.0
+
+
+def browser_playable(path: str | Path) -> bool:
+    """Whether a browser's <video> plays this file as it is (container and codec), without decoding it."""
+    try:
+        with av.open(str(path)) as container:
+            formats = set(container.format.name.split(","))
+            codecs = {s.codec_context.name for s in container.streams.video}
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError):
+        return False
+    kind = "webm" if "webm" in formats and Path(path).suffix.lower() == ".webm" else "mp4" if "mp4" in formats else None
+    return kind is not None and len(codecs) == 1 and codecs <= _PLAYABLE[kind]
+
+
+def display_copy(source: str | Path, path: str | Path) -> Path:
+    """An H.264 mp4 of ``source`` a browser plays: every frame (at most PREVIEW_MAX_FPS a second) at its own time,
+    downscaled to PREVIEW_MAX_SIDE, decoded chunk by chunk (memory does not grow with the clip's length)."""
+    info = probe(source)
+    fps = PREVIEW_MAX_FPS if info.fps > PREVIEW_MAX_FPS else None  # None: every frame
+    limits = VideoLimits(max_display_side=PREVIEW_MAX_SIDE)
+    writer = None
+    try:
+        for chunk in stream_clip(source, fps=fps, limits=limits, chunk=64):
+            if writer is None:
+                writer = H264Writer(path, width=chunk.frames.shape[2], height=chunk.frames.shape[1],
+                                    fps=fps or info.fps)
+            for frame, t in zip(chunk.frames, chunk.timestamps, strict=True):
+                writer.add(frame, float(t))
+    finally:
+        if writer is not None:
+            writer.close(info.duration_s)
+    if writer is None:
+        raise ConfigError("no frames to encode")
+    return Path(path)
 
 
 def playback_fps(analysis: Analysis) -> float:
@@ -73,9 +161,27 @@ def playback_fps(analysis: Analysis) -> float:
     return float(min(30.0, max(2.0, sampled_fps(frame_times(analysis), 2.0))))
 
 
+def timestamp_frames(frames: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Copies of ``frames`` with their time burned in at the bottom left (white on a black box)."""
+    out = np.ascontiguousarray(frames).copy()
+    for frame, t in zip(out, times, strict=True):
+        label = f"{float(t):.1f} s"
+        scale = max(0.4, frame.shape[0] / 480)
+        (w, h), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        y = frame.shape[0] - 4
+        cv2.rectangle(frame, (0, y - h - base - 4), (w + 8, frame.shape[0]), (0, 0, 0), -1)
+        cv2.putText(frame, label, (4, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
 def write_overlay_video(analysis: Analysis, path: str | Path) -> Path:
-    """The overlay frames as an mp4 playing at the clip's pace."""
-    return write_video(overlay_frames(analysis), path, fps=playback_fps(analysis))
+    """The overlay frames on the clip's own timeline (each analysed frame at its time, held until the next, the
+    video as long as the clip), with the time burned in: its clock matches the clip and the score plot."""
+    times = frame_times(analysis)
+    shown = times.copy()
+    shown[0] = 0.0  # the first analysed frame stands for the clip's start (its burned-in time is its own)
+    return write_video(timestamp_frames(overlay_frames(analysis), times), path, fps=playback_fps(analysis),
+                       times=shown, end_s=max(float(analysis.clip.duration_s), float(times[-1])))
 
 
 def frame_strip(analysis: Analysis, count: int = 8, height: int = 120) -> np.ndarray:
@@ -97,8 +203,10 @@ def frame_strip(analysis: Analysis, count: int = 8, height: int = 120) -> np.nda
         w = max(1, int(round(f.shape[1] * height / f.shape[0])))
         tile = cv2.resize(f, (w, height), interpolation=cv2.INTER_AREA).copy()
         label = f"{times[i]:.1f}s" + (f"  {float(scores[i]):.2f}" if scored else "")
-        cv2.rectangle(tile, (0, 0), (min(w, 6 + 7 * len(label)), 18), (0, 0, 0), -1)
-        cv2.putText(tile, label, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
+        # At the bottom: the page's image label sits on the strip's top left.
+        cv2.rectangle(tile, (0, height - 18), (min(w, 6 + 7 * len(label)), height), (0, 0, 0), -1)
+        cv2.putText(tile, label, (4, height - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1,
+                    cv2.LINE_AA)
         tiles.append(tile)
         tiles.append(np.full((height, 3, 3), 255, dtype=np.uint8))
     return np.concatenate(tiles[:-1], axis=1)
@@ -123,7 +231,7 @@ def score_figure(analysis: Analysis, trained: bool = True) -> Figure:
         for k, (a, b) in enumerate(anomaly_intervals(analysis)):
             ax.axvspan(a - pad, b + pad, color="#f5b041", alpha=0.35, label="detected" if k == 0 else None)
         ax.set_ylim(-0.02, 1.02)
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)  # beside the curve
     ax.set_xlabel("time (s)")
     ax.set_ylabel("score")
     title = "Per-frame anomaly score" if trained else "Per-frame anomaly score (UNTRAINED model: noise)"
