@@ -105,7 +105,7 @@ def spans(count: int, fps: float, seconds: float, stride: float, labels: list[in
     starts = np.flatnonzero(~normal[:-1] & normal[1:])
     ends = np.flatnonzero(normal[:-1] & ~normal[1:]) - 1
     for a, b in zip(starts, ends, strict=True):
-        covered = any(a <= f and l <= b for f, l in out)
+        covered = any(a <= first and last <= b for first, last in out)
         if not covered and (b - a + 1) >= round(MIN_WINDOW_S * fps):
             out.append((int(a), int(b)))
     return sorted(out)
