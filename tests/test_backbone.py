@@ -264,51 +264,44 @@ def test_cached_followups_generate_the_same_tokens_as_full_reruns(bb, clip_visio
     assert bb.vision_passes == passes
 
 
-def _hf_answer(bb, inp, vision=None, prompt=None, clip_cache=None, max_new_tokens=12, **kwargs) -> list[int]:
-    """Reference: transformers' own generate, called the way Backbone.generate called it before its decode loop."""
-    gen = dict(max_new_tokens=max_new_tokens, do_sample=False, use_cache=True, return_dict_in_generate=True,
-               suppress_tokens=list(bb.anomaly_token_ids), **kwargs)
-    with torch.no_grad():
-        if clip_cache is not None:
-            from transformers import DynamicCache
+def test_anomaly_placeholders_are_never_generated(bb, clip_vision):
+    """The placeholders are suppressed: made the likeliest tokens, the answer is the one without them."""
+    inp = bb.build_inputs(clip_vision, [{"role": "user", "content": "Is there an anomaly?"}], num_prompt_tokens=6)
+    cache = bb.prefill(inp, clip_vision, torch.randn(6, bb.text_dim, generator=torch.Generator().manual_seed(2)))
+    plain = bb.generate(inp, clip_cache=cache, max_new_tokens=12)
+    placeholders = list(bb.anomaly_token_ids)
 
-            ours, _, deltas = clip_cache.best(inp.input_ids)
-            cache = DynamicCache()  # transformers' own cache, holding the same keys and values
-            for i, layer in enumerate(ours.layers):
-                cache.update(layer.keys.clone(), layer.values.clone(), i)
-            bb.model.model.rope_deltas = deltas
-            out = bb.model.generate(past_key_values=cache, **inp.model_kwargs(), **gen)
-        else:
-            embeds = bb.inputs_embeds(inp, vision, prompt)
-            bb.model.model.rope_deltas = None
-            out = bb.model.generate(inputs_embeds=embeds, **inp.model_kwargs(), **gen)
-    return out.sequences[0, inp.input_ids.shape[1]:].tolist()
+    def favour_placeholders(module, args, logits):
+        logits = logits.clone()
+        logits[..., placeholders] += 1e4
+        return logits
+
+    handle = bb.model.lm_head.register_forward_hook(favour_placeholders)
+    try:
+        cache.latest = None
+        favoured = bb.generate(inp, clip_cache=cache, max_new_tokens=12)
+        bb.model.model.rope_deltas = cache.prefix.rope_deltas
+        with torch.no_grad():  # transformers' generate without the suppression picks them every time
+            raw = bb.model.generate(**inp.model_kwargs(), past_key_values=cache.best(inp.input_ids)[0],
+                                    max_new_tokens=12, min_new_tokens=12, do_sample=False)
+    finally:
+        handle.remove()
+    assert set(raw[0, inp.input_ids.shape[1]:].tolist()) <= set(placeholders)
+    assert favoured.token_ids == plain.token_ids and not set(favoured.token_ids) & set(placeholders)
 
 
-def test_decode_loop_matches_transformers_generate(bb, clip_vision):
-    """Our greedy loop against transformers' generate: new clip, cached first answer, cached follow-up."""
-    prompt = torch.randn(6, bb.text_dim, generator=torch.Generator().manual_seed(2))
-    dialogue = [{"role": "user", "content": "Is there an anomaly?"}]
-    inp = bb.build_inputs(clip_vision, dialogue, num_prompt_tokens=6)
-    cache = bb.prefill(inp, clip_vision, prompt)
-    ref_first = _hf_answer(bb, inp, clip_vision, prompt)
-    assert len(ref_first) == 12 and len(set(ref_first)) > 3
-    assert bb.generate(inp, clip_vision, prompt, max_new_tokens=12).token_ids == ref_first
-    assert _hf_answer(bb, inp, clip_cache=cache) == ref_first
-    first = bb.generate(inp, clip_cache=cache, max_new_tokens=12)
-    assert first.token_ids == ref_first
-    dialogue += [{"role": "assistant", "content": first.text}, {"role": "user", "content": "What does it look like?"}]
-    inp2 = bb.build_inputs(clip_vision, dialogue, num_prompt_tokens=6)
-    ref_follow = _hf_answer(bb, inp2, clip_cache=cache)  # continues from the first answer's cache, as ours does
-    follow = bb.generate(inp2, clip_cache=cache, max_new_tokens=12)
-    assert follow.token_ids == ref_follow
-    assert follow.new_tokens_processed <= inp2.input_ids.shape[1] - inp2.prefix_len  # the prefix came from the cache
-    assert ref_follow != ref_first
-    # transformers' repetition penalty (Qwen2.5-VL-7B-Instruct ships 1.05) over the whole conversation
-    cache.latest = None
+def test_repetition_penalty_comes_from_the_generation_config(bb, clip_vision, monkeypatch):
+    """Greedy answers inherit the checkpoint's repetition penalty (Qwen2.5-VL-7B-Instruct ships 1.05)."""
+    inp = bb.build_inputs(clip_vision, [{"role": "user", "content": "Is there an anomaly?"}], num_prompt_tokens=6)
+    cache = bb.prefill(inp, clip_vision, torch.randn(6, bb.text_dim, generator=torch.Generator().manual_seed(2)))
+    free = bb.generate(inp, clip_cache=cache, max_new_tokens=12).token_ids
+    assert len(set(free)) < len(free)  # this answer repeats tokens, so a penalty changes it
     penalised = bb.generate(inp, clip_cache=cache, max_new_tokens=12, repetition_penalty=1.5).token_ids
-    assert penalised == _hf_answer(bb, inp, clip_vision, prompt, repetition_penalty=1.5)
-    assert penalised != ref_first  # this answer repeats tokens: the penalty changes it
+    assert penalised != free
+    monkeypatch.setattr(bb.model.generation_config, "repetition_penalty", 1.5)
+    cache.latest = None
+    assert bb.generate(inp, clip_cache=cache, max_new_tokens=12).token_ids == penalised
+    assert bb.generate(inp, clip_cache=cache, max_new_tokens=12, repetition_penalty=1.0).token_ids == free
 
 
 def test_decode_stops_on_stop_tokens_after_min_new_tokens(bb, clip_vision, monkeypatch):
@@ -320,11 +313,11 @@ def test_decode_stops_on_stop_tokens_after_min_new_tokens(bb, clip_vision, monke
     first_stop = free.index(stop)
     monkeypatch.setattr(bb.model.generation_config, "eos_token_id", [bb.stop_token_ids()[0], stop])
     stopped = bb.generate(inp, clip_cache=cache, max_new_tokens=12)
-    assert stopped.token_ids == free[: first_stop + 1] == _hf_answer(bb, inp, clip_cache=cache)
+    assert stopped.token_ids == free[: first_stop + 1]
     assert stopped.state.ids.shape[1] == inp.input_ids.shape[1] + first_stop  # the stop token is never fed back
     # min_new_tokens bars the stop tokens until that many are out (transformers' rule)
     held = bb.generate(inp, clip_cache=cache, max_new_tokens=12, min_new_tokens=first_stop + 2).token_ids
-    assert held == _hf_answer(bb, inp, clip_cache=cache, min_new_tokens=first_stop + 2)
+    assert held[: first_stop] == free[: first_stop]  # the same answer until the barred stop token
     assert len(held) > first_stop + 1 and stop not in held[: first_stop + 2]
 
 
@@ -335,9 +328,11 @@ def test_sampling_options(bb, clip_vision):
     greedy = bb.generate(inp, clip_cache=cache, max_new_tokens=10).token_ids
     assert bb.generate(inp, clip_cache=cache, max_new_tokens=10, do_sample=True, top_k=1, seed=5).token_ids == greedy
     assert bb.generate(inp, clip_cache=cache, max_new_tokens=10, do_sample=True, top_p=1e-6, seed=5).token_ids == greedy
+    global_state = torch.get_rng_state()
     hot = [bb.generate(inp, clip_cache=cache, max_new_tokens=10, do_sample=True, temperature=5.0, seed=s).token_ids
            for s in (1, 1, 2)]
     assert hot[0] == hot[1] and hot[0] != hot[2] and hot[0] != greedy
+    assert torch.equal(torch.get_rng_state(), global_state)  # seeded answers leave torch's global generator alone
     with pytest.raises(ConfigError, match="unknown generation options"):
         bb.generate(inp, clip_cache=cache, num_beams=2)
     with pytest.raises(ConfigError):

@@ -1,18 +1,17 @@
 """Qwen2.5-VL wrapper: loading, one vision pass with layer taps, E_t class vectors, prompt injection, generation.
 
 The model is transformers' own ``Qwen2_5_VLForConditionalGeneration`` (no forked modeling code), so the same
-code serves a tiny random model on a CPU and Qwen2.5-VL-7B-Instruct on a GPU. Answers come from a short decode
-loop over the model's text forward (``Backbone._decode``) rather than ``model.generate``, whose per-token
-bookkeeping added about a third to each token of the tiny model; tests hold the loop token-equal to
-``generate``. The pitfalls this module exists to avoid (notes/qwen25vl.md): vision block outputs are in
-window order; the video processor needs the real fps; rotary positions silently fall back to 1D without
-``mm_token_type_ids``; ``model.model.rope_deltas`` is mutable state a previous clip leaves behind, so every
-full forward resets it and the decode loop passes its 3D positions explicitly (the clip's deltas travel with
-its caches).
+code serves a tiny random model on a CPU and Qwen2.5-VL-7B-Instruct on a GPU. Answers come from transformers'
+``generate``, continuing a copy of the clip's cached prefix (benchmarks/bench_decode.py measured a hand-written
+decode loop: no faster at a real model's layer width). The pitfalls this module exists to avoid: vision block
+outputs are in window order; the video processor needs the real fps; rotary positions silently fall back to 1D
+without ``mm_token_type_ids``; ``model.model.rope_deltas`` is mutable state a previous clip leaves behind, so
+every full forward resets it and every cached answer restores the clip's own (they travel with its caches).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import os
@@ -20,7 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +27,9 @@ from torch import Tensor
 
 from tvad_chat.dtypes import parse_dtype
 from tvad_chat.errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:
+    from transformers.cache_utils import Cache
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +88,7 @@ class CacheState:
     """A KV cache with the token ids it covers and the rotary offset it was computed with."""
 
     ids: Tensor  # (1, n) the tokens whose keys/values the cache holds
-    cache: Any  # transformers DynamicCache
+    cache: Cache
     rope_deltas: Tensor
 
 
@@ -101,15 +103,12 @@ class ClipCache:
 
     prefix: CacheState
     latest: CacheState | None = None
-    prefix_forward_calls: int = 1
 
-    def best(self, ids: Tensor) -> tuple[Any, int, Tensor]:
-        """(a copy of the cache, number of cached tokens, rope_deltas) to continue ``ids`` from.
+    def best(self, ids: Tensor) -> tuple[Cache, int, Tensor]:
+        """(a copy of the cache holding only the shared tokens, their number, rope_deltas) to continue ``ids`` from.
 
-        The copy holds only the shared tokens and has room to append in place (tvad_chat.kv_cache).
+        The copy is independent: generating from it leaves the clip's states as they were.
         """
-        from tvad_chat.kv_cache import preallocated_copy
-
         best_state, best_n = self.prefix, _common_prefix(self.prefix.ids, ids)
         if best_n < self.prefix.ids.shape[1]:
             raise ConfigError("the conversation does not start with this clip's prefix; build it with build_inputs")
@@ -118,7 +117,11 @@ class ClipCache:
             if n > best_n:
                 best_state, best_n = self.latest, n
         best_n = min(best_n, ids.shape[1] - 1)  # generate needs at least one uncached token
-        return preallocated_copy(best_state.cache, best_n), best_n, best_state.rope_deltas.clone()
+        cache = copy.deepcopy(best_state.cache)
+        extra = cache.get_seq_length() - best_n
+        if extra > 0:
+            cache.crop(-extra)
+        return cache, best_n, best_state.rope_deltas.clone()
 
 
 def _common_prefix(a: Tensor, b: Tensor) -> int:
@@ -178,8 +181,8 @@ class _CallbackStreamer:
     def __init__(self, tokenizer, callback: Callable[[str], Any]):
         from transformers import TextStreamer
 
-        # Only generated tokens are put, so no prompt to skip.
-        streamer = TextStreamer(tokenizer, skip_prompt=False, skip_special_tokens=True)
+        # generate puts the prompt's ids first: skipped.
+        streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         streamer.on_finalized_text = lambda text, stream_end=False: callback(text) if text else None
         self._streamer = streamer
 
@@ -607,40 +610,46 @@ class Backbone:
         stream: Callable[[str], Any] | None = None,
         **options: Any,
     ) -> GenerationResult:
-        """Answer the conversation in ``inputs`` (greedy unless ``do_sample=True``).
+        """Answer the conversation in ``inputs`` with transformers' ``generate`` (greedy unless ``do_sample=True``).
 
         With ``clip_cache`` only the tokens after the longest cached prefix are run (no vision pass, no prefix);
         without it the whole sequence is run from ``vision`` and ``prompt_embeds``. ``stream`` receives text
         chunks as they are decoded. ``options`` are the fields of DecodeOptions (min_new_tokens, do_sample,
-        temperature, top_k, top_p, repetition_penalty, seed).
+        temperature, top_k, top_p, repetition_penalty, seed). The anomaly placeholders are never generated.
         """
+        from transformers import DynamicCache
+
         opts = self.decode_options(max_new_tokens, **options)
         ids = inputs.input_ids
         length = ids.shape[1]
-        with torch.inference_mode():
+        if clip_cache is None and vision is None:
+            raise ConfigError("generate needs the clip's vision output or its cache")
+        sampling = {"temperature": opts.temperature, "top_k": opts.top_k, "top_p": opts.top_p} if opts.do_sample else {}
+        devices = [self.device] if self.device.type == "cuda" else []
+        # A seed draws from a forked generator state, so seeded answers leave torch's global state untouched.
+        with torch.inference_mode(), torch.random.fork_rng(devices=devices, enabled=opts.seed is not None):
+            embeds: dict[str, Tensor] = {}
             if clip_cache is not None:
                 cache, n_cached, rope_deltas = clip_cache.best(ids)
-                # The uncached tokens are text (the prefix holds the video), so their 3D position is the 1D one
-                # shifted by the clip's rope_deltas, as transformers' generate computes it.
-                embeds = self._embed_tokens()(ids[:, n_cached:])
-                positions = self._text_positions(n_cached, length, rope_deltas)
+                self.model.model.rope_deltas = rope_deltas  # the clip's offset for the text after its video block
             else:
-                if vision is None:
-                    raise ConfigError("generate needs the clip's vision output or its cache")
-                from tvad_chat.kv_cache import empty_cache
-
-                embeds = self.inputs_embeds(inputs, vision, prompt_embeds)
-                positions, rope_deltas = self.model.model.get_rope_index(
-                    ids, inputs.mm_token_type_ids, video_grid_thw=inputs.video_grid_thw,
-                    second_per_grid_ts=inputs.second_per_grid_ts, attention_mask=inputs.attention_mask)
-                cache, n_cached = empty_cache(self.model.config), 0
-            streamer = _CallbackStreamer(self.tokenizer, stream) if stream is not None else None
-            token_ids = self._decode(ids, embeds, positions, cache, rope_deltas, opts, streamer)
+                embeds["inputs_embeds"] = self.inputs_embeds(inputs, vision, prompt_embeds)
+                cache, n_cached = DynamicCache(config=self.model.config), 0
+                self.model.model.rope_deltas = None  # computed afresh from this sequence
+            if opts.seed is not None:
+                torch.manual_seed(opts.seed)
+            sequences = self.model.generate(
+                **inputs.model_kwargs(), **embeds, past_key_values=cache,
+                max_new_tokens=opts.max_new_tokens, min_new_tokens=opts.min_new_tokens, do_sample=opts.do_sample,
+                repetition_penalty=opts.repetition_penalty, eos_token_id=self.stop_token_ids(),
+                suppress_tokens=list(self.anomaly_token_ids), **sampling,
+                streamer=_CallbackStreamer(self.tokenizer, stream) if stream is not None else None,
+            )
+        token_ids = sequences[0, length:].tolist()
         text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
-        new = torch.tensor([token_ids], dtype=ids.dtype, device=ids.device)
         # The last token was never fed back, so the cache covers the sequence up to the one before it.
-        full = torch.cat([ids, new], dim=1)
-        state = CacheState(ids=full[:, : cache.get_seq_length()], cache=cache, rope_deltas=rope_deltas.clone())
+        state = CacheState(ids=sequences[:, : cache.get_seq_length()].clone(), cache=cache,
+                           rope_deltas=self.model.model.rope_deltas.clone())
         if clip_cache is not None:
             clip_cache.latest = state
         return GenerationResult(text=text, token_ids=token_ids, state=state, new_tokens_processed=length - n_cached)
@@ -652,8 +661,8 @@ class Backbone:
         if unknown:
             raise ConfigError(f"unknown generation options {unknown}: use {sorted(fields)}")
         gc = self.model.generation_config
-        # Only the repetition penalty is inherited when greedy: transformers' generate applied it too
-        # (Qwen2.5-VL-7B-Instruct ships 1.05). The sampling knobs only matter with do_sample=True.
+        # Only the repetition penalty is inherited when greedy (Qwen2.5-VL-7B-Instruct ships 1.05). The sampling
+        # knobs only matter with do_sample=True.
         values: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
             "repetition_penalty": float(getattr(gc, "repetition_penalty", None) or 1.0),
@@ -677,89 +686,3 @@ class Backbone:
         if eos is None:
             eos = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
         return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
-
-    @staticmethod
-    def _text_positions(start: int, end: int, rope_deltas: Tensor) -> Tensor:
-        """(3, 1, end - start) rotary positions of text tokens start..end-1 after the clip's video block."""
-        pos = torch.arange(start, end, device=rope_deltas.device).view(1, 1, -1) + rope_deltas.view(1, -1, 1)
-        return pos.expand(3, -1, -1)
-
-    def _next_logits(self, embeds: Tensor, positions: Tensor, cache: Any, lean: bool = False) -> Tensor:
-        """Run tokens through the language model into ``cache``; float32 logits (V,) of the last position.
-
-        Calls the text model directly (the video is already in ``embeds`` or in the cache) and projects only
-        the last hidden state. ``lean`` runs one token through tvad_chat.decode_step instead of the generic
-        forward (same modules, same result, without the generic per-call machinery); the caller checks
-        ``decode_step.supports`` first.
-        """
-        text_model = self.model.model.language_model
-        if lean:
-            from tvad_chat import decode_step
-
-            hidden = decode_step.decode_step(text_model, embeds, positions, cache)
-        else:
-            hidden = text_model(inputs_embeds=embeds, position_ids=positions, past_key_values=cache,
-                                use_cache=True).last_hidden_state
-        return self.model.lm_head(hidden[:, -1])[0].float()
-
-    def _decode(self, ids: Tensor, embeds: Tensor, positions: Tensor, cache: Any, rope_deltas: Tensor,
-                opts: DecodeOptions, streamer: _CallbackStreamer | None) -> list[int]:
-        """The decode loop: run the uncached prompt, then one token at a time until a stop token or the limit."""
-        from tvad_chat import decode_step  # imports transformers' modeling code: not at module import
-
-        stop = self.stop_token_ids()
-        logits = self._next_logits(embeds, positions, cache)  # the uncached prompt: always the generic forward
-        # The one-token steps take the lean path where it is provably the same computation (decode_step).
-        reason = decode_step.unsupported_reason(self.model.model.language_model, cache)
-        if reason is not None:
-            logger.debug("decode steps use the generic forward: %s", reason)
-        vocab, dev = logits.shape[0], logits.device  # lm_head may sit on another device under a device_map
-        banned = torch.tensor([i for i in self.anomaly_token_ids if i < vocab], dtype=torch.long, device=dev)
-        stop_ids = torch.tensor([i for i in stop if i < vocab], dtype=torch.long, device=dev)
-        seen = None
-        if opts.repetition_penalty != 1.0:  # every token of the conversation so far, as transformers counts them
-            seen = torch.zeros(vocab, dtype=torch.bool, device=dev)
-            seen[ids[0].to(dev)] = True
-        generator = None
-        if opts.do_sample and opts.seed is not None:
-            generator = torch.Generator(device=dev).manual_seed(opts.seed)
-        embed = self._embed_tokens()
-        next_pos = ids.shape[1]
-        tokens: list[int] = []
-        while True:
-            logits[banned] = -float("inf")  # the anomaly placeholders are never an answer
-            if len(tokens) < opts.min_new_tokens:
-                logits[stop_ids] = -float("inf")
-            if seen is not None:
-                picked = logits[seen]
-                logits[seen] = torch.where(picked < 0, picked * opts.repetition_penalty,
-                                           picked / opts.repetition_penalty)
-            token = _sample(logits, opts, generator) if opts.do_sample else int(logits.argmax())
-            tokens.append(token)
-            if streamer is not None:
-                streamer.put(torch.tensor([token]))
-            if token in stop or len(tokens) >= opts.max_new_tokens:
-                break
-            if seen is not None:
-                seen[token] = True
-            step = torch.tensor([[token]], device=embeds.device)
-            logits = self._next_logits(embed(step), self._text_positions(next_pos, next_pos + 1, rope_deltas), cache,
-                                        lean=reason is None)
-            next_pos += 1
-        if streamer is not None:
-            streamer.end()
-        return tokens
-
-
-def _sample(logits: Tensor, opts: DecodeOptions, generator: torch.Generator | None) -> int:
-    """One token from temperature-scaled logits restricted to the top_k and the top_p nucleus."""
-    scores = logits / opts.temperature
-    if 0 < opts.top_k < scores.shape[0]:
-        kth = torch.topk(scores, opts.top_k).values[-1]
-        scores = scores.masked_fill(scores < kth, -float("inf"))
-    if opts.top_p < 1.0:
-        sorted_scores, order = torch.sort(scores, descending=True)
-        cumulative = sorted_scores.softmax(-1).cumsum(-1)
-        drop = cumulative - sorted_scores.softmax(-1) >= opts.top_p  # keep up to and including the crossing token
-        scores = scores.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), -float("inf"))
-    return int(torch.multinomial(scores.softmax(-1), 1, generator=generator))
