@@ -115,8 +115,11 @@ def test_the_three_readers_return_the_same_record_type(synth_root):
     recs = [read_dataset("synth", synth_root, "train")[0], read_dataset("ped2", PED2)[0],
             read_dataset("avenue", AVENUE)[0]]
     assert {type(r) for r in recs} == {VideoRecord}
+    assert [(r.dataset, r.size) for r in recs] == [("synthcampus", (160, 96)), ("ped2", (360, 240)),
+                                                   ("avenue", (640, 360))]
+    assert [r.fps for r in recs] == pytest.approx([10.0, 10.0, 25.0])
     for r in recs:
-        assert r.num_frames == len(r.frame_labels) and r.fps > 0 and len(r.size) == 2
+        assert r.num_frames == len(r.frame_labels)
         assert r.source.exists()
 
 
