@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("pipeline and evidence", ("tvad_chat.pipeline", "tvad_chat.models", "tvad_chat.heatmap_sources",
                                "tvad_chat.evidence", "tvad_chat.grounded")),
     ("chat engine and export", ("tvad_chat.chat", "tvad_chat.render", "tvad_chat.report")),
-    ("eval and train", ("tvad_chat.eval", "tvad_chat.train")),
+    ("eval and train", ("tvad_chat.eval", "tvad_chat.train", "tvad_chat.scan")),
     ("ui, cli and commands", ("tvad_chat.ui", "tvad_chat.cli", "tvad_chat.commands", "tvad_chat.__main__", "app")),
 ]
 # Beside the engine: the data-making package imports only the ground floor and the prompts (and itself); of the

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "tvad_chat.commands.corpus",  # tvad build-corpus ...
     "tvad_chat.commands.train",  # tvad train stage0|stage1|stage2
     "tvad_chat.commands.chat",  # tvad app | ask | analyze
+    "tvad_chat.commands.scan",  # tvad scan ROOT --out DIR
 ]
 
 
