@@ -5,6 +5,8 @@ shipped default checkpoint is missing, the same architecture with random weights
 from __future__ import annotations
 
 import logging
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import torch
 from heads.ahd import AHDConfig, AnomalyHeatmapDecoder
 from heads.rae import RAEConfig, RegionAwareAnomalyEncoder
 from tvad_chat.backbone import Backbone
-from tvad_chat.errors import CheckpointError, TVADError
+from tvad_chat.errors import CheckpointError, ConfigError, TVADError
 from tvad_chat.pipeline import TVAD, TVADConfig
 
 logger = logging.getLogger(__name__)
@@ -31,6 +33,39 @@ class ModelInfo:
     trained: bool
     variant: str
     note: str = ""
+
+
+MODELS_DIR_ENV = "TVAD_MODELS_DIR"  # a folder of model folders the page may offer
+ALLOW_HUB_ENV = "TVAD_ALLOW_HUB"  # "1": the page accepts hub ids (owner/name) too
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def allowed_models(default: str = DEFAULT_MODEL) -> list[str]:
+    """Models a page user may choose: ``default``, the repository's checkpoints (checkpoints/NAME) and the model
+    folders in TVAD_MODELS_DIR (by folder name). Listed by the server; nothing a user types is looked up."""
+    names = [default]
+    folders = [(REPO_ROOT / "checkpoints", "checkpoints/")]
+    if os.environ.get(MODELS_DIR_ENV):
+        folders.append((Path(os.environ[MODELS_DIR_ENV]).expanduser(), ""))
+    for folder, prefix in folders:
+        if folder.is_dir():
+            names += [prefix + d.name for d in sorted(folder.iterdir()) if (d / "config.json").is_file()]
+    return list(dict.fromkeys(names))
+
+
+def allowed_model_source(value: str, default: str = DEFAULT_MODEL) -> str:
+    """The model source to load for a page user's choice, if the allow-list has it; else a ConfigError that names
+    the choices and says nothing about the server's files."""
+    value = (value or "").strip()
+    if value in allowed_models(default):
+        if value.startswith("checkpoints/") or value == default:
+            return value
+        return str(Path(os.environ[MODELS_DIR_ENV]).expanduser() / value)
+    if os.environ.get(ALLOW_HUB_ENV) == "1" and _HUB_ID.fullmatch(value) and not value.startswith((".", "/")):
+        return value
+    hub = " or a hub id (owner/name)" if os.environ.get(ALLOW_HUB_ENV) == "1" else ""
+    raise ConfigError(f"model {value!r} is not offered here: choose one of {', '.join(allowed_models(default))}"
+                      f"{hub}")
 
 
 def build_untrained_model(seed: int = 0, max_new_tokens: int = 32) -> TVAD:

@@ -8,30 +8,48 @@ Host and port come from TVAD_HOST / TVAD_PORT (default 127.0.0.1:7860); TVAD_MOD
 
 from __future__ import annotations
 
+import atexit
+import html
 import logging
 import os
+import re
+import shutil
 import tempfile
+import threading
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.utils import get_upload_folder as gradio_upload_folder
 
 from tvad_chat.chat import JUDGEMENT_QUESTION, MAX_FRAMES, MIN_FRAMES, ChatEngine, EngineConfig, Session
 from tvad_chat.errors import TVADError
 from tvad_chat.eval.text import NO, YES, normalize_yes_no
 from tvad_chat.files import atomic_output
-from tvad_chat.models import DEFAULT_MODEL
+from tvad_chat.models import DEFAULT_MODEL, allowed_model_source, allowed_models
 from tvad_chat.motion import SPEED_UNIT, SPEED_UNIT_TEXT
 from tvad_chat.pipeline import Analysis
-from tvad_chat.render import frame_strip, score_figure, write_overlay_video, write_video
+from tvad_chat.render import (
+    browser_playable,
+    display_copy,
+    frame_strip,
+    score_figure,
+    write_overlay_video,
+    write_video,
+)
 from tvad_chat.report import anomaly_intervals, target_rows, write_report
 from tvad_chat.video import load_clip
 
 logger = logging.getLogger(__name__)
 
-MAX_UPLOAD = os.environ.get("TVAD_MAX_UPLOAD", "200mb")
-CONCURRENCY = int(os.environ.get("TVAD_CONCURRENCY", "2"))
+# Limits and retention (README lists these variables); the page states them above the upload.
+MAX_UPLOAD_TEXT = os.environ.get("TVAD_MAX_UPLOAD", "200mb")  # largest upload
+MAX_DURATION_MIN = float(os.environ.get("TVAD_MAX_DURATION_MIN", "30"))  # longest clip
+RETENTION_S = int(float(os.environ.get("TVAD_RETENTION_MIN", "60")) * 60)  # an unused session's files go after this
+CONCURRENCY = int(os.environ.get("TVAD_CONCURRENCY", "2"))  # sessions worked on at once
 NUM_SUGGESTIONS = 3
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # the real test footage beside the checkout
 
@@ -133,16 +151,25 @@ def _message(exc: BaseException, doing: str) -> str:
             "The page still works: try another clip or question.")
 
 
+def _html(text: str) -> str:
+    """Plain text (with `code` spans and **bold**, as our messages write them) as HTML."""
+    text = html.escape(text)
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
+
+
 def _model_banner(engine: ChatEngine, source: str | None = None) -> str:
+    """The model in use, as HTML: a red box for an untrained model, an amber one for a stated caveat."""
     try:
         _, info = engine.model(source)
     except Exception as exc:  # noqa: BLE001 - shown as text, the page stays up
-        return _message(exc, "load the model")
+        return f"<div class='warn-untrained'>⚠ {_html(_message(exc, 'load the model'))}</div>"
     if not info.trained:
-        return f"<div class='warn-untrained'>⚠ <b>Untrained model.</b> {info.note}</div>"
+        return f"<div class='warn-untrained'>⚠ <b>Untrained model.</b> {_html(info.note)}</div>"
+    name = f"<code>{html.escape(info.source)}</code> ({html.escape(info.variant)})"
     if info.note:
-        return f"<div class='warn-limited'>⚠ <b>Model `{info.source}` ({info.variant}):</b> {info.note}</div>"
-    return f"Model: `{info.source}` ({info.variant})"
+        return f"<div class='warn-limited'>⚠ <b>Model {name}:</b> {_html(info.note)}</div>"
+    return f"<div>Model: {name}</div>"
 
 
 def _evidence_markdown(analysis: Analysis) -> str:
@@ -175,30 +202,104 @@ def _chat_messages(session: Session) -> list[dict[str, str]]:
     return out
 
 
+@dataclass
+class _Jobs:
+    """One page session's work, done in order by one worker at a time: clips to analyse, questions to answer."""
+
+    pending: deque[tuple[str, str]] = field(default_factory=deque)  # ("clip", path) | ("question", text)
+    running: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    files: set[Path] = field(default_factory=set)  # the user's uploads, deleted with the session
+    preview: str | None = None  # what the clip preview shows
+
+    def questions(self) -> list[str]:
+        with self.lock:
+            return [value for kind, value in self.pending if kind == "question"]
+
+
+def _chat_view(session: Session, jobs: _Jobs, streaming: tuple[str, str] | None = None) -> list[dict[str, str]]:
+    """The dialogue so far, the answer streaming now and the questions waiting their turn (in order)."""
+    shown = _chat_messages(session)
+    if streaming is not None:
+        shown += [{"role": "user", "content": streaming[0]}, {"role": "assistant", "content": streaming[1]}]
+    return shown + [{"role": "user", "content": q} for q in jobs.questions()]
+
+
+def limits_text(config: EngineConfig) -> str:
+    """What the page accepts and keeps, stated before the upload."""
+    return (f"Clips up to **{config.max_duration_s / 60:g} min** and **{MAX_UPLOAD_TEXT}** (mp4, avi, mkv, mov, "
+            f"webm... anything FFmpeg reads). Your uploads and results are deleted when you close the page, or "
+            f"after {RETENTION_S / 60:g} min.")
+
+
 def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Blocks:
-    """The page, serving ``engine``; ``examples`` default to :func:`build_example_clips`."""
-    work = Path(tempfile.mkdtemp(prefix="tvad_chat_app_"))
+    """The page, serving ``engine``; ``examples`` default to :func:`build_example_clips`.
+
+    Each page session has one worker at a time that takes its jobs in order (a clip to analyse, questions to
+    answer), so questions sent in quick succession or during an analysis are answered in order, after it. Files
+    the page makes for a session live in one folder inside Gradio's file cache (served from there, no copies)
+    and are deleted, with the session's uploads, when the session ends (page closed, or RETENTION_S unused).
+    """
+    work = Path(tempfile.mkdtemp(prefix="tvad_chat_app_", dir=_cache_root()))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
     if examples is None:
         try:
             examples = build_example_clips()
         except Exception:  # noqa: BLE001 - examples are optional
             logger.exception("could not prepare the example clips")
             examples = []
+    example_names = {p.name for p in examples}
+    jobs_by_session: dict[str, _Jobs] = {}
+    browser_sessions: dict[str, str] = {}  # Gradio's session hash -> our session id
+    registry = threading.Lock()
 
-    with gr.Blocks(title="T-VAD Chat") as demo:
-        sid = gr.State(None, delete_callback=engine.close_session)
+    def jobs_of(session_id: str) -> _Jobs:
+        with registry:
+            return jobs_by_session.setdefault(session_id, _Jobs())
+
+    def session_of(session_id: str | None, request: gr.Request | None) -> Session:
+        session = engine.session(session_id)
+        if request is not None and request.session_hash:
+            with registry:
+                browser_sessions[request.session_hash] = session.id
+        return session
+
+    def end_session(session_id: str | None) -> None:
+        """The session's clip and arrays released, its files and uploads deleted (nothing stays downloadable)."""
+        if not session_id:
+            return
+        with registry:
+            jobs = jobs_by_session.pop(session_id, None)
+        engine.session(session_id).reset()
+        engine.close_session(session_id)
+        shutil.rmtree(work / session_id, ignore_errors=True)
+        for upload in jobs.files if jobs is not None else ():
+            upload.unlink(missing_ok=True)
+        logger.info("session %s ended: its files are deleted", session_id[:8])
+
+    def on_unload(request: gr.Request) -> None:
+        with registry:
+            session_id = browser_sessions.pop(request.session_hash, None)
+        end_session(session_id)
+
+    with gr.Blocks(title="T-VAD Chat", delete_cache=(min(600, RETENTION_S), RETENTION_S)) as demo:
+        sid = gr.State(None, time_to_live=RETENTION_S, delete_callback=end_session)
         gr.Markdown("# T-VAD Chat\nUpload a surveillance clip and ask *Is there an anomaly?* — see where it is "
                     "(heatmap, score over time, tracked targets) and keep asking follow-ups.")
-        banner = gr.Markdown(lambda: _model_banner(engine), elem_id="model-banner")
+        banner = gr.HTML(lambda: _model_banner(engine), elem_id="model-banner")
         with gr.Row():
             with gr.Column(scale=5):
-                video = gr.Video(label="Clip", sources=["upload"], include_audio=True, height=300,
+                gr.Markdown(limits_text(engine.config), elem_id="limits")
+                upload = gr.File(label="Clip (video file)", file_count="single", type="filepath", height=110,
                                  elem_id="upload")
                 if examples:
-                    gr.Examples([[str(p)] for p in examples], inputs=[video], label="Example clips (real test data)")
+                    gr.Examples([[str(p)] for p in examples], inputs=[upload], label="Example clips (real test data)",
+                                example_labels=[_example_label(p) for p in examples])
+                preview = gr.Video(label="Clip preview", interactive=False, height=260, elem_id="preview")
                 status = gr.Markdown("Upload a clip to start.", elem_id="status")
                 with gr.Accordion("Settings", open=False):
-                    model_box = gr.Textbox(value=engine.config.model, label="Model directory or hub id",
+                    model_box = gr.Textbox(value=engine.config.model, label="Model (one of: "
+                                           + ", ".join(allowed_models(engine.config.model)) + ")",
                                            elem_id="model-source")
                     frames = gr.Slider(MIN_FRAMES, MAX_FRAMES, value=engine.config.num_frames, step=2,
                                        label="Frames sampled per clip")
@@ -217,114 +318,237 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
                                    for _ in range(NUM_SUGGESTIONS)]
                 reset = gr.Button("New conversation", size="sm")
         with gr.Row():
-            overlay = gr.Video(label="Heatmap overlay", interactive=False, height=260, elem_id="overlay")
+            overlay = gr.Video(label="Heatmap overlay (the clip's timeline)", interactive=False, height=260,
+                               elem_id="overlay")
             plot = gr.Plot(label="Per-frame anomaly score", show_label=False, elem_id="score-plot")
-        strip = gr.Image(label="Frames with heatmap", interactive=False, elem_id="strip", height=150)
+        strip = gr.Image(label="Frames with heatmap", show_label=False, interactive=False, elem_id="strip",
+                         height=150)
         evidence = gr.Markdown(elem_id="evidence")
         with gr.Row():
             export_json = gr.Button("Export JSON report")
             export_mp4 = gr.Button("Export overlay mp4")
             export_file = gr.File(label="Export", interactive=False, height=80, elem_id="export-file")
 
+        views = [overlay, plot, strip, evidence]
+        worked = [sid, status, chat, preview, *views, *suggestions]
+        keep = [gr.update()] * len(views)
+
         # ------------------------------------------------------------ handlers
-        def analyse(path, session_id, progress=gr.Progress()):
+        def add_clip(path, session_id, request: gr.Request):
+            """The upload (or example, or clearing) queued for the session's worker; answers immediately."""
+            session = session_of(session_id, request)
+            jobs = jobs_of(session.id)
+            with jobs.lock:
+                jobs.pending = deque(job for job in jobs.pending if job[0] != "clip")  # the newest clip wins
+                jobs.pending.append(("clip", path or ""))
+                if path and Path(path).name not in example_names:
+                    jobs.files.add(Path(path))
+            text = "Upload a clip to start." if not path else f"**{Path(path).name}** queued for analysis…"
+            return [session.id, text]
+
+        def add_question(text, session_id, request: gr.Request):
+            """The question queued for the session's worker; the box is emptied for the next one."""
+            session = session_of(session_id, request)
+            jobs = jobs_of(session.id)
+            text = (text or "").strip()
+            if not text:
+                return [session.id, gr.update(), gr.update(), "Type a question first."]
+            with jobs.lock:
+                jobs.pending.append(("question", text))
+                analysing = any(kind == "clip" for kind, _ in jobs.pending) or jobs.running
+            note = ("Your question will be answered when the clip's analysis is done." if analysing
+                    else "Question queued.")
+            return [session.id, "", _chat_view(session, jobs), note]
+
+        def work_jobs(session_id, progress=gr.Progress()):
+            """The session's worker: every queued job in order (returns at once if another worker runs)."""
             session = engine.session(session_id)
-            empty = [session.id, None, [], None, None, None, ""]
-            if not path:
-                return [*empty[:1], "Upload a clip to start.", *empty[2:], *_suggestion_updates(None)]
+            jobs = jobs_of(session.id)
+            with jobs.lock:
+                if jobs.running:
+                    yield [session.id, *[gr.update()] * (len(worked) - 1)]
+                    return
+                jobs.running = True
             try:
-                analysis = engine.load_video(session, path, progress=lambda f, d: progress(f, desc=d))
-                progress(0.9, desc="rendering the overlay")
-                out = work / session.id
+                while True:
+                    with jobs.lock:
+                        if not jobs.pending:
+                            jobs.running = False
+                            break
+                        kind, value = jobs.pending.popleft()
+                    if kind == "clip":
+                        yield from analyse(session, jobs, value, progress)
+                    else:
+                        yield from answer(session, jobs, value)
+            finally:
+                with jobs.lock:
+                    jobs.running = False
+            yield [session.id, gr.update(), _chat_view(session, jobs), gr.update(), *keep,
+                   *_suggestion_updates(session)]
+
+        def analyse(session: Session, jobs: _Jobs, path: str, progress):
+            if not path:
+                session.reset()
+                jobs.preview = None
+                yield [session.id, "Upload a clip to start.", [], None, None, None, None, "",
+                       *_suggestion_updates(None)]
+                return
+            name = Path(path).name
+            waiting = len(jobs.questions())
+            note = f" ({waiting} question(s) will be answered after it)" if waiting else ""
+            yield [session.id, f"Analysing **{name}**…{note}", _chat_view(session, jobs), gr.update(), *keep,
+                   *[gr.update()] * NUM_SUGGESTIONS]
+            out = work / session.id
+            try:
                 out.mkdir(parents=True, exist_ok=True)
-                stamp = len(list(out.glob("overlay_*.mp4")))
-                mp4 = write_overlay_video(analysis, out / f"overlay_{stamp}.mp4")
-                clip = analysis.clip
-                trained = session.model_info is None or session.model_info.trained
-                text = (f"Analysed **{Path(path).name}**: {len(clip.frames)} frames sampled over "
-                        f"{clip.duration_s:.1f} s in {analysis.timings.get('total_s', 0):.1f} s. Ask away.")
-                if not trained:
-                    text += " ⚠ Untrained model: answers and heatmaps are noise."
-                return [session.id, text, [], mp4, score_figure(analysis, trained=trained),
-                        frame_strip(analysis), _evidence_markdown(analysis), *_suggestion_updates(session)]
+                jobs.preview = path if browser_playable(path) else str(
+                    display_copy(path, out / f"preview_{len(list(out.glob('preview_*.mp4')))}.mp4"))
+                yield [session.id, f"Analysing **{name}**…{note}", gr.update(), jobs.preview, *keep,
+                       *[gr.update()] * NUM_SUGGESTIONS]
+                analysis = engine.load_video(session, path, progress=lambda f, d: progress(f, desc=d))
             except Exception as exc:  # noqa: BLE001 - every failure becomes a message; the page keeps working
                 session.reset()
-                return [session.id, "⚠ " + _message(exc, "analyse this clip"), *empty[2:],
-                        *_suggestion_updates(None)]
+                jobs.preview = None
+                yield [session.id, "⚠ " + _message(exc, "analyse this clip"), _chat_view(session, jobs), None,
+                       None, None, None, "", *_suggestion_updates(None)]
+                return
+            yield [session.id, _analysed_text(session, analysis, name), _chat_view(session, jobs), gr.update(),
+                   *_views(analysis, session, out), *[gr.update()] * NUM_SUGGESTIONS]
 
-        def ask(text, session_id):
-            session = engine.session(session_id)
-            history = _chat_messages(session)
-            text = (text or "").strip()
+        def answer(session: Session, jobs: _Jobs, text: str):
             if engine.waiting:
-                yield [session.id, history, gr.update(), f"Waiting for {engine.waiting} other request(s)…",
-                       *_suggestion_updates(session)]
+                yield [session.id, f"Waiting for {engine.waiting} other request(s)…",
+                       _chat_view(session, jobs, (text, "")), gr.update(), *keep, *[gr.update()] * NUM_SUGGESTIONS]
             try:
-                shown = history + [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
                 for partial in engine.ask_stream(session, text):
-                    shown[-1]["content"] = partial
-                    yield [session.id, shown, "", "Answering…", *[gr.update()] * NUM_SUGGESTIONS]
-                yield [session.id, _chat_messages(session), "", "Ready for the next question.",
-                       *_suggestion_updates(session)]
+                    yield [session.id, "Answering…", _chat_view(session, jobs, (text, partial)), gr.update(),
+                           *keep, *[gr.update()] * NUM_SUGGESTIONS]
+                yield [session.id, "Ready for the next question.", _chat_view(session, jobs), gr.update(), *keep,
+                       *[gr.update()] * NUM_SUGGESTIONS]
             except Exception as exc:  # noqa: BLE001
-                yield [session.id, history, gr.update(), "⚠ " + _message(exc, "answer"),
-                       *_suggestion_updates(session)]
+                yield [session.id, "⚠ " + _message(exc, "answer"), _chat_view(session, jobs), gr.update(), *keep,
+                       *[gr.update()] * NUM_SUGGESTIONS]
 
-        def apply_settings(model_source, n_frames, categories, session_id, progress=gr.Progress()):
-            session = engine.session(session_id)
+        def apply_settings(model_choice, n_frames, categories, session_id, request: gr.Request):
+            session = session_of(session_id, request)
             try:
-                engine.configure(session, model=model_source, num_frames=int(n_frames), extra_events=categories)
+                source = allowed_model_source(model_choice, engine.config.model)
+                engine.configure(session, model=source, num_frames=int(n_frames), extra_events=categories)
                 banner_text = _model_banner(engine, session.model_source)
             except Exception as exc:  # noqa: BLE001
                 return [session.id, "⚠ " + _message(exc, "apply the settings"), gr.update()]
-            return [session.id, "Settings applied: they take effect on the next clip analysed.", banner_text]
+            jobs = jobs_of(session.id)
+            with jobs.lock:
+                if not any(kind == "clip" for kind, _ in jobs.pending) and session.loaded and jobs.preview:
+                    jobs.pending.appendleft(("clip", jobs.preview))
+            return [session.id, "Settings applied: the clip is analysed again with them.", banner_text]
 
-        def new_conversation(session_id):
-            session = engine.session(session_id)
+        def clear_chat(session_id, request: gr.Request):
+            session = session_of(session_id, request)
             session.clear_history()
             return [session.id, [], "New conversation on the same clip.", *_suggestion_updates(session)]
 
-        def export(kind, session_id):
-            session = engine.session(session_id)
+        def export(kind, session_id, request: gr.Request):
+            session = session_of(session_id, request)
             try:
                 if session.analysis is None:
-                    raise TVADError("nothing to export yet: analyse a clip first")
+                    raise TVADError("nothing to export yet: analyse a clip with the model first")
                 out = work / session.id
                 if kind == "json":
+                    name = Path(session.analysis.clip.source).name
                     path = write_report(session.analysis, out / "tvad_report.json", session.model_info,
-                                        session.turns)
+                                        session.turns, source_name=name)
                 else:
                     path = write_overlay_video(session.analysis, out / "tvad_overlay.mp4")
                 return [session.id, str(path), f"Exported {path.name}."]
             except Exception as exc:  # noqa: BLE001
                 return [session.id, None, "⚠ " + _message(exc, "export")]
 
-        analysed = [sid, status, chat, overlay, plot, strip, evidence, *suggestions]
-        video.change(analyse, [video, sid], analysed, concurrency_limit=CONCURRENCY)
-        asked = [sid, chat, question, status, *suggestions]
-        send.click(ask, [question, sid], asked, concurrency_limit=CONCURRENCY)
-        question.submit(ask, [question, sid], asked, concurrency_limit=CONCURRENCY)
+        # Queueing is done by add_clip/add_question (instant, unqueued) and one worker per session (queued):
+        # "multiple" lets a second question or a new clip through while the first is being worked on.
+        fast = dict(queue=False, trigger_mode="multiple")
+        upload.change(add_clip, [upload, sid], [sid, status], **fast).then(
+            work_jobs, [sid], worked, concurrency_limit=CONCURRENCY)
+        asked = [sid, question, chat, status]
+        for trigger in (send.click, question.submit):
+            trigger(add_question, [question, sid], asked, **fast).then(
+                work_jobs, [sid], worked, concurrency_limit=CONCURRENCY, show_progress="minimal")
         for button in suggestions:
-            button.click(ask, [button, sid], asked, concurrency_limit=CONCURRENCY)
-        reset.click(new_conversation, [sid], [sid, chat, status, *suggestions])
+            button.click(add_question, [button, sid], asked, **fast).then(
+                work_jobs, [sid], worked, concurrency_limit=CONCURRENCY, show_progress="minimal")
+        cleared = [sid, chat, status, *suggestions]
+        reset.click(clear_chat, [sid], cleared, queue=False)
+        chat.clear(clear_chat, [sid], cleared, queue=False)
         apply.click(apply_settings, [model_box, frames, events, sid], [sid, status, banner]).then(
-            analyse, [video, sid], analysed, concurrency_limit=CONCURRENCY)
-        export_json.click(lambda s: export("json", s), [sid], [sid, export_file, status])
-        export_mp4.click(lambda s: export("mp4", s), [sid], [sid, export_file, status])
+            work_jobs, [sid], worked, concurrency_limit=CONCURRENCY)
+        def export_json_report(session_id, request: gr.Request):
+            return export("json", session_id, request)
+
+        def export_overlay(session_id, request: gr.Request):
+            return export("mp4", session_id, request)
+
+        export_json.click(export_json_report, [sid], [sid, export_file, status])
+        export_mp4.click(export_overlay, [sid], [sid, export_file, status])
+        demo.unload(on_unload)
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
     return demo
 
 
+def _cache_root() -> Path:
+    """Gradio's file cache: what the page writes there is served as it is (not copied) and deleted with it."""
+    root = Path(gradio_upload_folder())
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _example_label(path: Path) -> str:
+    """'ped2_test01_bicycle.mp4' -> 'Ped2 test01 bicycle'."""
+    return path.stem.replace("_", " ").capitalize()
+
+
+def _analysed_text(session: Session, analysis: Analysis | None, name: str) -> str:
+    if analysis is None:
+        return f"Analysed **{name}**. {session.scene_note} Ask away."
+    clip = analysis.clip
+    count = len(clip.frames)
+    text = (f"Analysed **{name}**: {count} frame{'s' if count != 1 else ''} sampled over {clip.duration_s:.1f} s "
+            f"in {analysis.timings.get('total_s', 0):.1f} s. Ask away.")
+    for warning in clip.warnings:
+        text += f"\n\n⚠ {warning}"
+    if session.model_info is not None and not session.model_info.trained:
+        text += " ⚠ Untrained model: answers and heatmaps are noise."
+    return text
+
+
+def _views(analysis: Analysis | None, session: Session, out: Path) -> list[Any]:
+    """Overlay video, score plot, frame strip and evidence of an analysis (empty without the model's)."""
+    if analysis is None:
+        return [None, None, None, session.scene_note]
+    trained = session.model_info is None or session.model_info.trained
+    mp4 = write_overlay_video(analysis, out / f"overlay_{len(list(out.glob('overlay_*.mp4')))}.mp4")
+    return [str(mp4), score_figure(analysis, trained=trained), frame_strip(analysis), _evidence_markdown(analysis)]
+
+
+def _size_bytes(text: str) -> int:
+    """'200mb' -> 209715200 (kb, mb, gb; as Gradio's max_file_size reads it)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?b)\s*", text.lower())
+    if not match:
+        raise ValueError(f"TVAD_MAX_UPLOAD must look like 200mb or 1gb, got {text!r}")
+    return int(float(match.group(1)) * {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}[match.group(2)])
+
+
 def main(host: str | None = None, port: int | None = None, model: str | None = None) -> None:
-    """Serve the page; unset arguments come from TVAD_HOST, TVAD_PORT and TVAD_MODEL."""
+    """Serve the page; unset arguments come from TVAD_HOST, TVAD_PORT and TVAD_MODEL (limits: README)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     host = host or os.environ.get("TVAD_HOST", "127.0.0.1")
     port = port or int(os.environ.get("TVAD_PORT", "7860"))
-    engine = ChatEngine(EngineConfig(model=model or os.environ.get("TVAD_MODEL", DEFAULT_MODEL)))
+    engine = ChatEngine(EngineConfig(model=model or os.environ.get("TVAD_MODEL", DEFAULT_MODEL),
+                                     max_file_bytes=_size_bytes(MAX_UPLOAD_TEXT),
+                                     max_duration_s=MAX_DURATION_MIN * 60))
     try:
         engine.model()  # load once before serving; a failure shows in the page banner instead
     except Exception:  # noqa: BLE001
         logger.exception("the default model did not load")
     demo = build_app(engine)
-    demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD, show_error=False,
+    demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_TEXT, show_error=False,
                 allowed_paths=[str(default_cache_dir())], css=CSS, footer_links=[])
