@@ -179,6 +179,15 @@ class VideoResult:
     rejected_focus: list[tuple[Timeline, str]] = field(default_factory=list)
 
 
+class AllFramesRejected(DataError):
+    """Every extracted frame of a video was rejected by the backend (the counts go into the build's summary)."""
+
+    def __init__(self, key: str, reasons: Counter) -> None:
+        super().__init__(f"{key}: every frame was rejected ({reasons.most_common(1)[0][0]})")
+        self.frames = sum(reasons.values())
+        self.reasons = reasons
+
+
 def process_video(item: VideoItem, backend: ExtractionBackend, cfg: CorpusConfig) -> VideoResult:
     """Extraction, timelines, the anomaly-focused pass and the facts the QA is built from."""
     needs_images = bool(getattr(backend, "needs_images", True))
@@ -204,8 +213,7 @@ def process_video(item: VideoItem, backend: ExtractionBackend, cfg: CorpusConfig
                                image=None if frames is None else frames[n], annotations=ann))
     records = backend.extract_many(tasks)
     if records and not any(r.ok for r in records):
-        reasons = Counter(r.error for r in records)
-        raise DataError(f"{item.key}: every frame was rejected ({reasons.most_common(1)[0][0]})")
+        raise AllFramesRejected(item.key, Counter((r.error or "unknown").split(":")[0] for r in records))
     timelines = associate(records, cfg.association)
     first, last = indices[0], indices[-1]
 
@@ -346,6 +354,10 @@ def build_corpus(items: Iterable[VideoItem], backend: ExtractionBackend, cfg: Co
                 qa = build_video_qa(res.facts, cfg.max_normal_targets)
             except TVADError as err:
                 counters["failed"] += 1
+                if isinstance(err, AllFramesRejected):  # its frames were extracted, and all rejected
+                    counters["frames"] += err.frames
+                    counters["rejected"] += err.frames
+                    reasons.update(err.reasons)
                 log.warning("%s: %s", item.key, err)
                 fails.append_batch([{"id": f"{item.key}@{time.time():.6f}", "video_id": item.key,
                                      "reason": str(err)}])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -844,3 +845,18 @@ def test_ped2_with_ground_truth_masks_end_to_end(tmp_path):
     traj01 = refs["test/01/trajectory"]["references"][0]
     # the bicycle, first masked at frame index 60 (frame 61 of the folder)
     assert f"enters from the left at {60 / PED2_FPS:.1f} s" in traj01 and "from left to right" in traj01
+
+
+def test_a_video_whose_every_frame_is_rejected_is_counted_in_the_summary(tmp_path):
+    """The summary's frame counts include a failed video's rejected frames (not 0 beside 'every frame rejected')."""
+
+    class Refusing(GroundTruthBackend):
+        def extract(self, task):
+            record = super().extract(task)
+            return dataclasses.replace(record, ok=False, error="unreadable: the model said nothing")
+
+    item = make_item(0)
+    s = build_corpus([item], Refusing(), CorpusConfig(out_dir=tmp_path / "out", progress=False))
+    assert s.videos_failed == 1 and s.videos_done_now == 0
+    assert s.frames_extracted == s.frames_rejected > 0
+    assert s.reject_reasons == {"unreadable": s.frames_rejected}
