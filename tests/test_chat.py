@@ -137,7 +137,7 @@ def test_engine_lock_serialises_model_calls():
             with self.guard:
                 self.active -= 1
 
-        def analyze(self, clip, extra_events=()):
+        def analyze(self, clip, extra_events=(), context=None):
             self._enter()
             self.vision_passes += 1
             return SimpleNamespace(clip=clip, judgement=None)
@@ -176,7 +176,7 @@ def test_session_categories_reach_the_model_as_an_argument(tmp_path):
         def __init__(self):
             self.calls: list[list[str]] = []
 
-        def analyze(self, clip, extra_events=()):
+        def analyze(self, clip, extra_events=(), context=None):
             self.calls.append(list(extra_events))
             return SimpleNamespace(clip=clip, judgement=None)
 

@@ -57,7 +57,7 @@ class ChatModel(Protocol):
     @property
     def vision_passes(self) -> int: ...
 
-    def analyze(self, clip: Clip, extra_events: Sequence[str] = ()) -> Analysis: ...
+    def analyze(self, clip: Clip, extra_events: Sequence[str] = (), context: str | None = None) -> Analysis: ...
 
     def answer(self, analysis: Analysis, history: Sequence[dict[str, str]], question: str,
                stream: StreamFn | None = None, max_new_tokens: int | None = None) -> str: ...
@@ -284,7 +284,8 @@ class ChatEngine:
             with self._model_turn():
                 progress(0.4, "analysing: vision pass, heatmaps, anomaly prompts")
                 before = model.vision_passes
-                analysis = model.analyze(clip, extra_events=session.extra_events)
+                context = None if session.answerer is None else session.answerer.evidence_text()
+                analysis = model.analyze(clip, extra_events=session.extra_events, context=context)
                 session.vision_passes += model.vision_passes - before
             session.analysis, session.model, session.model_info = analysis, model, info
             session.history = []
@@ -339,15 +340,13 @@ class ChatEngine:
 
     def _model_answer(self, session: Session, question: str, stream: StreamFn | None,
                       max_new_tokens: int | None) -> str:
-        """The model's answer, given the scene evidence as text; a yes/no against the scene judgement says so."""
+        """The model's answer (it read the scene evidence with its system prompt when the clip was analysed);
+        a yes/no against the scene judgement says so."""
         if session.analysis is None or session.model is None:
             raise ConfigError("no clip analysed yet: upload a video (or pick an example) first")
-        asked = question
-        if session.answerer is not None:
-            asked = f"Evidence from the scene analysis: {session.answerer.evidence_text()}\n{question}"
         with self._model_turn():
             before = session.model.vision_passes
-            text = session.model.answer(session.analysis, list(session.history), asked, stream=stream,
+            text = session.model.answer(session.analysis, list(session.history), question, stream=stream,
                                         max_new_tokens=max_new_tokens or self.config.max_new_tokens)
             session.vision_passes += session.model.vision_passes - before
         if session.answerer is not None:

@@ -112,8 +112,10 @@ class ProfileSource:
     SceneAnalyzer that starts from the clip's own background, as ``tvad analyze --profile`` does
     (tvad_chat.scene.run.analyze_source), so a clip that starts at frame 0 gets exactly its heat. The heat
     maps of each temporal patch's sampled frames are pooled by their maximum (an object seen in either
-    frame counts, as the AHD targets OR-merge the two frames), then area-averaged to the H' x W' cells
-    (``adaptive_avg_pool2d`` bins, as heads.ahd.masks_to_patch_grid).
+    frame counts, as the AHD targets OR-merge the two frames), then each H' x W' cell takes the highest heat
+    inside it (``adaptive_max_pool2d`` bins): a cell holding a flagged object is abnormal, as a cell partly
+    covered by an anomaly mask is an abnormal AHD target; an area average would dilute a small object's heat
+    below 0.5 in cells much larger than it.
     """
 
     def __init__(self, profile: SceneProfile) -> None:
@@ -160,7 +162,7 @@ class ProfileSource:
         if missing:
             raise ConfigError(f"{clip.source.name} has no frames {missing[:5]}: the clip's source changed "
                               "since it was sampled; load the clip again")
-        cells = F.adaptive_avg_pool2d(torch.from_numpy(pooled)[:, None], (grid_h, grid_w))[:, 0]
+        cells = F.adaptive_max_pool2d(torch.from_numpy(pooled)[:, None], (grid_h, grid_w))[:, 0]
         log.debug("%s: %d source frames from %d, peak heat %.3f on the patch grid", self.name,
                   last - start + 1, start, float(cells.max()))
         return from_abnormal(cells)

@@ -67,6 +67,7 @@ class ModelState:
     num_prompt_tokens: int
     clip_cache: ClipCache
     class_probs: Tensor | None = None  # the heatmap source's (T', 2, H', W')
+    system_prompt: str | None = None  # as the prefix was built (with the clip's context): answers reuse it
 
 
 @dataclass
@@ -212,11 +213,13 @@ class TVAD:
             return self.prompts
         return load_prompts(extra_events=[*self.prompts.events, *extra_events])
 
-    def analyze(self, clip, extra_events: Sequence[str] = (), heatmap_source: HeatmapSource | None = None
-                ) -> Analysis:
+    def analyze(self, clip, extra_events: Sequence[str] = (), heatmap_source: HeatmapSource | None = None,
+                context: str | None = None) -> Analysis:
         """All per-clip work, once: vision pass, heatmaps, evidence, anomaly prompts, prefix cache.
 
         ``extra_events``: anomaly categories looked for in this clip besides the model's own.
+        ``context``: text about this clip the model reads with its system prompt (the scene analysis's
+        evidence); it is part of the cached prefix, so follow-ups do not pay for it again.
         ``heatmap_source``: where this clip's maps come from (default: the model's, ``self.heatmap_source``);
         the evidence and the RAE read its class probabilities.
         """
@@ -248,8 +251,9 @@ class TVAD:
         t3 = time.perf_counter()
         n_prompt = 0 if prompt_embeds is None else int(prompt_embeds.shape[0])
         # Any user turn works here: only the per-clip prefix (system, video, anomaly block) is run.
+        system_prompt = self._system_prompt(context)
         inputs = self.backbone.build_inputs(vision, [{"role": "user", "content": "?"}], n_prompt,
-                                            system_prompt=self._system_prompt())
+                                            system_prompt=system_prompt)
         clip_cache = self.backbone.prefill(inputs, vision, prompt_embeds)
         timings["prefix_s"] = time.perf_counter() - t3
         timings["total_s"] = time.perf_counter() - t0
@@ -264,13 +268,16 @@ class TVAD:
             timeline=evidence.get("timeline", []),
             evidence=evidence.get("raw"),
             state=ModelState(vision=vision, prompt_embeds=prompt_embeds, num_prompt_tokens=n_prompt,
-                             clip_cache=clip_cache, class_probs=class_probs),
+                             clip_cache=clip_cache, class_probs=class_probs, system_prompt=system_prompt),
             timings=timings,
             heatmap_source=source.name if source is not None else None,
         )
 
-    def _system_prompt(self) -> str | None:
-        return getattr(self.prompts, "system_prompt", None) or None
+    def _system_prompt(self, context: str | None = None) -> str | None:
+        base = getattr(self.prompts, "system_prompt", None) or None
+        if not context:
+            return base
+        return f"{base}\n\n{context}" if base else context
 
     def _evidence(self, clip, heatmaps: np.ndarray | None, class_probs: Tensor | None) -> dict[str, Any]:
         if heatmaps is None:
@@ -325,7 +332,7 @@ class TVAD:
             raise ConfigError("the question is empty")
         state = analysis.state
         inputs = self.backbone.build_inputs(state.vision, self.dialogue(history, question), state.num_prompt_tokens,
-                                            system_prompt=self._system_prompt())
+                                            system_prompt=state.system_prompt)
         result = self.backbone.generate(inputs, clip_cache=state.clip_cache,
                                         max_new_tokens=max_new_tokens or self.config.max_new_tokens, stream=stream,
                                         **generate_kwargs)

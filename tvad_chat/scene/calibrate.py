@@ -71,8 +71,11 @@ def clip_background(source: str | Path, work_width: int, samples: int,
 
 def calibrate(sources: Sequence[str | Path], name: str, config: CalibrationConfig | None = None,
               fps: float | None = None, folder_fps: float | None = None,
-              progress: Callable[[int, int], None] | None = None) -> SceneProfile:
-    """A scene profile from normal clips (video files or frame folders) of one camera."""
+              progress: Callable[[int, int], None] | None = None, keep_times: bool = False) -> SceneProfile:
+    """A scene profile from normal clips (video files or frame folders) of one camera.
+
+    ``keep_times``: the profile remembers when each normal object was seen, so that the same clip can be
+    scored against itself (uncalibrated analysis); never for a profile that scores other clips."""
     cfg = config or CalibrationConfig()
     if not sources:
         raise ProfileError("give at least one normal clip of the camera to calibrate on")
@@ -140,7 +143,7 @@ def calibrate(sources: Sequence[str | Path], name: str, config: CalibrationConfi
         made_from={"sources": [Path(s).name for s in sources], "seconds": round(seconds, 1),
                    "frames": sum(len(c.times) for c in clips), "objects": len(everything),
                    "fps": fps, "folder_fps": folder_fps, "folds": len(folds)},
-        normal_times=times[keep])
+        normal_times=times[keep] if keep_times else None)
 
 
 def _fit_perspective(clips: list[_Frames], every: list[Measure], scoring: ScoringConfig) -> Perspective:

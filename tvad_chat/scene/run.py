@@ -81,7 +81,8 @@ def analyze_clip(source: str | Path, profile: str | Path | None = "auto", fps: f
     chosen = choice.profile
     if chosen is None:
         try:
-            chosen = calibrate([source], "uncalibrated", UNCALIBRATED, fps=fps, folder_fps=folder_fps)
+            chosen = calibrate([source], "uncalibrated", UNCALIBRATED, fps=fps, folder_fps=folder_fps,
+                               keep_times=True)
         except ProfileError as exc:
             raise ProfileError(f"cannot analyse this clip without a scene profile: {exc}. Give a profile of "
                                "this camera (--profile DIR) or a longer clip") from None
