@@ -37,7 +37,7 @@ def one_model_build():
 def test_ask_with_follow_ups_json(capsys):
     code = cli.main(["ask", str(AVENUE), "Is there an anomaly in this video?", "--follow-up",
                      "What does the anomalous target look like?", "--follow-up", "When does it happen?",
-                     "--frames", "8", "--max-new-tokens", "5", "--json"])
+                     "--frames", "8", "--max-new-tokens", "5", "--json", "--model", models.DEFAULT_MODEL])
     out = capsys.readouterr()
     assert code == 0, out.err
     record = json.loads(out.out)
@@ -45,7 +45,8 @@ def test_ask_with_follow_ups_json(capsys):
         "Is there an anomaly in this video?", "What does the anomalous target look like?", "When does it happen?"]
     assert all(isinstance(d["answer"], str) for d in record["dialogue"])
     assert record["vision_passes"] == 1  # three questions, one vision pass
-    assert isinstance(record["judgement"], bool) and 0.0 <= record["score"] <= 1.0
+    assert isinstance(record["model_judgement"], bool) and 0.0 <= record["model_score"] <= 1.0
+    assert record["answers"] == "model" and record["judgement"] in ("yes", "no")  # the scene analysis's verdict
     if not record["trained"]:
         assert "RANDOM weights" in out.err
 
@@ -64,7 +65,7 @@ def test_ask_streams_text(capsys):
 def test_analyze_writes_report_overlay_and_plot(tmp_path, capsys):
     report, overlay, plot = tmp_path / "r.json", tmp_path / "o.mp4", tmp_path / "p.png"
     code = cli.main(["analyze", str(AVENUE), "--out", str(report), "--overlay", str(overlay), "--plot", str(plot),
-                     "--frames", "6", "--events", "bicycle, skateboard"])
+                     "--frames", "6", "--events", "bicycle, skateboard", "--model", models.DEFAULT_MODEL])
     out = capsys.readouterr()
     assert code == 0, out.err
     data = json.loads(report.read_text())

@@ -112,17 +112,17 @@ def test_profile_source_pools_the_profile_heat_onto_the_patch_grid(scene):
     np.testing.assert_allclose(probs[:, 1], expected, atol=1e-6)
     # Highest on the planted object, low away from it (cells not next to the object's cells).
     abnormal = probs[:, 1]
+    object_peak = 0.0
     for patch, (a, b) in enumerate(clip.frame_indices.reshape(8, 2)):
         on = np.zeros((8, 10), bool)
         on[PLANT_Y // 24:(PLANT_Y + PLANT_H - 1) // 24 + 1,
            planted_x(a) // 32:(planted_x(b) + PLANT_W - 1) // 32 + 1] = True
         near = cv2.dilate(on.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-        assert on.flat[int(abnormal[patch].argmax())], patch  # the patch's hottest cell is on the object
-        # the object's cells carry its own heat, undiluted by the background around it
-        assert abnormal[patch][on].max() > 0.2, patch
-        assert abnormal[patch][~near].max() < 0.2, patch
-        assert abnormal[patch][on].max() > 2 * abnormal[patch][~near].max(), patch
-        assert abnormal[patch][~near].mean() < 0.02, patch
+        object_peak = max(object_peak, float(abnormal[patch][on].max()))
+        assert abnormal[patch][~near].max() < 0.5, patch  # no walker reaches the threshold's heat
+        assert abnormal[patch][~near].mean() < 0.05, patch  # walkers keep their own low heat (max pooling)
+    # the clip's hottest cell is on the object, above the threshold's heat (max pooling: undiluted)
+    assert object_peak == float(abnormal.max()) and object_peak > 0.5
 
 
 # --------------------------------------------------------------------------- (c) fusion

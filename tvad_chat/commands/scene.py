@@ -73,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from tvad_chat.scene.calibrate import calibrate
+    from tvad_chat.scene.profile import check_profile_folder
 
+    check_profile_folder(args.out)  # before minutes of calibration, not after
     name = args.name or args.out.resolve().name
     with tqdm(desc="calibrating", unit="frame") as bar:
         def progress(done: int, total: int) -> None:

@@ -26,7 +26,7 @@ from tvad_chat.scene.features import HEIGHT, SPEED, WIDTH, Measure, features, me
 from tvad_chat.scene.objects import ObjectFinder, SceneObject, to_work_grey
 from tvad_chat.scene.profile import SceneProfile
 from tvad_chat.scene.scoring import BoxScorer, Density, smooth_frame_scores
-from tvad_chat.video import Clip
+from tvad_chat.video import Clip, sampled_fps
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ class SceneAnalyzer:
 
     def finish(self, records: list[FrameRecord]) -> SceneAnalysis:
         times = np.array([r.time for r in records], np.float64)
-        fps = 1.0 / float(np.median(np.diff(times))) if len(times) > 1 and np.median(np.diff(times)) > 0 else 1.0
+        fps = sampled_fps(times, 1.0)
         raw = np.array([r.raw_score for r in records], np.float32)
         profile = self.profile
         return SceneAnalysis(

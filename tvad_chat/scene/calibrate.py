@@ -23,14 +23,14 @@ import numpy as np
 
 from tvad_chat.errors import ProfileError
 from tvad_chat.scene.analyze import measure_frame
-from tvad_chat.scene.events import operating_points
+from tvad_chat.scene.events import footage_seconds, operating_points
 from tvad_chat.scene.features import HEIGHT, SPEED, WIDTH, Measure, Perspective, feature_scales, features
 from tvad_chat.scene.match import background_similarity, SAME_CAMERA
 from tvad_chat.scene.objects import ObjectConfig, ObjectFinder, to_work_grey, work_size
 from tvad_chat.scene.profile import REFERENCE_PERCENTILES, SceneProfile
 from tvad_chat.scene.scoring import BoxScorer, Density, ScoringConfig, smooth_frame_scores
 from tvad_chat.tracking import TrackerConfig, track_boxes
-from tvad_chat.video import load_clip, probe, stream_clip
+from tvad_chat.video import load_clip, probe, sampled_fps, stream_clip
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def calibrate(sources: Sequence[str | Path], name: str, config: CalibrationConfi
             if progress is not None:
                 progress(done, total)
         clips.append(frames)
-    seconds = sum(_duration(c.times) for c in clips)
+    seconds = sum(footage_seconds(c.times) for c in clips)
     every = [m for c in clips for ms in c.measures for m in ms]
     if seconds < cfg.min_seconds or len(every) < cfg.min_objects:
         raise ProfileError(f"too little normal footage: {seconds:.1f} s with {len(every)} moving objects; a profile "
@@ -169,12 +169,6 @@ def _fit_perspective(clips: list[_Frames], every: list[Measure], scoring: Scorin
     return Perspective.fit(np.array(rows), np.array(heights))
 
 
-def _duration(times: list[float]) -> float:
-    if len(times) < 2:
-        return 0.0
-    return times[-1] - times[0] + float(np.median(np.diff(times)))
-
-
 def _folds(clips: list[_Frames], count: int) -> list[_Frames]:
     """Whole clips when there are at least ``count``, else every clip cut into equal stretches of time."""
     if len(clips) >= count:
@@ -198,7 +192,7 @@ def _held_out_scores(fold: _Frames, feats: list[np.ndarray], density: Density,
         scored = scorer.push(step, boxes, density.score(f))
         raw.append(max((b.score for b in scored), default=0.0))
     times = np.asarray(fold.times, np.float64)
-    fps = 1.0 / float(np.median(np.diff(times))) if len(times) > 1 else 1.0
+    fps = sampled_fps(times, 1.0)
     return smooth_frame_scores(np.asarray(raw), fps, scoring.smooth_sigma_s), times
 
 

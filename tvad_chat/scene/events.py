@@ -21,6 +21,14 @@ CANDIDATES = 400  # thresholds tried when measuring operating points
 UNMEASURED_STEP = 0.25  # threshold raised by this share of the highest normal score per decade beyond the footage
 
 
+def footage_seconds(times: Sequence[float]) -> float:
+    """How much time analysed frames at ``times`` cover: first to last, plus one frame's step."""
+    times = np.asarray(times, np.float64)
+    if len(times) < 2:
+        return 0.0
+    return float(times[-1] - times[0] + np.median(np.diff(times)))
+
+
 def runs_above(scores: np.ndarray, times: np.ndarray, threshold: float, join_s: float = JOIN_S) -> list[tuple[int, int]]:
     """(first, last) positions of the runs where scores > threshold, runs closer than join_s joined."""
     above = np.asarray(scores) > threshold
@@ -40,8 +48,7 @@ def runs_above(scores: np.ndarray, times: np.ndarray, threshold: float, join_s: 
 
 def operating_points(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[OperatingPoint]:
     """Thresholds for about 1, 0.1 and 0.01 false alarms per minute on held-out normal (scores, times) series."""
-    minutes = sum(float(t[-1] - t[0]) + (float(np.median(np.diff(t))) if len(t) > 1 else 0.0)
-                  for _, t in series if len(t)) / 60.0
+    minutes = sum(footage_seconds(t) for _, t in series) / 60.0
     everything = np.concatenate([s for s, _ in series]) if series else np.zeros(1)
     top = float(everything.max()) if everything.size else 0.0
     candidates = np.unique(np.quantile(everything, np.linspace(0.5, 1.0, CANDIDATES)))

@@ -53,6 +53,15 @@ class OperatingPoint:
         return f"about 1 false alarm per {every} of this camera's normal footage{note}"
 
 
+def check_profile_folder(directory: str | Path) -> Path:
+    """A folder a profile may be written to: new, empty, or an older profile (replaced whole)."""
+    directory = Path(directory)
+    if directory.exists() and (not directory.is_dir() or (any(directory.iterdir())
+                                                          and not (directory / PROFILE_JSON).is_file())):
+        raise ProfileError(f"{directory} exists and is not a scene profile: choose an empty or new folder")
+    return directory
+
+
 @dataclass
 class SceneProfile:
     name: str
@@ -81,9 +90,7 @@ class SceneProfile:
         raise ProfileError(f"profile {self.name!r} has no operating point {wanted!r}; it has {names}")
 
     def save(self, directory: str | Path) -> Path:
-        directory = Path(directory)
-        if directory.exists() and any(directory.iterdir()) and not (directory / PROFILE_JSON).is_file():
-            raise ProfileError(f"{directory} exists and is not a scene profile: choose an empty or new folder")
+        directory = check_profile_folder(directory)
         meta = {
             "format_version": FORMAT_VERSION,
             "name": self.name,

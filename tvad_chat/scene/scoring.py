@@ -5,7 +5,8 @@
 - Tracks: the one tracker (tvad_chat.tracking) links object boxes frame to frame; a track survives
   ``max_gap`` frames without a box (brief occlusion).
 - Box score: the mean object score over the track's last ``track_window`` boxes (one odd frame of flow
-  noise does not make an alarm; a cyclist stays anomalous while it is in view).
+  noise does not make an alarm; a cyclist stays anomalous while it is in view), but never more than the
+  best of its last two object scores (a track id handed to a walker does not hand on the anomaly's score).
 - Merges and splits: a new track whose first box overlaps a recent track's last box by at least
   ``INHERIT_OVERLAP`` of the smaller box continues that track's score history (a track that broke when a
   cart merged with the walkers beside it keeps its evidence).
@@ -121,7 +122,10 @@ class BoxScorer:
             seen.append(step)
             self._last[track_id] = (step, box)
             hits = sum(1 for s in seen if step - s < cfg.hit_window)
-            score = float(np.mean(history)) if hits >= cfg.min_hits else 0.0
+            # sustained (the window's mean) and current (the last two frames' best): a walker that inherits an
+            # anomaly's track id where their paths cross does not carry its score on
+            sustained, current = float(np.mean(history)), max(list(history)[-2:])
+            score = min(sustained, current) if hits >= cfg.min_hits else 0.0
             out.append(ScoredBox(box, score, track_id, j))
         return out
 
