@@ -73,7 +73,8 @@ def prepare_profile(path: Path, settings: ScanSettings, threads: int) -> Prepare
     profile = choice.profile
     if profile is None:
         try:
-            profile = calibrate([path], "uncalibrated", UNCALIBRATED, fps=settings.fps, folder_fps=settings.folder_fps)
+            profile = calibrate([path], "uncalibrated", UNCALIBRATED, fps=settings.fps, folder_fps=settings.folder_fps,
+                                keep_times=True)
         except ProfileError as exc:
             raise ProfileError(f"cannot analyse this clip without a scene profile: {exc}. Give a profile of "
                                "this camera (--profile DIR)") from None
