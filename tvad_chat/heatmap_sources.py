@@ -27,12 +27,10 @@ from torch import Tensor
 from heads.ahd import ABNORMAL, AHDOutput, AnomalyHeatmapDecoder
 from prompts.loader import PromptSet
 from tvad_chat.backbone import Backbone, VisionOutput
-from tvad_chat.errors import ConfigError, ProfileError
+from tvad_chat.errors import ConfigError
 from tvad_chat.evidence import TEMPORAL_PATCH
-from tvad_chat.scene.analyze import SceneAnalyzer
-from tvad_chat.scene.calibrate import clip_background
 from tvad_chat.scene.profile import SceneProfile
-from tvad_chat.scene.run import MATCH_SAMPLES
+from tvad_chat.scene.run import clip_analyzer
 from tvad_chat.video import Clip, stream_clip
 
 log = logging.getLogger(__name__)
@@ -144,11 +142,7 @@ class ProfileSource:
             seen.add(index)
 
         folder_fps = clip.source_fps if clip.source.is_dir() else None
-        background, size = clip_background(clip.source, self.profile.objects.work_width, MATCH_SAMPLES, folder_fps)
-        if size != (width, height):
-            raise ProfileError(f"{clip.source.name} is {size[0]}x{size[1]} footage but profile {self.profile.name!r} "
-                               f"is for {width}x{height}: use a profile of this camera")
-        analyzer = SceneAnalyzer(self.profile, background=background)
+        analyzer = clip_analyzer(self.profile, clip.source, folder_fps)
         with closing(stream_clip(clip.source, folder_fps=folder_fps)) as chunks:
             for chunk in chunks:
                 for frame, index, time in zip(chunk.frames, chunk.frame_indices.tolist(), chunk.timestamps.tolist(),

@@ -19,8 +19,8 @@ from tvad_chat.eval.frames import frame_auc
 from tvad_chat.eval.heatmaps import object_metrics
 from tvad_chat.eval.pixels import PixelFrame, PooledAccumulator, TaoAccumulator, choose_binning
 from tvad_chat.scene.analyze import SceneAnalysis, heat_to_uint8
-from tvad_chat.scene.run import analyze_source
 from tvad_chat.scene.profile import SceneProfile
+from tvad_chat.scene.run import analyze_source
 
 log = logging.getLogger(__name__)
 

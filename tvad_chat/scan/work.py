@@ -19,9 +19,8 @@ import numpy as np
 
 from tvad_chat.errors import ProfileError
 from tvad_chat.scene.analyze import FrameRecord, SceneAnalysis, SceneAnalyzer
-from tvad_chat.scene.calibrate import calibrate, clip_background
 from tvad_chat.scene.profile import SceneProfile
-from tvad_chat.scene.run import MATCH_SAMPLES, UNCALIBRATED, analyze_clip, choose_profile
+from tvad_chat.scene.run import analyze_clip, clip_analyzer, resolve_profile
 from tvad_chat.video import STREAM_CHUNK, load_clip
 
 THUMB_WIDTH = 240  # pixels
@@ -69,20 +68,9 @@ def analyze_whole(path: Path, settings: ScanSettings, threads: int) -> WholeResu
 def prepare_profile(path: Path, settings: ScanSettings, threads: int) -> PreparedProfile:
     """A long clip's profile, chosen once for all its segments (as :func:`analyze_clip` chooses it)."""
     cv2.setNumThreads(threads)
-    choice = choose_profile(path, settings.profile, settings.folder_fps)
-    profile = choice.profile
-    if profile is None:
-        try:
-            profile = calibrate([path], "uncalibrated", UNCALIBRATED, fps=settings.fps, folder_fps=settings.folder_fps,
-                                keep_times=True)
-        except ProfileError as exc:
-            raise ProfileError(f"cannot analyse this clip without a scene profile: {exc}. Give a profile of "
-                               "this camera (--profile DIR)") from None
-    background, _ = clip_background(path, profile.objects.work_width, MATCH_SAMPLES, settings.folder_fps)
-    if background.shape != profile.background.shape:
-        raise ProfileError(f"{path.name} is not footage of the size profile {profile.name!r} was made for "
-                           f"({profile.size[0]}x{profile.size[1]}): use a profile of this camera, or --profile none")
-    return PreparedProfile(profile, choice.note, choice.profile is not None, background)
+    profile, choice = resolve_profile(path, settings.profile, settings.fps, settings.folder_fps)
+    analyzer = clip_analyzer(profile, path, settings.folder_fps)  # checks the size once for all segments
+    return PreparedProfile(profile, choice.note, choice.profile is not None, analyzer.finder.background)
 
 
 def analyze_segment(path: Path, prepared: PreparedProfile, indices: np.ndarray, settings: ScanSettings,

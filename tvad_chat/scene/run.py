@@ -59,16 +59,36 @@ def choose_profile(source: str | Path, profile: str | Path | None = "auto",
                          "lower confidence; calibrate one with `tvad calibrate`")
 
 
+def resolve_profile(source: str | Path, profile: str | Path | None = "auto", fps: float | None = None,
+                    folder_fps: float | None = None) -> tuple[SceneProfile, ProfileChoice]:
+    """The profile a clip is analysed with: the chosen one, or (uncalibrated) one fitted on the clip itself."""
+    choice = choose_profile(source, profile, folder_fps)
+    if choice.profile is not None:
+        return choice.profile, choice
+    try:
+        fitted = calibrate([source], "uncalibrated", UNCALIBRATED, fps=fps, folder_fps=folder_fps, keep_times=True)
+    except ProfileError as exc:
+        raise ProfileError(f"cannot analyse this clip without a scene profile: {exc}. Give a profile of "
+                           "this camera (--profile DIR) or a longer clip") from None
+    return fitted, choice
+
+
+def clip_analyzer(profile: SceneProfile, source: str | Path, folder_fps: float | None = None) -> SceneAnalyzer:
+    """An analyzer for a clip of the profile's camera, starting from the clip's own background."""
+    background, size = clip_background(source, profile.objects.work_width, MATCH_SAMPLES, folder_fps)
+    if background.shape != profile.background.shape:
+        raise ProfileError(f"{Path(source).name} is {size[0]}x{size[1]} footage but profile {profile.name!r} was "
+                           f"made for {profile.size[0]}x{profile.size[1]}: use a profile of this camera, or "
+                           "--profile none")
+    return SceneAnalyzer(profile, background=background)
+
+
 def analyze_source(profile: SceneProfile, source: str | Path, fps: float | None = None,
                    folder_fps: float | None = None, heat_sink: HeatSink | None = None,
                    progress: Callable[[int], None] | None = None) -> SceneAnalysis:
-    """Stream a clip through a profile, starting from the clip's own background."""
-    background, _ = clip_background(source, profile.objects.work_width, MATCH_SAMPLES, folder_fps)
-    if background.shape != profile.background.shape:
-        raise ProfileError(f"{Path(source).name} is not footage of the size profile {profile.name!r} was made for "
-                           f"({profile.size[0]}x{profile.size[1]}): use a profile of this camera, or --profile none")
-    analyzer = SceneAnalyzer(profile, background=background)
-    return analyzer.run(stream_clip(source, fps=fps, folder_fps=folder_fps), heat=heat_sink, progress=progress)
+    """Stream a whole clip through a profile."""
+    return clip_analyzer(profile, source, folder_fps).run(stream_clip(source, fps=fps, folder_fps=folder_fps),
+                                                           heat=heat_sink, progress=progress)
 
 
 def analyze_clip(source: str | Path, profile: str | Path | None = "auto", fps: float | None = None,
@@ -77,15 +97,7 @@ def analyze_clip(source: str | Path, profile: str | Path | None = "auto", fps: f
                  progress: Callable[[int], None] | None = None) -> tuple[SceneAnalysis, ProfileChoice]:
     """The scene analysis of a clip and how its profile was chosen; heat PNGs into ``heatmaps`` if given,
     and every frame's heat map to ``heat_sink`` if given."""
-    choice = choose_profile(source, profile, folder_fps)
-    chosen = choice.profile
-    if chosen is None:
-        try:
-            chosen = calibrate([source], "uncalibrated", UNCALIBRATED, fps=fps, folder_fps=folder_fps,
-                               keep_times=True)
-        except ProfileError as exc:
-            raise ProfileError(f"cannot analyse this clip without a scene profile: {exc}. Give a profile of "
-                               "this camera (--profile DIR) or a longer clip") from None
+    chosen, choice = resolve_profile(source, profile, fps, folder_fps)
     if heatmaps is None:
         analysis = analyze_source(chosen, source, fps, folder_fps, heat_sink, progress)
     else:

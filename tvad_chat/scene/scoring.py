@@ -28,7 +28,6 @@ from scipy.spatial import cKDTree
 from tvad_chat.errors import ConfigError
 from tvad_chat.tracking import Tracker, TrackerConfig
 
-
 INHERIT_OVERLAP = 0.5
 
 
