@@ -25,7 +25,7 @@ from tvad_chat.errors import ProfileError
 from tvad_chat.scene.analyze import measure_frame
 from tvad_chat.scene.events import footage_seconds, operating_points
 from tvad_chat.scene.features import HEIGHT, SPEED, WIDTH, Measure, Perspective, feature_scales, features
-from tvad_chat.scene.match import background_similarity, SAME_CAMERA
+from tvad_chat.scene.match import SAME_CAMERA, background_similarity
 from tvad_chat.scene.objects import ObjectConfig, ObjectFinder, to_work_grey, work_size
 from tvad_chat.scene.profile import REFERENCE_PERCENTILES, SceneProfile
 from tvad_chat.scene.scoring import BoxScorer, Density, ScoringConfig, smooth_frame_scores
