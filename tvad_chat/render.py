@@ -17,6 +17,7 @@ from tvad_chat.errors import ConfigError
 from tvad_chat.evidence import render_overlay, upsample_heatmaps
 from tvad_chat.pipeline import Analysis
 from tvad_chat.report import INTERVAL_THRESHOLD, anomaly_intervals, frame_times
+from tvad_chat.scene.analyze import SceneAnalysis
 from tvad_chat.video import VideoLimits, probe, sampled_fps, stream_clip
 
 
@@ -236,4 +237,27 @@ def score_figure(analysis: Analysis, trained: bool = True) -> Figure:
     ax.set_ylabel("score")
     title = "Per-frame anomaly score" if trained else "Per-frame anomaly score (UNTRAINED model: noise)"
     ax.set_title(title, fontsize=10)
+    return fig
+
+
+def scene_score_figure(analysis: SceneAnalysis, point: str | None = None) -> Figure:
+    """Matplotlib figure of a scene analysis: every analysed frame's score over time, the operating point's
+    threshold and its events shaded (exactly the events the answers and the report give)."""
+    fig = Figure(figsize=(7, 2.6), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    name = point or analysis.default_point
+    threshold = analysis.threshold(name)
+    times = analysis.times
+    ax.plot(times, analysis.scores, lw=1.3, color="#c0392b", label="frame score")
+    ax.axhline(threshold, color="grey", lw=0.8, ls="--", label=f"threshold ({name})")
+    step = 0.5 / analysis.fps
+    for k, event in enumerate(analysis.events(name)):
+        ax.axvspan(event.start_s - step, event.end_s + step, color="#f5b041", alpha=0.35,
+                   label="unusual" if k == 0 else None)
+    ax.set_ylim(bottom=0.0)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("score")
+    against = f"scene profile {analysis.profile_name!r}" if analysis.profile_name else "the clip itself (uncalibrated)"
+    ax.set_title(f"Every frame's score against {against}", fontsize=9)
     return fig
