@@ -247,7 +247,8 @@ class GroundedAnswerer:
             return GroundedAnswer(self._say("judgement_no", turn, decider=self.decider, peak=f"{peak:.2f}",
                                             threshold=f"{threshold:.2f}"), "judgement")
         strength = "clear" if peak >= CLEAR_MARGIN * threshold else "marginal"
-        decider = (f"Decided by the {self.decider} at sensitivity {self.point} ({strength}: peak score "
+        who = f"the {self.decider}" if self.analysis.profile_name else "comparing the clip with itself"
+        decider = (f"Decided by {who} at sensitivity {self.point} ({strength}: peak score "
                    f"{peak:.2f}, threshold {threshold:.2f}).")
         return GroundedAnswer(self._say("judgement_yes", turn, events_text=self._events_text(), decider_text=decider),
                               "judgement", event=1, show_time=self._events[0].peak_time)

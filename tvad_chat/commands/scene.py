@@ -88,5 +88,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"scene profile {name!r} written to {args.out}: {made['seconds']} s of normal footage, "
           f"{made['objects']} objects")
     for point in profile.operating_points:
-        print(f"  {point.name:>8}  threshold {point.threshold:.3f}  {point.describe()}")
+        default = " (default)" if point.name == profile.default_point else ""
+        print(f"  {point.name:>8}  threshold {point.threshold:.3f}  {point.describe()}{default}")
     return 0

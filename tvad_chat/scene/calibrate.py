@@ -4,7 +4,7 @@
    estimated as the median of ``background_samples`` frames spread over it.
 2. One pass over every frame (or F per second) measures the objects (tvad_chat.scene.objects).
 3. The perspective line is fitted on the tracks of objects that walk through; features and scales follow.
-4. Operating points: the footage is cut into ``folds`` parts (whole clips when there are enough, else
+4. Operating points (the default: the strictest one actually measured): the footage is cut into ``folds`` parts (whole clips when there are enough, else
    equal stretches of time); each part is scored with a density model of the others, exactly as analysis
    would score it (tracks, smoothing), and the thresholds for about 1, 0.1 and 0.01 false alarms per minute
    are read off these held-out scores (tvad_chat.scene.events).
@@ -27,7 +27,7 @@ from tvad_chat.scene.events import footage_seconds, operating_points
 from tvad_chat.scene.features import HEIGHT, SPEED, WIDTH, Measure, Perspective, feature_scales, features
 from tvad_chat.scene.match import SAME_CAMERA, background_similarity
 from tvad_chat.scene.objects import ObjectConfig, ObjectFinder, to_work_grey, work_size
-from tvad_chat.scene.profile import REFERENCE_PERCENTILES, SceneProfile
+from tvad_chat.scene.profile import REFERENCE_PERCENTILES, OperatingPoint, SceneProfile
 from tvad_chat.scene.scoring import BoxScorer, Density, ScoringConfig, smooth_frame_scores
 from tvad_chat.tracking import TrackerConfig, track_boxes
 from tvad_chat.video import load_clip, probe, sampled_fps, stream_clip
@@ -139,11 +139,20 @@ def calibrate(sources: Sequence[str | Path], name: str, config: CalibrationConfi
         name=name, size=size, work_size=work, objects=cfg.objects, scoring=cfg.scoring, perspective=perspective,
         scales=scales, normal=everything[keep], place_speed=_place_speed(every, everything, work, cfg.place_grid),
         background=np.median(np.stack(backgrounds), axis=0).astype(np.uint8), operating_points=points,
-        reference=reference,
+        reference=reference, default_point=default_point(points),
         made_from={"sources": [Path(s).name for s in sources], "seconds": round(seconds, 1),
                    "frames": sum(len(c.times) for c in clips), "objects": len(everything),
                    "fps": fps, "folder_fps": folder_fps, "folds": len(folds)},
         normal_times=times[keep] if keep_times else None)
+
+
+def default_point(points: list[OperatingPoint]) -> str:
+    """The strictest operating point whose false-alarm rate was measured on held-out normal footage; when
+    none was (less than a minute of footage), the loosest. A rate rarer than the footage can show is a guess,
+    and a guessed threshold must not be the default."""
+    measured = [p for p in points if p.measured]
+    return min(measured, key=lambda p: p.target_per_minute).name if measured else \
+        max(points, key=lambda p: p.target_per_minute).name
 
 
 def _fit_perspective(clips: list[_Frames], every: list[Measure], scoring: ScoringConfig) -> Perspective:
