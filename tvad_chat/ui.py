@@ -313,6 +313,7 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
                     question = gr.Textbox(value=JUDGEMENT_QUESTION, show_label=False, scale=5,
                                           placeholder="Ask about the clip", elem_id="question")
                     send = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
+                    sent = gr.Textbox(visible=False)  # the question just sent, on its way to add_question
                 with gr.Row():
                     suggestions = [gr.Button(visible=False, size="sm", elem_classes=["suggestion"])
                                    for _ in range(NUM_SUGGESTIONS)]
@@ -347,18 +348,18 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
             return [session.id, text]
 
         def add_question(text, session_id, request: gr.Request):
-            """The question queued for the session's worker; the box is emptied for the next one."""
+            """The question queued for the session's worker."""
             session = session_of(session_id, request)
             jobs = jobs_of(session.id)
             text = (text or "").strip()
             if not text:
-                return [session.id, gr.update(), gr.update(), "Type a question first."]
+                return [session.id, gr.update(), "Type a question first."]
             with jobs.lock:
                 jobs.pending.append(("question", text))
                 analysing = any(kind == "clip" for kind, _ in jobs.pending) or jobs.running
             note = ("Your question will be answered when the clip's analysis is done." if analysing
                     else "Question queued.")
-            return [session.id, "", _chat_view(session, jobs), note]
+            return [session.id, _chat_view(session, jobs), note]
 
         def work_jobs(session_id, progress=gr.Progress()):
             """The session's worker: every queued job in order (returns at once if another worker runs)."""
@@ -466,21 +467,25 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
 
         # Queueing is done by add_clip/add_question (instant, unqueued) and one worker per session (queued):
         # "multiple" lets a second question or a new clip through while the first is being worked on.
+        # The worker's own trigger is "multiple" too: one still finishing must not swallow the next one's start.
         fast = dict(queue=False, trigger_mode="multiple")
-        upload.change(add_clip, [upload, sid], [sid, status], **fast).then(
-            work_jobs, [sid], worked, concurrency_limit=CONCURRENCY)
-        asked = [sid, question, chat, status]
+        worker = dict(concurrency_limit=CONCURRENCY, trigger_mode="multiple")
+        upload.change(add_clip, [upload, sid], [sid, status], **fast).then(work_jobs, [sid], worked, **worker)
+        # The box is emptied in the browser the moment a question is sent (no round trip that could erase what
+        # the user types next), the question handed on through a hidden box.
+        asked = [sid, chat, status]
         for trigger in (send.click, question.submit):
-            trigger(add_question, [question, sid], asked, **fast).then(
-                work_jobs, [sid], worked, concurrency_limit=CONCURRENCY, show_progress="minimal")
+            trigger(None, [question], [question, sent], js="(text) => ['', text]", **fast).then(
+                add_question, [sent, sid], asked, **fast).then(
+                work_jobs, [sid], worked, show_progress="minimal", **worker)
         for button in suggestions:
             button.click(add_question, [button, sid], asked, **fast).then(
-                work_jobs, [sid], worked, concurrency_limit=CONCURRENCY, show_progress="minimal")
+                work_jobs, [sid], worked, show_progress="minimal", **worker)
         cleared = [sid, chat, status, *suggestions]
         reset.click(clear_chat, [sid], cleared, queue=False)
         chat.clear(clear_chat, [sid], cleared, queue=False)
         apply.click(apply_settings, [model_box, frames, events, sid], [sid, status, banner]).then(
-            work_jobs, [sid], worked, concurrency_limit=CONCURRENCY)
+            work_jobs, [sid], worked, **worker)
         def export_json_report(session_id, request: gr.Request):
             return export("json", session_id, request)
 
