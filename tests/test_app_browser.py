@@ -45,7 +45,8 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("app")
     port = _free_port()
     env = dict(os.environ, TVAD_HOST="127.0.0.1", TVAD_PORT=str(port), HF_HUB_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", TVAD_CACHE=str(tmp / "cache"))
+               TRANSFORMERS_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", TVAD_CACHE=str(tmp / "cache"),
+               TVAD_ANSWERS="model")  # this test follows the T-VAD model path: heatmap overlay, strip, evidence
     log_path = tmp / "app.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

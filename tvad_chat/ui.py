@@ -36,14 +36,19 @@ from tvad_chat.render import (
     browser_playable,
     display_copy,
     frame_strip,
+    scene_score_figure,
     score_figure,
     write_overlay_video,
     write_video,
 )
 from tvad_chat.report import anomaly_intervals, target_rows, write_report
+from tvad_chat.scene.events import TARGET_RATES
 from tvad_chat.video import load_clip
 
 logger = logging.getLogger(__name__)
+
+SENSITIVITIES = tuple(name for name, _ in TARGET_RATES)  # a profile's operating points, most sensitive first
+ANSWERS = os.environ.get("TVAD_ANSWERS", "grounded")  # grounded: from the scene analysis; model: the T-VAD model
 
 # Limits and retention (README lists these variables); the page states them above the upload.
 MAX_UPLOAD_TEXT = os.environ.get("TVAD_MAX_UPLOAD", "200mb")  # largest upload
@@ -158,8 +163,13 @@ def _html(text: str) -> str:
     return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
 
 
-def _model_banner(engine: ChatEngine, source: str | None = None) -> str:
-    """The model in use, as HTML: a red box for an untrained model, an amber one for a stated caveat."""
+def _model_banner(engine: ChatEngine, source: str | None = None, answers: str | None = None) -> str:
+    """The model in use, as HTML: a red box for an untrained model, an amber one for a stated caveat; in
+    grounded mode, what the answers come from (no model is loaded)."""
+    if (answers or engine.config.answers) == "grounded":
+        return ("<div>Answers are composed from the scene analysis of every frame: the camera's scene profile "
+                "(matched by the clip's background) or, with no profile of that camera, the clip compared with "
+                "itself (uncalibrated). Every fact shown comes from that analysis.</div>")
     try:
         _, info = engine.model(source)
     except Exception as exc:  # noqa: BLE001 - shown as text, the page stays up
@@ -306,6 +316,9 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
                     events = gr.Textbox(value=", ".join(engine.config.extra_events), label="Anomaly categories "
                                         "to look for (comma separated, added to the built-in ones)",
                                         placeholder="e.g. bicycle, skateboard, cart")
+                    answers_mode = gr.Radio(["grounded", "model"], value=engine.config.answers,
+                                            label="Answers: grounded (composed from the scene analysis) or "
+                                                  "model (the T-VAD model above answers, given the evidence)")
                     apply = gr.Button("Apply (re-analyses the current clip)")
             with gr.Column(scale=6):
                 chat = gr.Chatbot(label="Chat", height=360, elem_id="chat")
@@ -322,6 +335,9 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
             overlay = gr.Video(label="Heatmap overlay (the clip's timeline)", interactive=False, height=260,
                                elem_id="overlay")
             plot = gr.Plot(label="Per-frame anomaly score", show_label=False, elem_id="score-plot")
+            sensitivity = gr.Radio(list(SENSITIVITIES), value=None, elem_id="sensitivity",
+                                   label="Sensitivity: false alarms per minute on this camera's normal footage "
+                                         "(events and answers are re-decided, the clip is not re-analysed)")
         strip = gr.Image(label="Frames with heatmap", show_label=False, interactive=False, elem_id="strip",
                          height=150)
         evidence = gr.Markdown(elem_id="evidence")
@@ -430,12 +446,13 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
                 yield [session.id, "⚠ " + _message(exc, "answer"), _chat_view(session, jobs), gr.update(), *keep,
                        *[gr.update()] * NUM_SUGGESTIONS]
 
-        def apply_settings(model_choice, n_frames, categories, session_id, request: gr.Request):
+        def apply_settings(model_choice, n_frames, categories, mode, session_id, request: gr.Request):
             session = session_of(session_id, request)
             try:
                 source = allowed_model_source(model_choice, engine.config.model)
-                engine.configure(session, model=source, num_frames=int(n_frames), extra_events=categories)
-                banner_text = _model_banner(engine, session.model_source)
+                engine.configure(session, model=source, num_frames=int(n_frames), extra_events=categories,
+                                 answers=mode)
+                banner_text = _model_banner(engine, session.model_source, session.answers)
             except Exception as exc:  # noqa: BLE001
                 return [session.id, "⚠ " + _message(exc, "apply the settings"), gr.update()]
             jobs = jobs_of(session.id)
@@ -484,8 +501,21 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
         cleared = [sid, chat, status, *suggestions]
         reset.click(clear_chat, [sid], cleared, queue=False)
         chat.clear(clear_chat, [sid], cleared, queue=False)
-        apply.click(apply_settings, [model_box, frames, events, sid], [sid, status, banner]).then(
+        apply.click(apply_settings, [model_box, frames, events, answers_mode, sid], [sid, status, banner]).then(
             work_jobs, [sid], worked, **worker)
+
+        def change_sensitivity(point, session_id, request: gr.Request):
+            session = session_of(session_id, request)
+            if not point or session.scene is None:
+                return [session.id, gr.update(), gr.update(), gr.update()]
+            try:
+                engine.set_sensitivity(session, point)
+            except Exception as exc:  # noqa: BLE001
+                return [session.id, "⚠ " + _message(exc, "change the sensitivity"), gr.update(), gr.update()]
+            return [session.id, f"Sensitivity {point}: events and answers re-decided.",
+                    scene_score_figure(session.scene, point), _scene_markdown(session)]
+
+        sensitivity.change(change_sensitivity, [sensitivity, sid], [sid, status, plot, evidence], queue=False)
         def export_json_report(session_id, request: gr.Request):
             return export("json", session_id, request)
 
@@ -525,10 +555,31 @@ def _analysed_text(session: Session, analysis: Analysis | None, name: str) -> st
     return text
 
 
+def _scene_markdown(session: Session) -> str:
+    """The scene analysis's verdict, operating point and events: what every grounded answer rests on."""
+    if session.answerer is None:
+        return session.scene_note
+    facts = session.answerer.summary()
+    point = facts["operating_point"]
+    parts = [f"Scene judgement: **{'anomaly' if facts['judgement'] == 'yes' else 'no anomaly'}** "
+             f"(peak score {facts['peak_score']:.2f}, threshold {point['threshold']:.2f}); decided by "
+             f"{facts['decided_by']}", f"Sensitivity {point['name']}: {point['false_alarms']}"]
+    events = facts["events"]
+    if not events:
+        return "\n\n".join([*parts, "No unusual event at this sensitivity."])
+    table = ["| event | start (s) | end (s) | why |", "|---|---|---|---|"]
+    table += [f"| {e['number']} | {e['start']:.1f} | {e['end']:.1f} | {e['why']} |" for e in events]
+    return "\n\n".join([*parts, "\n".join(table)])
+
+
 def _views(analysis: Analysis | None, session: Session, out: Path) -> list[Any]:
-    """Overlay video, score plot, frame strip and evidence of an analysis (empty without the model's)."""
+    """Overlay video, score plot, frame strip and evidence: the scene analysis's in grounded mode, the
+    model's otherwise."""
     if analysis is None:
-        return [None, None, None, session.scene_note]
+        if session.scene is None:
+            return [None, None, None, session.scene_note]
+        point = session.answerer.point if session.answerer is not None else None
+        return [None, scene_score_figure(session.scene, point), None, _scene_markdown(session)]
     trained = session.model_info is None or session.model_info.trained
     mp4 = write_overlay_video(analysis, out / f"overlay_{len(list(out.glob('overlay_*.mp4')))}.mp4")
     return [str(mp4), score_figure(analysis, trained=trained), frame_strip(analysis), _evidence_markdown(analysis)]
@@ -549,11 +600,12 @@ def main(host: str | None = None, port: int | None = None, model: str | None = N
     port = port or int(os.environ.get("TVAD_PORT", "7860"))
     engine = ChatEngine(EngineConfig(model=model or os.environ.get("TVAD_MODEL", DEFAULT_MODEL),
                                      max_file_bytes=_size_bytes(MAX_UPLOAD_TEXT),
-                                     max_duration_s=MAX_DURATION_MIN * 60))
-    try:
-        engine.model()  # load once before serving; a failure shows in the page banner instead
-    except Exception:  # noqa: BLE001
-        logger.exception("the default model did not load")
+                                     max_duration_s=MAX_DURATION_MIN * 60, answers=ANSWERS))
+    if ANSWERS == "model":
+        try:
+            engine.model()  # load once before serving; a failure shows in the page banner instead
+        except Exception:  # noqa: BLE001
+            logger.exception("the default model did not load")
     demo = build_app(engine)
     demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_TEXT, show_error=False,
                 allowed_paths=[str(default_cache_dir())], css=CSS, footer_links=[])

@@ -1,0 +1,130 @@
+"""The default (grounded) page in a real browser: a Ped2 clip is matched to the shipped profile, six kinds of
+question are answered from its scene analysis, and moving the sensitivity re-decides the panel and the answers
+together (the judgement answer names the same operating point and event count as the panel).
+
+Chromium from Debian (`make browser`), driven by Playwright; saves tests/artifacts/grounded_page.png.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from shared_data import DATA
+
+from tvad_chat import ui
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium missing: run `make browser`"),
+    pytest.mark.shared_data("ucsd_ped2"),
+]
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("grounded_app")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, TVAD_HOST="127.0.0.1", TVAD_PORT=str(port), HF_HUB_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", TVAD_CACHE=str(tmp / "cache"),
+               TVAD_ANSWERS="grounded", HOME=str(tmp))  # HOME: no user profiles interfere
+    log_path = tmp / "app.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"app did not serve; log:\n{log_path.read_text()[-3000:]}")
+        yield url, tmp
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _bot_texts(page) -> list[str]:
+    return page.eval_on_selector_all("#chat [data-testid='bot']", "els => els.map(e => e.innerText.trim())")
+
+
+def _ask(page, question: str) -> str:
+    before = len(_bot_texts(page))
+    page.fill("#question textarea", question)
+    page.click("#ask")
+    page.wait_for_function(f"document.querySelectorAll(\"#chat [data-testid='bot']\").length > {before}",
+                           timeout=60_000)
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Ready')", timeout=60_000)
+    return _bot_texts(page)[-1]
+
+
+def _panel_events(page) -> int:
+    evidence = page.inner_text("#evidence")
+    return 0 if "No unusual event" in evidence else len(re.findall(r"^\s*\d+\s+[\d.]+\s+[\d.]+", evidence, re.M))
+
+
+def test_grounded_answers_and_sensitivity_move_together(server):
+    url, tmp = server
+    clip = ui.build_example_clips(DATA, tmp / "clips")[0]  # Ped2 test 01 (a bicycle rides in) as mp4
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1500})
+            page.goto(url)
+            page.wait_for_selector("#upload input[type=file]", state="attached", timeout=60_000)
+            page.locator("#upload input[type=file]").set_input_files(str(clip))
+            page.wait_for_function("document.querySelector('#status').innerText.includes('Analysed')",
+                                   timeout=180_000)
+            page.wait_for_selector("#score-plot img", timeout=30_000)
+            evidence = page.inner_text("#evidence")
+            assert "decided by scene profile 'ucsd_ped2'" in evidence and "Scene judgement" in evidence
+
+            judgement = _ask(page, "Is there an anomaly in this video?")
+            assert judgement.startswith("Yes") and "ucsd_ped2" in judgement
+            events_in_answer = int(re.search(r"(\d+) unusual event", judgement).group(1))
+            assert events_in_answer == _panel_events(page) >= 1
+            assert re.search(r"happens: [\d.]+ s to [\d.]+ s \(frames \d+ to \d+\)", _ask(page, "When does it happen?"))
+            assert "first seen" in _ask(page, "Where is it?")
+            what = _ask(page, "What does it look like?")
+            assert "greyscale" in what  # Ped2 is greyscale: no colour may be claimed
+            assert "box heights/s" in _ask(page, "How does it move?")
+            assert "99.8th percentile of the reference" in _ask(page, "Why is it unusual?") or \
+                "median of the reference" in _bot_texts(page)[-1]
+
+            # The strictest sensitivity: the panel and the next judgement answer change together.
+            page.get_by_label("0.01/min").check()
+            page.wait_for_function("document.querySelector('#status').innerText.includes('re-decided')",
+                                   timeout=30_000)
+            strict = _ask(page, "Is there an anomaly in this video?")
+            assert "0.01/min" in strict and "0.01/min" in page.inner_text("#evidence")
+            panel = _panel_events(page)
+            if strict.startswith("Yes"):
+                assert int(re.search(r"(\d+) unusual event", strict).group(1)) == panel
+            else:
+                assert panel == 0
+            assert panel <= events_in_answer
+
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "grounded_page.png"), full_page=True)
+        finally:
+            browser.close()
