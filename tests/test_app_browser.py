@@ -115,7 +115,8 @@ def test_upload_ask_follow_up_and_see_evidence(server):
             first = _bot_texts(page)
             assert len(first) == 1 and first[0]
             # The suggestions depend on the heatmap verdict (anomaly or not): click the first one offered.
-            follow_up = page.locator(".suggestion").first
+            # (the suggestions stay as they were while answers stream: the judgement question may still lead)
+            follow_up = page.locator(".suggestion").filter(has_not_text=chat.JUDGEMENT_QUESTION).first
             follow_up_text = follow_up.inner_text().strip()
             assert follow_up_text in ui.FOLLOW_UPS_ANOMALY + ui.FOLLOW_UPS_NORMAL
             follow_up.click()

@@ -47,6 +47,9 @@ from tvad_chat.video import load_clip
 
 logger = logging.getLogger(__name__)
 
+FOLLOW_UPS_GROUNDED_EVENT = ("When does it happen?", "How does it move?", "What does it look like?",
+                             "Why is it unusual?")
+FOLLOW_UPS_GROUNDED_NONE = ("How many objects were tracked?", "What happens at 0:05?")
 SENSITIVITIES = tuple(name for name, _ in TARGET_RATES)  # a profile's operating points, most sensitive first
 ANSWERS = os.environ.get("TVAD_ANSWERS", "grounded")  # grounded: from the scene analysis; model: the T-VAD model
 
@@ -199,8 +202,21 @@ def _evidence_markdown(analysis: Analysis) -> str:
     return "\n\n".join([*parts, "\n".join(table), f"Speed in {SPEED_UNIT_TEXT}"])
 
 
+def grounded_follow_ups(session: Session) -> list[str]:
+    """Follow-ups the grounded answerer can answer for this clip: about the event when there is one."""
+    asked = {t["content"].strip().lower() for t in session.history if t["role"] == "user"}
+    pool = [JUDGEMENT_QUESTION, *(FOLLOW_UPS_GROUNDED_EVENT if session.answerer and session.answerer.events
+                                  else FOLLOW_UPS_GROUNDED_NONE)]
+    return [q for q in pool if q.lower() not in asked][:3]
+
+
 def _suggestion_updates(session: Session | None) -> list[Any]:
-    items = suggest_follow_ups(session.analysis, session.history) if session is not None else [JUDGEMENT_QUESTION]
+    if session is None:
+        items = [JUDGEMENT_QUESTION]
+    elif session.analysis is None and session.answerer is not None:
+        items = grounded_follow_ups(session)
+    else:
+        items = suggest_follow_ups(session.analysis, session.history)
     items = items + [""] * (NUM_SUGGESTIONS - len(items))
     return [gr.update(value=q, visible=bool(q)) for q in items[:NUM_SUGGESTIONS]]
 
