@@ -12,18 +12,15 @@ the first session).
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from app_server import AppDidNotStart, running_app  # noqa: E402
 from media_factory import write_video  # noqa: E402
 
 
@@ -32,12 +29,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def one_session(url: str, clip: Path) -> None:
@@ -73,46 +64,30 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_soak_"))
     clip = write_video(tmp / "street_4k.mp4", num_frames=20, fps=10, width=3840, height=2160)
-    port = free_port()
-    env = dict(os.environ, TVAD_PORT=str(port), TVAD_RETENTION_MIN=str(args.retention_min), HF_HUB_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", TVAD_CACHE=str(tmp / "cache"),
-               GRADIO_TEMP_DIR=str(tmp / "gradio"))
-    log = tmp / "app.log"
-    with log.open("w") as out:
-        server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"the page did not start:\n{log.read_text()[-2000:]}") from None
-                time.sleep(0.5)
-        idle = rss_mb(server.pid)
-        wait = args.retention_min * 60 + 60
-        start = time.perf_counter()
-        one_session(url, clip)
-        peak = rss_mb(server.pid)
-        ended = wait_for_end(log, 0, 1, wait)
-        time.sleep(2)
-        first = rss_mb(server.pid)
-        print(f"server idle: {idle:.0f} MB; during the first session: {peak:.0f} MB; after it ended: {first:.0f} MB "
-              f"({time.perf_counter() - start:.1f} s)")
-        for i in range(args.sessions):
+        with running_app(tmp, timeout_s=180, TVAD_RETENTION_MIN=str(args.retention_min),
+                         GRADIO_TEMP_DIR=str(tmp / "gradio")) as (url, server, log):
+            idle = rss_mb(server.pid)
+            wait = args.retention_min * 60 + 60
+            start = time.perf_counter()
             one_session(url, clip)
-            print(f"  session {i + 2}: {rss_mb(server.pid):.0f} MB while open")
-        wait_for_end(log, ended, args.sessions, wait)
-        time.sleep(2)
-        last = rss_mb(server.pid)
-        files = [p for p in (tmp / "gradio").rglob("*") if p.is_file() and p.stat().st_size]
-        print(f"after {args.sessions} more sessions ended: {last:.0f} MB; ratio to after the first {last / first:.3f} "
-              f"(goal <= 1.10); non-empty files left in the upload cache: {len(files)}")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+            peak = rss_mb(server.pid)
+            ended = wait_for_end(log, 0, 1, wait)
+            time.sleep(2)
+            first = rss_mb(server.pid)
+            print(f"server idle: {idle:.0f} MB; during the first session: {peak:.0f} MB; after it ended: {first:.0f} MB "
+                  f"({time.perf_counter() - start:.1f} s)")
+            for i in range(args.sessions):
+                one_session(url, clip)
+                print(f"  session {i + 2}: {rss_mb(server.pid):.0f} MB while open")
+            wait_for_end(log, ended, args.sessions, wait)
+            time.sleep(2)
+            last = rss_mb(server.pid)
+            files = [p for p in (tmp / "gradio").rglob("*") if p.is_file() and p.stat().st_size]
+            print(f"after {args.sessions} more sessions ended: {last:.0f} MB; ratio to after the first {last / first:.3f} "
+                  f"(goal <= 1.10); non-empty files left in the upload cache: {len(files)}")
+    except AppDidNotStart as exc:
+        raise SystemExit(str(exc)) from None
 
 
 if __name__ == "__main__":

@@ -8,16 +8,11 @@ Saves a screenshot to tests/artifacts/app_browser.png (and /tmp/tvad_screenshot.
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from app_server import AppDidNotStart, running_app
 from shared_data import DATA
 
 from tvad_chat import chat, models, ui
@@ -34,38 +29,14 @@ pytestmark = [
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("app")
-    port = _free_port()
-    env = dict(os.environ, TVAD_HOST="127.0.0.1", TVAD_PORT=str(port), HF_HUB_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", TVAD_CACHE=str(tmp / "cache"),
-               TVAD_ANSWERS="model")  # this test follows the T-VAD model path: heatmap overlay, strip, evidence
-    log_path = tmp / "app.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"app did not serve; log:\n{log_path.read_text()[-3000:]}")
-        yield url, tmp, log_path
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    try:  # this test follows the T-VAD model path: heatmap overlay, strip, evidence
+        with running_app(tmp, TVAD_ANSWERS="model") as (url, _, log_path):
+            yield url, tmp, log_path
+    except AppDidNotStart as exc:
+        pytest.fail(str(exc))
 
 
 def _bot_texts(page) -> list[str]:

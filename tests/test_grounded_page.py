@@ -7,16 +7,11 @@ Chromium from Debian (`make browser`), driven by Playwright; saves tests/artifac
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from app_server import AppDidNotStart, running_app
 from shared_data import DATA
 
 from tvad_chat import ui
@@ -36,31 +31,11 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grounded_app")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = dict(os.environ, TVAD_HOST="127.0.0.1", TVAD_PORT=str(port), HF_HUB_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", TVAD_CACHE=str(tmp / "cache"),
-               TVAD_ANSWERS="grounded", HOME=str(tmp))  # HOME: no user profiles interfere
-    log_path = tmp / "app.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"app did not serve; log:\n{log_path.read_text()[-3000:]}")
-        yield url, tmp
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        with running_app(tmp, TVAD_ANSWERS="grounded", HOME=str(tmp)) as (url, _, _):  # HOME: no user profiles
+            yield url, tmp
+    except AppDidNotStart as exc:
+        pytest.fail(str(exc))
 
 
 def _bot_texts(page) -> list[str]:
