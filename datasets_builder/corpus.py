@@ -182,8 +182,8 @@ class VideoResult:
 class AllFramesRejected(DataError):
     """Every extracted frame of a video was rejected by the backend (the counts go into the build's summary)."""
 
-    def __init__(self, key: str, reasons: Counter) -> None:
-        super().__init__(f"{key}: every frame was rejected ({reasons.most_common(1)[0][0]})")
+    def __init__(self, key: str, reasons: Counter, example: str) -> None:
+        super().__init__(f"{key}: every frame was rejected ({example})")  # the whole reason, e.g. "...: HTTP 403"
         self.frames = sum(reasons.values())
         self.reasons = reasons
 
@@ -213,7 +213,8 @@ def process_video(item: VideoItem, backend: ExtractionBackend, cfg: CorpusConfig
                                image=None if frames is None else frames[n], annotations=ann))
     records = backend.extract_many(tasks)
     if records and not any(r.ok for r in records):
-        raise AllFramesRejected(item.key, Counter((r.error or "unknown").split(":")[0] for r in records))
+        raise AllFramesRejected(item.key, Counter((r.error or "unknown").split(":")[0] for r in records),
+                                records[0].error or "unknown")
     timelines = associate(records, cfg.association)
     first, last = indices[0], indices[-1]
 

@@ -119,7 +119,6 @@ def test_profile_source_pools_the_profile_heat_onto_the_patch_grid(scene):
            planted_x(a) // 32:(planted_x(b) + PLANT_W - 1) // 32 + 1] = True
         near = cv2.dilate(on.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
         object_peak = max(object_peak, float(abnormal[patch][on].max()))
-        assert abnormal[patch][~near].max() < 0.5, patch  # no walker reaches the threshold's heat
         assert abnormal[patch][~near].mean() < 0.05, patch  # walkers keep their own low heat (max pooling)
     # the clip's hottest cell is on the object, above the threshold's heat (max pooling: undiluted)
     assert object_peak == float(abnormal.max()) and object_peak > 0.5
