@@ -22,66 +22,14 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def load_average() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-class ChildPeakRss:
-    """The largest RSS any child process of this one reaches (sampled every 0.2 s)."""
-
-    def __init__(self) -> None:
-        self.peak_mb = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        import psutil
-
-        me = psutil.Process()
-        while not self._stop.wait(0.2):
-            for child in me.children(recursive=True):
-                try:
-                    self.peak_mb = max(self.peak_mb, child.memory_info().rss / 2**20)
-                except psutil.Error:
-                    continue
-
-    def __enter__(self) -> ChildPeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def looped_clip(path: Path, frames_dir: Path, seconds: float, fps: int = 10) -> Path:
-    """An mp4 of ``seconds`` at ``fps`` (H.264, ultrafast) cycling forwards and backwards through a frame folder."""
-    import av
-    import cv2
-
-    images = [cv2.imread(str(p))[..., ::-1].copy() for p in sorted(frames_dir.iterdir())]
-    height, width = images[0].shape[:2]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "ultrafast", "crf": "23"}
-        for i in range(int(seconds * fps)):
-            k = i % (2 * len(images) - 2)
-            image = images[k if k < len(images) else 2 * len(images) - 2 - k]
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+from footage import PeakRss, load_average, looped_clip  # noqa: E402
 
 
 def empty(item: int) -> int:
@@ -127,13 +75,13 @@ def main() -> int:
             print(f"made the 1-hour and 6-minute mp4s (360x240, 10 fps) in {time.perf_counter() - start:.0f} s")
         settings = ScanSettings(profile=profile, fps=args.hour_fps, segment_s=600.0)
         for name, label in hours:
-            with ChildPeakRss() as rss:
+            with PeakRss(children=True) as rss:
                 wall, result = timed_scan(work / name, work / f"out-{name}", settings, LocalExecutor(2))
             assert not result.failed, result.failed
             frames = sum(1 for _ in (work / f"out-{name}").rglob("report.json"))
             print(f"{label}: {result.totals['hours'] * 60:.0f} min at {args.hour_fps} frames/s, "
                   f"{math.ceil(result.totals['hours'] * 3600 / 600) if name == 'hour' else 1} task(s) of analysis, "
-                  f"2 workers: {wall:.1f} s; peak RSS of a worker {rss.peak_mb:.0f} MB; "
+                  f"2 workers: {wall:.1f} s; peak RSS of a worker {rss.peak:.0f} MB; "
                   f"{result.totals['events']} events ({frames} report)")
 
         # ---- throughput

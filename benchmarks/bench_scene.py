@@ -25,18 +25,14 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
+from footage import PeakRss, load_average, looped_clip, rss_mb  # noqa: E402
 
 
 def vm_hwm_mb() -> float:
@@ -46,58 +42,11 @@ def vm_hwm_mb() -> float:
     return float("nan")
 
 
-def load_average() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-class PeakRss:
-    """Samples RSS in a background thread while the block runs."""
-
-    def __init__(self, every_s: float = 0.2) -> None:
-        self.every_s, self.peak, self._stop = every_s, 0.0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_mb())
-            self._stop.wait(self.every_s)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_mb())
-
-
 def timed(fn):
     wall, cpu = time.perf_counter(), time.process_time()
     result = fn()
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
-
-def hour_clip(path: Path, frames_dir: Path, seconds: int, fps: int = 10) -> Path:
-    """An mp4 of ``seconds`` at ``fps`` (H.264, ultrafast) cycling through the frames of one frame folder."""
-    import av
-    import cv2
-
-    images = [cv2.imread(str(p))[..., ::-1].copy() for p in sorted(frames_dir.iterdir())]
-    height, width = images[0].shape[:2]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "ultrafast", "crf": "23"}
-        for i in range(seconds * fps):
-            # forwards then backwards: the loop has no jump where it starts again
-            k = i % (2 * len(images) - 2)
-            img = images[k if k < len(images) else 2 * len(images) - 2 - k]
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 def analysis_speed(source: Path, profile: Path, repeats: int, folder_fps: float | None) -> dict[str, float]:
@@ -164,7 +113,7 @@ def main() -> int:
 
         from tvad_chat.scene.run import analyze_clip
 
-        clip, wall, _ = timed(lambda: hour_clip(tmp / "hour.mp4", training[0], args.hour_seconds))
+        clip, wall, _ = timed(lambda: looped_clip(tmp / "hour.mp4", training[0], args.hour_seconds))
         print(f"made a {args.hour_seconds} s 10 fps clip in {wall:.0f} s ({clip.stat().st_size / 2**20:.0f} MB)")
         analyze_clip(ped2 / "testing" / "frames" / "01", ped2_profile, folder_fps=10)  # warm: imports, caches
         before = rss_mb()

@@ -56,3 +56,14 @@ def running_app(folder: Path, timeout_s: float = 150.0, **env: str) -> Iterator[
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# Debian's Chromium (`make browser`), never a browser a test tool downloads; flags for a closed network.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ARTIFACTS = ROOT / "tests" / "artifacts"  # screenshots the browser tests leave to look at
+
+
+def launch_chromium(playwright):
+    """The machine's Chromium, headless, driven by Playwright."""
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

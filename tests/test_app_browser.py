@@ -12,14 +12,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from app_server import AppDidNotStart, running_app
+from app_server import ARTIFACTS, CHROMIUM, AppDidNotStart, launch_chromium, running_app
 from shared_data import DATA
 
 from tvad_chat import chat, models, ui
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "tests" / "artifacts"
 
 pytestmark = [
     pytest.mark.slow,
@@ -49,8 +47,7 @@ def test_upload_ask_follow_up_and_see_evidence(server):
     broken = tmp / "broken.mp4"
     broken.write_bytes(b"\x00not a video at all" * 64)
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
             page.goto(url)

@@ -8,17 +8,12 @@ Chromium from Debian (`make browser`), driven by Playwright; saves tests/artifac
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
-from app_server import AppDidNotStart, running_app
+from app_server import ARTIFACTS, CHROMIUM, AppDidNotStart, launch_chromium, running_app
 from shared_data import DATA
 
 from tvad_chat import ui
-
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "tests" / "artifacts"
 
 pytestmark = [
     pytest.mark.slow,
@@ -61,8 +56,7 @@ def test_grounded_answers_and_sensitivity_move_together(server):
     url, tmp = server
     clip = ui.build_example_clips(DATA, tmp / "clips")[0]  # Ped2 test 01 (a bicycle rides in) as mp4
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1500})
             page.goto(url)

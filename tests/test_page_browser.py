@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from app_server import ARTIFACTS, CHROMIUM, launch_chromium
 from media_factory import write_video
 
 from tvad_chat import ui
@@ -24,9 +25,6 @@ from tvad_chat.chat import ChatEngine, EngineConfig
 from tvad_chat.models import ModelInfo
 from tvad_chat.pipeline import Analysis
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "tests" / "artifacts"
 ANALYSE_S = 3.0
 WORD_S = 0.15
 
@@ -89,8 +87,7 @@ def page_server(tmp_path_factory):
 @pytest.fixture
 def browser():
     with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        chromium = launch_chromium(p)
         try:
             yield chromium
         finally:
