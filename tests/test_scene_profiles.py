@@ -381,3 +381,28 @@ def test_stream_clip_rejects_bad_arguments(tmp_path: Path, kwargs: dict) -> None
     source = write_frames(tmp_path / "frames", 4)
     with pytest.raises(ConfigError):
         next(stream_clip(source, **kwargs))
+
+
+def test_frame_table_keeps_every_record_and_box():
+    from tvad_chat.scene.analyze import FrameBox, FrameRecord, FrameTable
+
+    rng = np.random.default_rng(3)
+    records = []
+    for k in range(40):
+        boxes = [FrameBox(tuple(float(v) for v in rng.uniform(0, 4000, 4).round(1)), float(rng.uniform(0, 5)),
+                          int(rng.integers(1, 10**6)), tuple(float(v) for v in rng.uniform(0, 20, 3)),
+                          tuple(int(v) for v in rng.integers(0, 256, 3)))
+                 for _ in range(int(rng.integers(0, 5)))]
+        records.append(FrameRecord(3 * k + 7, k / 12.5, max((b.score for b in boxes), default=0.0), boxes))
+    table = FrameTable(records)
+    assert len(table) == 40 and table.indices.tolist() == [r.index for r in records]
+    assert np.array_equal(table.times, [r.time for r in records])
+    for got, want in zip(table, records, strict=True):
+        assert (got.index, got.time) == (want.index, want.time) and len(got.boxes) == len(want.boxes)
+        for a, b in zip(got.boxes, want.boxes, strict=True):
+            assert a.track_id == b.track_id and a.colour == b.colour
+            assert np.allclose(a.xyxy, b.xyxy, atol=1e-3) and np.allclose(a.measures, b.measures, rtol=1e-6)
+            assert a.score == pytest.approx(b.score, rel=1e-6)
+    assert table[-1].index == records[-1].index and [r.index for r in table[5:8]] == [22, 25, 28]
+    with pytest.raises(IndexError):
+        table[40]

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from tvad_chat.errors import ProfileError
-from tvad_chat.scene.analyze import FrameRecord, SceneAnalysis, SceneAnalyzer
+from tvad_chat.scene.analyze import FrameTable, SceneAnalysis, SceneAnalyzer
 from tvad_chat.scene.profile import SceneProfile
 from tvad_chat.scene.run import analyze_clip, clip_analyzer, resolve_profile
 from tvad_chat.video import STREAM_CHUNK, load_clip
@@ -111,7 +111,7 @@ def join_segments(parts: list[SceneAnalysis]) -> SceneAnalysis:
     """One analysis from consecutive overlapping segments: each overlap is cut at its middle (both sides have
     settled there), track ids are renumbered so that no two segments share one, and the scores run on across the
     cuts, so an event that spans a cut is one event."""
-    frames: list[FrameRecord] = []
+    frames = FrameTable()
     scores: list[np.ndarray] = []
     offset = 0
     for k, part in enumerate(parts):
@@ -125,7 +125,7 @@ def join_segments(parts: list[SceneAnalysis]) -> SceneAnalysis:
                                                              for b in record.boxes]))
         scores.append(part.scores[keep])
         offset += 1 + max((b.track_id for r in part.frames for b in r.boxes), default=0)
-    times = np.array([r.time for r in frames])
+    times = frames.times
     step = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
     return dataclasses.replace(parts[0], frames=frames, scores=np.concatenate(scores).astype(np.float32),
                                fps=1.0 / step if step > 0 else parts[0].fps,
