@@ -4,12 +4,14 @@ with the report, the rendering and the page's follow-up suggestions of its analy
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import av
+import cv2
 import numpy as np
 import pytest
 from media_factory import write_video
@@ -17,6 +19,7 @@ from shared_data import DATA
 
 from tvad_chat import chat, models, render, report, ui
 from tvad_chat.errors import CheckpointError, ConfigError, VideoError
+from tvad_chat.scene.run import analyze_clip
 
 needs_data = pytest.mark.shared_data("ucsd_ped2", "cuhk_avenue")
 
@@ -346,3 +349,35 @@ def test_checkpoint_limitations_are_shown(tmp_path) -> None:
     (tmp_path / "ckpt" / LIMITATIONS_FILE).write_text("Toy model:\n  answers are constant.\n")
     _, info = load_model(str(tmp_path / "ckpt"))
     assert info.note == "Toy model: answers are constant."
+
+
+@pytest.mark.shared_data("ucsd_ped2")
+def test_a_clip_loaded_again_reuses_its_scene_analysis(tmp_path, monkeypatch):
+    """Same content under another path (a second upload, another session): one analysis; changed content: a new one."""
+    made = []
+
+    def counting(*args, **kwargs):
+        made.append(args[0])
+        return analyze_clip(*args, **kwargs)
+
+    monkeypatch.setattr(chat, "analyze_clip", counting)
+    frames = sorted((DATA / "ucsd_ped2" / "testing" / "frames" / "01").iterdir())[:40]
+    first, second = tmp_path / "upload1" / "01", tmp_path / "upload2" / "01"
+    for folder in (first, second):
+        folder.mkdir(parents=True)
+        for frame in frames:
+            shutil.copy(frame, folder / frame.name)
+    engine = chat.ChatEngine(chat.EngineConfig(answers="grounded", profile="auto", folder_fps=10.0))
+    a, b = engine.new_session(), engine.new_session()
+    engine.load_video(a, first)
+    engine.load_video(b, second)
+    assert made == [first] and a.scene is b.scene and a.scene_note == b.scene_note
+    assert "ucsd_ped2" in a.scene_note
+    engine.set_sensitivity(b, "0.1/min")  # a session's sensitivity does not reach the shared analysis
+    assert a.answerer.point != b.answerer.point and a.scene.default_point == "1/min"
+    image = cv2.imread(str(second / frames[-1].name))
+    cv2.imwrite(str(second / frames[-1].name), 255 - image)
+    engine.load_video(b, second)
+    assert made == [first, second] and a.scene is not b.scene
+    engine.load_video(a, first)
+    assert len(made) == 2  # the first content is still cached

@@ -30,11 +30,12 @@ from typing import Protocol
 
 from prompts.loader import clean_events
 from tvad_chat.errors import ConfigError, ProfileError
+from tvad_chat.files import content_digest
 from tvad_chat.grounded import Focus, GroundedAnswerer, QuestionReader
 from tvad_chat.models import DEFAULT_MODEL, ModelInfo, load_model
 from tvad_chat.pipeline import Analysis
 from tvad_chat.scene.analyze import SceneAnalysis
-from tvad_chat.scene.run import analyze_clip
+from tvad_chat.scene.run import ProfileChoice, analyze_clip
 from tvad_chat.video import Clip, VideoLimits, load_clip
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class EngineConfig:
     folder_fps: float | None = None  # frame rate of frame folders
     max_sessions: int = 64  # least recently used sessions are dropped beyond this
     max_models: int = 2  # distinct model sources kept loaded at once
+    max_scenes: int = 16  # scene analyses kept for clips loaded again (by content, profile setting and fps)
     max_file_bytes: int = 200 * 1024**2  # upload size limit
     max_duration_s: float = 30 * 60
 
@@ -158,6 +160,11 @@ class ChatEngine:
         self._model_lock = threading.Lock()  # generation queue: one model call at a time
         self._load_lock = threading.Lock()
         self._waiting = 0
+        # Loading the same clip again (another session, a new upload of it, other settings) reuses its scene
+        # analysis: it depends only on the clip's content, the profile setting and the folder fps. Analyses
+        # are never modified after they are made, so sessions share them.
+        self._scenes: OrderedDict[tuple[str, str, float | None], tuple[SceneAnalysis, ProfileChoice]] = OrderedDict()
+        self._scenes_lock = threading.Lock()
 
     # ---------------------------------------------------------------- models
     def model(self, source: str | None = None) -> tuple[ChatModel, ModelInfo]:
@@ -292,11 +299,25 @@ class ChatEngine:
             progress(1.0, "done")
             return analysis
 
+    def _scene_of(self, video: str | Path, profile: str) -> tuple[SceneAnalysis, ProfileChoice]:
+        profile_key = content_digest(profile) if Path(profile).is_dir() else str(profile)  # a refitted profile
+        key = (content_digest(video), profile_key, self.config.folder_fps)
+        with self._scenes_lock:
+            if key in self._scenes:
+                self._scenes.move_to_end(key)
+                return self._scenes[key]
+        made = analyze_clip(video, profile, folder_fps=self.config.folder_fps)
+        with self._scenes_lock:
+            self._scenes[key] = made
+            while len(self._scenes) > max(0, self.config.max_scenes):
+                self._scenes.popitem(last=False)
+        return made
+
     def _analyse_scene(self, session: Session, video: str | Path, progress: ProgressFn) -> None:
         """The scene analysis of every frame; a clip too short to judge without a profile keeps the reason."""
         progress(0.1, "analysing every frame against the camera's scene profile")
         try:
-            scene, choice = analyze_clip(video, session.profile, folder_fps=self.config.folder_fps)
+            scene, choice = self._scene_of(video, session.profile)
         except ProfileError as exc:
             session.scene_note = str(exc)
             return

@@ -14,10 +14,14 @@ Three rules keep a JSONL file usable afterwards:
 Whole files (summaries, configs, reports, weights, encoded videos) are written through
 :func:`atomic_output` (a temporary file beside the target, then ``os.replace``): readers see the old
 content or the new, never a mix. :func:`atomic_directory` does the same for a folder written in one go.
+
+:func:`content_digest` names a file's or a folder's content (the same upload under another temporary path
+gets the same name), for caches of work done on it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -206,3 +210,17 @@ def atomic_directory(directory: str | Path) -> Iterator[Path]:
         for leftover in (tmp, old):
             if leftover.exists():
                 shutil.rmtree(leftover, ignore_errors=True)
+
+
+def content_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, or of a folder's file names and bytes (sorted; subfolders included)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if file != path:
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with file.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
