@@ -58,7 +58,7 @@ def main() -> int:
     parser.add_argument("--no-hour", action="store_true", help="skip the one-hour clip")
     args = parser.parse_args()
 
-    from tvad_chat.scan.executor import LocalExecutor, RayExecutor, run_tasks
+    from tvad_chat.executor import LocalExecutor, RayExecutor, run_tasks
     from tvad_chat.scan.work import ScanSettings
 
     frames_dir = args.data / "ucsd_ped2" / "training" / "frames" / "01"

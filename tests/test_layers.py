@@ -17,7 +17,7 @@ PACKAGES = ("tvad_chat", "heads", "prompts", "datasets_builder")
 # except for the bare package "tvad_chat", everything under it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ground", ("tvad_chat", "tvad_chat.errors", "tvad_chat.video", "tvad_chat.motion", "tvad_chat.tracking",
-                "tvad_chat.files", "tvad_chat.dtypes")),
+                "tvad_chat.files", "tvad_chat.dtypes", "tvad_chat.executor")),
     ("heads and prompts", ("heads", "prompts")),
     ("model and profiles", ("tvad_chat.backbone", "tvad_chat.tiny", "tvad_chat.lora", "tvad_chat.scene")),
     # the whole model (backbone + heads) and its loading (tvad_chat.models: the checkpoint or the untrained

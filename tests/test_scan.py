@@ -27,8 +27,8 @@ from datasets_builder.synth.generate import ClipConfig, generate_clip
 from datasets_builder.synth.writer import write_clip
 from tvad_chat.cli import main
 from tvad_chat.errors import ConfigError
+from tvad_chat.executor import LocalExecutor, TaskFailure, run_tasks
 from tvad_chat.scan.discover import discover, wall_clock
-from tvad_chat.scan.executor import LocalExecutor, TaskFailure, run_tasks
 from tvad_chat.scan.run import scan
 from tvad_chat.scan.work import (
     ScanSettings,

@@ -1,10 +1,13 @@
-"""Argument types shared by the command modules: numbers in a range and output file names (argparse's usage error)."""
+"""Options shared by the command modules: numbers in a range and output file names (argparse's usage error), and
+where a command's tasks run (--workers, --ray)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 from collections.abc import Callable
+
+from tvad_chat.executor import Executor, open_executor
 
 
 def _number(text: str, kind: type[int] | type[float]) -> float:
@@ -47,3 +50,21 @@ def output_file(*suffixes: str) -> Callable[[str], str]:
         return text
 
     return parse
+
+
+def executor_options(parser: argparse.ArgumentParser, unit: str, default: str) -> None:
+    """``--workers N`` and ``--ray ADDRESS|auto``: where the command's tasks (one per ``unit``) run
+    (tvad_chat.executor.open_executor). ``default`` says what runs without them."""
+    parser.add_argument("--workers", type=whole_number(1), default=None, metavar="N",
+                        help=f"local worker processes, one {unit} each at a time (default: {default}); with --ray, "
+                             "at most 2N tasks queued on the cluster (default N: its CPUs)")
+    parser.add_argument("--ray", default=None, metavar="ADDRESS|auto",
+                        help=f"run one task per {unit} on a Ray cluster: the head's address (host:6379, as "
+                             "`ray start --head` prints it) or auto for the cluster this machine has joined")
+
+
+def open_chosen_executor(args: argparse.Namespace) -> Executor | None:
+    """The executor that ``--workers``/``--ray`` ask for, or None (this process) when neither is given."""
+    if args.workers is None and args.ray is None:
+        return None
+    return open_executor(args.workers, args.ray)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tvad_chat.commands.arguments import executor_options, open_chosen_executor
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("eval", help="evaluate predictions: text, frames, objects, pixels, run")
@@ -61,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--max-new-tokens", type=int, default=48)
     run.add_argument("--device", default=None)
     run.add_argument("--out", type=Path, default=None, help="write predictions and report.json here")
+    executor_options(run, "video", "every video in this process")
     run.set_defaults(handler=run_model)
 
     scene = eval_sub.add_parser("scene", help="run a scene profile over labelled test clips: frame AUC, RBDC/TBDC, "
@@ -178,9 +181,14 @@ def run_pixels(args: argparse.Namespace) -> int:
 def run_model(args: argparse.Namespace) -> int:
     from tvad_chat.eval.runner import evaluate_model, format_report
 
-    report = evaluate_model(args.model, args.corpus, args.split, ablation=not args.no_ablation,
-                            max_videos=args.max_videos, out=args.out, device=args.device,
-                            max_new_tokens=args.max_new_tokens)
+    executor = open_chosen_executor(args)
+    try:
+        report = evaluate_model(args.model, args.corpus, args.split, ablation=not args.no_ablation,
+                                max_videos=args.max_videos, out=args.out, device=args.device,
+                                max_new_tokens=args.max_new_tokens, executor=executor)
+    finally:
+        if executor is not None:
+            executor.close()
     print(f"{args.model} on {args.corpus} ({args.split}, {next(iter(report.values()))['videos']} videos), percent:")
     print(format_report(report))
     return 0

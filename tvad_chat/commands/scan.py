@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from tvad_chat.commands.arguments import positive_number, whole_number
+from tvad_chat.commands.arguments import executor_options, positive_number
 from tvad_chat.commands.scene import scene_options
 
 
@@ -22,11 +22,7 @@ def register(subparsers: Any) -> None:
     scene_options(parser, outputs=False)
     parser.add_argument("--fps", type=positive_number, default=None, metavar="F",
                         help="analyse F frames per second (default: every frame)")
-    parser.add_argument("--workers", type=whole_number(1), default=None, metavar="N",
-                        help="local worker processes (default: the core count); with --ray, tasks in flight per "
-                             "slot (default: the cluster's CPUs)")
-    parser.add_argument("--ray", default=None, metavar="ADDRESS|auto",
-                        help="run on a Ray cluster: its address (host:port of `ray start --head`) or auto")
+    executor_options(parser, "clip or segment", "the core count")
     parser.add_argument("--segment-minutes", type=positive_number, default=10.0, metavar="M",
                         help="a clip longer than 1.5 x M minutes is analysed in segments of M minutes, in parallel "
                              "(default 10)")
@@ -37,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from datasets_builder.sources import VIDEO_EXTENSIONS
-    from tvad_chat.scan.executor import open_executor
+    from tvad_chat.executor import open_executor
     from tvad_chat.scan.index import duration_text
     from tvad_chat.scan.run import scan
     from tvad_chat.scan.work import ScanSettings

@@ -15,6 +15,10 @@ pixel AUROC/AP. With ``--ablation`` the same for the paper's Table 4 rows:
   everywhere) instead of the AHD's: what the trained prompt encoder and LoRA answer without pixel evidence.
   (RAE encodes the AHD's maps, so a model with RAE and no AHD at all does not exist in this architecture.)
 * full: the whole model (stage-2 backbone, AHD, RAE).
+
+The videos run in this process by default, or as one task each on an executor (``--workers N``, ``--ray``:
+tvad_chat.executor); either way the predictions are written in the split's video order and the metrics are the
+same.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 import torch
 
 from tvad_chat.errors import DataError
+from tvad_chat.executor import Executor, TaskFailure, run_tasks
 from tvad_chat.train.data import Sample, load_samples, read_masks
 
 logger = logging.getLogger(__name__)
@@ -43,6 +48,27 @@ class VideoTask:
     sample: Sample  # the longest dialogue sample of the video
     questions: list[tuple[str, str]]  # (ref id, question) in dialogue order
     anomalous: bool
+
+
+@dataclass
+class VideoHeat:
+    """What the heatmap metrics read of one video: frame scores and labels, each frame's boxes, masks, maps."""
+
+    scores: list[float]
+    labels: list[int]
+    boxes: list[list[tuple[list[float], float]]]  # per frame: (xyxy, score)
+    masks: np.ndarray  # bool (T, H, W)
+    maps: np.ndarray  # float (T, H, W): the heatmaps at the masks' size
+
+
+@dataclass
+class VideoAnswers:
+    """One video's answers under one variant, and its heatmap evidence when the variant has an AHD."""
+
+    video_id: str
+    predictions: list[tuple[str, str]]  # (ref id, answer) in dialogue order
+    heat_judgement: bool | None = None
+    heat: VideoHeat | None = None
 
 
 @dataclass
@@ -85,28 +111,97 @@ def make_clip(sample: Sample):
                 duration_s=float((idx.max() + 1) / fps))
 
 
-def run_variant(name: str, tvad, tasks: list[VideoTask], max_new_tokens: int = 48, progress: bool = True
-                ) -> tuple[VariantResult, dict[str, Any]]:
-    """Dialogue answers and heatmap evidence of one model variant over the tasks."""
-    res = VariantResult(name)
-    frames: dict[str, dict[str, Any]] = {}
-    it = tasks
+def video_heat(task: VideoTask, clip, analysis) -> VideoHeat:
+    """The heatmaps of a video against its masks, as :func:`heatmap_metrics` reads them."""
+    from tvad_chat.evidence import upsample_heatmaps
+
+    h, w = clip.frames.shape[1:3]
+    masks = read_masks(task.sample.mask_dir, task.sample.frame_indices, (h, w))
+    ev = analysis.evidence
+    boxes = [[(list(b.xyxy), float(b.score)) for b in (ev.boxes[f] if ev is not None and f < len(ev.boxes) else [])]
+             for f in range(len(masks))]
+    return VideoHeat(scores=[float(s) for s in analysis.frame_scores],
+                     labels=masks.reshape(len(masks), -1).any(1).astype(int).tolist(), boxes=boxes, masks=masks,
+                     maps=upsample_heatmaps(analysis.heatmaps, len(masks), (w, h)))
+
+
+def answer_video(tvad, task: VideoTask, max_new_tokens: int = 48) -> VideoAnswers:
+    """The video's dialogue, each question asked with the model's own earlier answers as history."""
+    clip = make_clip(task.sample)
+    analysis = tvad.analyze(clip)
+    history: list[tuple[str, str]] = []
+    out = VideoAnswers(task.video_id, [])
+    for ref_id, question in task.questions:
+        answer = tvad.answer(analysis, history, question, max_new_tokens=max_new_tokens)
+        out.predictions.append((ref_id, answer.strip()))
+        history.append((question, answer))
+    if analysis.heatmaps is not None:
+        out.heat_judgement = bool(analysis.judgement)
+        if not isinstance(tvad.ahd, BlankMaps):  # a blank map is no evidence to score
+            out.heat = video_heat(task, clip, analysis)
+    return out
+
+
+@dataclass
+class VideoJob:
+    """One video for a worker: the variant to load (by name), the video, and the threads it may use."""
+
+    model_dir: str
+    variant: str
+    device: str | None
+    task: VideoTask
+    max_new_tokens: int
+    threads: int
+
+
+def answer_video_job(job: VideoJob) -> VideoAnswers:
+    """:func:`answer_video` in a worker process, with the variant from the process's model cache."""
+    import cv2
+
+    torch.set_num_threads(job.threads)
+    cv2.setNumThreads(job.threads)
+    return answer_video(load_variant(job.model_dir, job.variant, job.device), job.task, job.max_new_tokens)
+
+
+def run_variant(name: str, tvad, tasks: list[VideoTask], max_new_tokens: int = 48, progress: bool = True,
+                executor: Executor | None = None, model_dir: str | Path | None = None, device: str | None = None
+                ) -> tuple[VariantResult, dict[str, VideoHeat]]:
+    """Dialogue answers and heatmap evidence of one model variant over the tasks, in the tasks' order.
+
+    Without an executor ``tvad`` answers here; with one, each video is a task that loads the variant ``name`` of
+    ``model_dir`` in its worker (``tvad`` is then None). A video whose task failed raises DataError.
+    """
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(tasks, desc=f"eval {name}", unit="video")
-    for task in it:
-        clip = make_clip(task.sample)
-        analysis = tvad.analyze(clip)
-        history: list[tuple[str, str]] = []
-        for ref_id, question in task.questions:
-            answer = tvad.answer(analysis, history, question, max_new_tokens=max_new_tokens)
-            res.predictions[ref_id] = answer.strip()
-            history.append((question, answer))
-        if analysis.heatmaps is not None:
-            res.heat_judgements[task.video_id] = bool(analysis.judgement)
-            frames[task.video_id] = {"clip": clip, "analysis": analysis}
-    return res, frames
+        bar = tqdm(total=len(tasks), desc=f"eval {name}", unit="video")
+    answers: dict[str, VideoAnswers] = {}
+    if executor is None:
+        for task in tasks:
+            answers[task.video_id] = answer_video(tvad, task, max_new_tokens)
+            if bar is not None:
+                bar.update(1)
+    else:
+        jobs = [VideoJob(str(model_dir), name, device, task, max_new_tokens, executor.threads) for task in tasks]
+        for job, value in run_tasks(answer_video_job, jobs, executor):
+            if isinstance(value, TaskFailure):
+                raise DataError(f"{job.task.video_id} ({name}): {value.reason}")
+            answers[job.task.video_id] = value
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    res = VariantResult(name)
+    heats: dict[str, VideoHeat] = {}
+    for task in tasks:
+        video = answers[task.video_id]
+        res.predictions.update(video.predictions)
+        if video.heat_judgement is not None:
+            res.heat_judgements[task.video_id] = video.heat_judgement
+        if video.heat is not None:
+            heats[task.video_id] = video.heat
+    return res, heats
 
 
 def text_metrics(res: VariantResult, refs: dict[str, dict[str, Any]], tasks: list[VideoTask]) -> dict[str, Any]:
@@ -158,29 +253,20 @@ def yes_no_by_type(res: VariantResult, refs: dict[str, dict[str, Any]], tasks: l
             for name, pairs in sorted(groups.items())}
 
 
-def heatmap_metrics(frames: dict[str, dict[str, Any]], tasks: list[VideoTask]) -> dict[str, Any]:
+def heatmap_metrics(heats: dict[str, VideoHeat]) -> dict[str, Any]:
     """Frame AUC, RBDC/TBDC and pooled pixel metrics of the heatmaps against the masks."""
     from tvad_chat.eval.frames import frame_auc
     from tvad_chat.eval.heatmaps import object_metrics
     from tvad_chat.eval.pixels import PixelFrame, pooled_pixel_metrics
-    from tvad_chat.evidence import upsample_heatmaps
 
-    by_id = {t.video_id: t for t in tasks}
     scores, labels = {}, {}
     videos = []
     pixel_frames = []
-    for vid, item in sorted(frames.items()):
-        task, clip, analysis = by_id[vid], item["clip"], item["analysis"]
-        h, w = clip.frames.shape[1:3]
-        masks = read_masks(task.sample.mask_dir, task.sample.frame_indices, (h, w))
-        labels[vid] = masks.reshape(len(masks), -1).any(1).astype(int).tolist()
-        scores[vid] = [float(s) for s in analysis.frame_scores]
-        maps = upsample_heatmaps(analysis.heatmaps, len(masks), (w, h))
-        pixel_frames += [PixelFrame(score=maps[f], mask=masks[f]) for f in range(len(masks))]
-        ev = analysis.evidence
-        boxes = [[(list(b.xyxy), float(b.score)) for b in (ev.boxes[f] if ev is not None and f < len(ev.boxes)
-                                                           else [])] for f in range(len(masks))]
-        videos.append((boxes, masks))
+    for vid, heat in sorted(heats.items()):
+        labels[vid] = heat.labels
+        scores[vid] = heat.scores
+        pixel_frames += [PixelFrame(score=heat.maps[f], mask=heat.masks[f]) for f in range(len(heat.masks))]
+        videos.append((heat.boxes, heat.masks))
     out: dict[str, Any] = {}
     try:
         fa = frame_auc(scores, labels)
@@ -227,54 +313,97 @@ class BlankMaps(torch.nn.Module):
         return AHDOutput(class_logits=logits, class_probs=probs, heatmap=probs[..., ABNORMAL, :, :], layer_logits=[])
 
 
-def build_variants(model_dir: str | Path, ablation: bool, device: str | None = None):
-    """(name, TVAD) pairs, loaded lazily one at a time."""
+def variant_names(model_dir: str | Path, ablation: bool) -> list[str]:
+    """The variants evaluated, in the report's order (the heads present in ``model_dir`` decide the middle rows)."""
+    root = Path(model_dir)
+    if not ablation:
+        return ["full"]
+    return (["backbone only"] + (["+ AHD"] if (root / "ahd").is_dir() else [])
+            + (["+ RAE (no AHD maps)"] if (root / "rae").is_dir() else []) + ["full"])
+
+
+# What a process loaded last: the model by (directory, heads, device), and the variant made of it by (directory,
+# name, device). A worker answers many videos of a variant and the variants come one after another, so it loads
+# each model once, not once per video; holding one of each bounds its memory. "+ AHD" reuses the backbone of
+# "backbone only", "full" the model of "+ RAE (no AHD maps)".
+_MODEL: dict[tuple[str, tuple[str, ...], str | None], Any] = {}
+_VARIANT: dict[tuple[str, str, str | None], Any] = {}
+
+
+def _load(directory: Path, heads: tuple[str, ...], device: str | None):
     from tvad_chat.pipeline import TVAD
 
-    root = Path(model_dir)
+    key = (str(directory), heads, device)
+    if key not in _MODEL:
+        _MODEL.clear()
+        _MODEL[key] = TVAD.from_pretrained(directory, device=device, use_heads=heads)
+    return _MODEL[key]
+
+
+def load_variant(model_dir: str | Path, name: str, device: str | None = None):
+    """The TVAD of one variant of :func:`variant_names` (the backbone-only rows use ``DIR/backbone`` if present)."""
+    key = (str(model_dir), name, device)
+    if key not in _VARIANT:
+        _VARIANT.clear()
+        _VARIANT[key] = _make_variant(Path(model_dir), name, device)
+    return _VARIANT[key]
+
+
+def _make_variant(root: Path, name: str, device: str | None):
+    from tvad_chat.pipeline import TVAD
+
     base_dir = root / "backbone" if (root / "backbone" / "config.json").is_file() else root
-    if not ablation:
-        yield "full", TVAD.from_pretrained(root, device=device)
-        return
-    yield "backbone only", TVAD.from_pretrained(base_dir, device=device, use_heads=())
-    base = TVAD.from_pretrained(base_dir, device=device, use_heads=())
-    if (root / "ahd").is_dir():
+    if name == "backbone only":
+        return _load(base_dir, (), device)
+    if name == "+ AHD":
         from heads.ahd import AnomalyHeatmapDecoder
 
-        yield "+ AHD", TVAD(base.backbone, ahd=AnomalyHeatmapDecoder.from_pretrained(root / "ahd"), config=base.config)
-    full = TVAD.from_pretrained(root, device=device)
-    if full.rae is not None:
-        yield "+ RAE (no AHD maps)", TVAD(full.backbone, ahd=BlankMaps(full.ahd), rae=full.rae, config=full.config)
-    yield "full", full
+        base = _load(base_dir, (), device)
+        return TVAD(base.backbone, ahd=AnomalyHeatmapDecoder.from_pretrained(root / "ahd"), config=base.config)
+    full = _load(root, ("ahd", "rae"), device)
+    if name == "+ RAE (no AHD maps)":
+        return TVAD(full.backbone, ahd=BlankMaps(full.ahd), rae=full.rae, config=full.config)
+    if name == "full":
+        return full
+    raise ValueError(f"unknown variant {name!r}")
 
 
 def evaluate_model(model_dir: str | Path, corpus: str | Path, split: str = "test", ablation: bool = True,
                    max_videos: int | None = None, out: str | Path | None = None, device: str | None = None,
-                   progress: bool = True, max_new_tokens: int = 48) -> dict[str, dict[str, Any]]:
-    """Every metric per variant; with ``out`` also writes predictions and the report there."""
+                   progress: bool = True, max_new_tokens: int = 48, executor: Executor | None = None
+                   ) -> dict[str, dict[str, Any]]:
+    """Every metric per variant; with ``out`` also writes predictions and the report there (atomically).
+
+    With an ``executor`` each video is a task in a worker process (or on a Ray cluster), which loads the variant.
+    """
+    from tvad_chat.files import atomic_write_text
+
     tasks = video_tasks(load_samples(corpus, split=split), max_videos)
     if not tasks:
         raise DataError(f"{corpus}: no dialogue samples in split {split!r}")
     refs = load_refs(corpus, {rid for t in tasks for rid, _ in t.questions})
     report: dict[str, dict[str, Any]] = {}
-    for name, tvad in build_variants(model_dir, ablation, device):
-        res, frames = run_variant(name, tvad, tasks, max_new_tokens=max_new_tokens, progress=progress)
-        metrics = text_metrics(res, refs, tasks)
-        blank = isinstance(tvad.ahd, BlankMaps)
-        if frames and not blank:
-            metrics.update(heatmap_metrics(frames, tasks))
-        if blank:  # a blank map has no heatmap judgement to report
-            metrics.pop("heatmap_judgement.accuracy", None)
-        metrics["videos"] = len(tasks)
-        report[name] = metrics
-        if out is not None:
-            o = Path(out)
-            o.mkdir(parents=True, exist_ok=True)
-            safe = variant_file_name(name)
-            (o / f"predictions_{safe}.jsonl").write_text(
-                "".join(json.dumps({"id": i, "prediction": p}) + "\n" for i, p in res.predictions.items()))
+    try:
+        for name in variant_names(model_dir, ablation):
+            tvad = load_variant(model_dir, name, device) if executor is None else None
+            res, heats = run_variant(name, tvad, tasks, max_new_tokens=max_new_tokens, progress=progress,
+                                     executor=executor, model_dir=model_dir, device=device)
+            metrics = text_metrics(res, refs, tasks)
+            if heats:
+                metrics.update(heatmap_metrics(heats))
+            if name == "+ RAE (no AHD maps)":  # a blank map has no heatmap judgement to report
+                metrics.pop("heatmap_judgement.accuracy", None)
+            metrics["videos"] = len(tasks)
+            report[name] = metrics
+            if out is not None:
+                atomic_write_text(Path(out) / f"predictions_{variant_file_name(name)}.jsonl",
+                                  "".join(json.dumps({"id": i, "prediction": p}) + "\n"
+                                          for i, p in res.predictions.items()))
+    finally:  # this process's models (a worker keeps its own until it ends)
+        _VARIANT.clear()
+        _MODEL.clear()
     if out is not None:
-        (Path(out) / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        atomic_write_text(Path(out) / "report.json", json.dumps(report, indent=2, default=str))
     return report
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from tvad_chat.errors import ConfigError, TVADError
+from tvad_chat.executor import Executor, TaskFailure
 from tvad_chat.files import JsonlAppender, atomic_output, atomic_write_text, read_jsonl
 from tvad_chat.scan.discover import ArchiveClip, discover
-from tvad_chat.scan.executor import Executor, TaskFailure, default_workers
 from tvad_chat.scan.index import read_settings, totals, write_index, write_summary
 from tvad_chat.scan.work import (
     PreparedProfile,
@@ -75,7 +75,6 @@ def scan(root: str | Path, out: str | Path, settings: ScanSettings, executor: Ex
     clips = discover(root, video_extensions, exclude=[out])
     finished = _finished(out, clips)
     todo = [c for c in clips if _record_id(c) not in finished]
-    threads = max(1, default_workers() // max(1, executor.slots))
     scanned = 0
     with JsonlAppender(out / DONE) as done:
         def record(rec: dict[str, Any]) -> None:
@@ -93,7 +92,7 @@ def scan(root: str | Path, out: str | Path, settings: ScanSettings, executor: Ex
                 continue
             segments = plan_segments(info.num_frames, info.fps, settings)
             jobs[clip.id] = _Job(clip, info.duration_s, sum(len(s) for s in segments), segments)
-        _run(jobs, settings, executor, threads, out, record, progress)
+        _run(jobs, settings, executor, out, record, progress)
     records = [finished[_record_id(c)] for c in clips if _record_id(c) in finished]
     rows = write_index(out, records)
     summary = write_summary(out, root, records, rows)
@@ -101,9 +100,10 @@ def scan(root: str | Path, out: str | Path, settings: ScanSettings, executor: Ex
     return ScanResult(len(clips), len(clips) - len(todo), scanned, failed, totals(records), summary)
 
 
-def _run(jobs: dict[str, _Job], settings: ScanSettings, executor: Executor, threads: int, out: Path,
+def _run(jobs: dict[str, _Job], settings: ScanSettings, executor: Executor, out: Path,
          record: Callable[[dict[str, Any]], None], progress: Progress | None) -> None:
     """Submit every job's tasks (at most two per slot in flight) and finish each clip as its last task returns."""
+    threads = executor.threads
     planned = sum(j.frames for j in jobs.values())
     frames_done = clips_done = 0
     queue: deque[tuple[tuple[str, str, int], Any, tuple[Any, ...]]] = deque()
