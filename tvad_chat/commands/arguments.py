@@ -68,3 +68,16 @@ def open_chosen_executor(args: argparse.Namespace) -> Executor | None:
     if args.workers is None and args.ray is None:
         return None
     return open_executor(args.workers, args.ray)
+
+
+def stage_options(parser: argparse.ArgumentParser) -> None:
+    """``--sam2`` and ``--clip``: weights for the optional stages (tvad_chat.stages); without them the weight-free
+    defaults (masks: the heat outline; no categories)."""
+    parser.add_argument("--sam2", default=None, metavar="ID_OR_PATH",
+                        help="SAM2 weights for object masks of the anomalous tracks, propagated through the clip: a "
+                             "published id (facebook/sam2.1-hiera-tiny ...) in the hub cache, or a local "
+                             "sam2.1_hiera_*.pt (default: the heat outline)")
+    parser.add_argument("--clip", default=None, metavar="ID_OR_PATH",
+                        help="open_clip weights that rank anomaly categories (prompts/categories.yaml and --events) "
+                             "for each event: a hub id in the hub cache, or a folder with open_clip_config.json and "
+                             "its weights (default: no categories)")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from tvad_chat.commands.arguments import positive_number
+from tvad_chat.commands.arguments import positive_number, stage_options
 
 
 def register(subparsers: Any) -> None:
@@ -26,7 +27,8 @@ def register(subparsers: Any) -> None:
 
 
 def scene_options(parser: argparse.ArgumentParser, outputs: bool = True) -> None:
-    """--profile, --sensitivity, --folder-fps (tvad analyze and tvad ask); --heatmaps and --fps with ``outputs``."""
+    """--profile, --sensitivity, --folder-fps, --sam2, --clip (tvad analyze, ask and scan); --heatmaps and --fps with
+    ``outputs``."""
     parser.add_argument("--profile", default="auto", metavar="DIR|auto|none",
                         help="scene profile of the camera: a profile folder, auto (default: the installed profile "
                              "whose background matches the clip, else uncalibrated) or none (uncalibrated)")
@@ -40,6 +42,24 @@ def scene_options(parser: argparse.ArgumentParser, outputs: bool = True) -> None
                             help="analyse F frames per second (default: every frame)")
     parser.add_argument("--folder-fps", type=positive_number, default=None, metavar="F",
                         help="frame rate of a frame folder (images carry no timing; default 25)")
+    stage_options(parser)
+
+
+def stage_bars(tqdm_class: Any) -> tuple[Any, Any]:
+    """A progress callback for the stages (one bar per stage, its seconds so far) and a function closing the bars."""
+    bars: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int, seconds: float) -> None:
+        bar = bars.setdefault(stage, tqdm_class(total=total, desc=stage, unit="step"))
+        bar.total = total
+        bar.set_postfix_str(f"{seconds:.1f} s", refresh=False)
+        bar.update(done - bar.n)
+
+    def close() -> None:
+        for bar in bars.values():
+            bar.close()
+
+    return progress, close
 
 
 def run_scene_analyze(args: argparse.Namespace) -> int:
@@ -49,22 +69,36 @@ def run_scene_analyze(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from tvad_chat.files import atomic_write_text
-    from tvad_chat.scene.run import analyze_clip
+    from tvad_chat.stages.run import StageSettings, analyze_with_stages, describe_categories, load_stages
     from tvad_chat.video import probe
 
+    stages = load_stages(StageSettings(args.sam2, args.clip, getattr(args, "device", None)))
+    for note in stages.notes:
+        print(f"warning: {note}", file=sys.stderr)
     total = probe(args.video, folder_fps=args.folder_fps).num_frames
+    stage_progress, close_bars = stage_bars(tqdm)
     with tqdm(total=total, desc="analysing", unit="frame") as bar:
-        analysis, choice = analyze_clip(args.video, args.profile, fps=args.fps, folder_fps=args.folder_fps,
-                                        heatmaps=args.heatmaps, progress=bar.update)
+        try:
+            analysis, choice, results = analyze_with_stages(
+                args.video, stages, args.profile, fps=args.fps, folder_fps=args.folder_fps, heatmaps=args.heatmaps,
+                progress=bar.update, extra_categories=getattr(args, "events", []), stage_progress=stage_progress)
+        finally:
+            close_bars()
     report = {"video": Path(args.video).name, "profile_note": choice.note, **analysis.to_report(args.sensitivity)}
+    if results is not None:
+        results.add_to_report(report, analysis, args.sensitivity)
     atomic_write_text(args.out, json.dumps(report))
     point = report["operating_point"]
     print(f"{choice.note}; operating point {point['name']} (threshold {point['threshold']})")
+    if results is not None and results.timing_text():
+        print(f"stages: {results.timing_text()}")
     events = analysis.events(args.sensitivity)
     print(f"{len(events)} unusual event{'s' if len(events) != 1 else ''}" + (":" if events else ""))
     for event in events:
+        ranking = results.event_categories(analysis, event) if results is not None else []
+        looks = f"; it looks most like {describe_categories(ranking)}" if ranking else ""
         print(f"  {event.start_s:.1f}-{event.end_s:.1f} s (frames {event.first_index}-{event.last_index}), "
-              f"tracks {', '.join(map(str, event.track_ids)) or '-'}: {event.why}")
+              f"tracks {', '.join(map(str, event.track_ids)) or '-'}: {event.why}{looks}")
     print(f"report: {args.out}" + (f"; heat maps: {args.heatmaps}" if args.heatmaps else ""))
     return 0
 

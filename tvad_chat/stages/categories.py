@@ -147,7 +147,8 @@ class ClipCategoriser:
     def load(cls, spec: str, device: str | None = None) -> ClipCategoriser:
         """From a local open_clip folder (open_clip_config.json and the weights) or a hub id holding one
         (CheckpointError when missing, with how to provide it)."""
-        weights = resolve_weights(spec, "CLIP categories", "--clip", CLIP_HUB_FILES)
+        weights = resolve_weights(spec, "CLIP categories", "--clip", CLIP_HUB_FILES,
+                                  fetch=f"{CLIP_CONFIG} open_clip_model.safetensors")
         folder = weights.path
         if not (folder.is_dir() and (folder / CLIP_CONFIG).is_file()):
             raise CheckpointError(f"CLIP categories: {folder} is not an open_clip model folder ({CLIP_CONFIG} and "

@@ -31,11 +31,12 @@ class Weights:
     hub_id: str | None = None
 
 
-def resolve_weights(spec: str, stage: str, option: str, hub_files: tuple[str, ...]) -> Weights:
+def resolve_weights(spec: str, stage: str, option: str, hub_files: tuple[str, ...], fetch: str = "") -> Weights:
     """``spec`` as a local file or folder, else as a hub id: the folder of its files matching ``hub_files`` (glob
     patterns) from the local hub cache, or downloaded when online.
 
-    ``stage`` names the stage in messages ("SAM2 masks"), ``option`` the option that takes the weights ("--sam2").
+    ``stage`` names the stage in messages ("SAM2 masks"), ``option`` the option that takes the weights ("--sam2"),
+    ``fetch`` the files to name in the download command the message gives (default: the whole repository).
     """
     spec = str(spec).strip()
     if not spec:
@@ -52,12 +53,11 @@ def resolve_weights(spec: str, stage: str, option: str, hub_files: tuple[str, ..
     try:
         folder = Path(snapshot_download(repo_id=spec, allow_patterns=list(hub_files)))
     except LocalEntryNotFoundError:
-        files = " ".join(f"'{f}'" if "*" in f else f for f in hub_files)
+        command = " ".join(part for part in ("hf download", spec, fetch, "--local-dir", spec.split("/")[-1]) if part)
         raise CheckpointError(
             f"{stage}: the weights {spec!r} are not on this machine (not in the hub cache) and cannot be downloaded "
-            f"here (offline). On a machine with internet run `hf download {spec} --include {files} --local-dir "
-            f"{spec.split('/')[-1]}`, copy that folder here and give {option} its path (or copy the hub cache, "
-            f"HF_HOME, and keep {option} {spec}).") from None
+            f"here (offline). On a machine with internet run `{command}`, copy that folder here and give {option} "
+            f"its path (or copy the hub cache, HF_HOME, and keep {option} {spec}).") from None
     except (HfHubHTTPError, OSError, ValueError) as exc:
         raise CheckpointError(f"{stage}: could not fetch {spec!r} ({exc}); give {option} a local checkpoint "
                               "instead") from None

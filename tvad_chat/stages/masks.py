@@ -165,7 +165,7 @@ def find_sam2_checkpoint(spec: str) -> Path:
     published = {name for _, name in HF_MODEL_ID_TO_FILENAMES.values()}
     if spec in HF_MODEL_ID_TO_FILENAMES and not Path(spec).exists():
         name = HF_MODEL_ID_TO_FILENAMES[spec][1]
-        path = resolve_weights(spec, "SAM2 masks", "--sam2", (name,)).path / name
+        path = resolve_weights(spec, "SAM2 masks", "--sam2", (name,), fetch=name).path / name
         if not path.is_file():
             raise CheckpointError(f"SAM2 masks: {spec!r} has no {name}; give --sam2 a local checkpoint file")
         return path

@@ -12,6 +12,7 @@ the sensitivity never needs them again: an event at any point is made of those t
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from tvad_chat.video import load_clip
 
 log = logging.getLogger(__name__)
 
+SAM2_ENV, CLIP_ENV = "TVAD_SAM2", "TVAD_CLIP"
 REPORT_CATEGORIES = 5  # ranked categories per event in the report (the full ranking sums to 1)
 
 StageProgress = Callable[[str, int, int, float], None]  # stage name, steps done, steps planned, seconds so far
@@ -65,6 +67,11 @@ class StageSettings:
     @property
     def enabled(self) -> bool:
         return bool(self.sam2 or self.clip)
+
+    @classmethod
+    def from_env(cls) -> StageSettings:
+        """TVAD_SAM2 and TVAD_CLIP (the page's settings when it starts; `tvad app --sam2/--clip` set them)."""
+        return cls(os.environ.get(SAM2_ENV) or None, os.environ.get(CLIP_ENV) or None)
 
 
 @dataclass
@@ -85,7 +92,7 @@ class Stages:
 
 
 def load_stages(settings: StageSettings) -> Stages:
-    """The stages of ``settings``; missing weights become notes (logged as warnings), never errors."""
+    """The stages of ``settings``; missing weights become notes (for the caller to show), never errors."""
     stages = Stages(enabled=settings.enabled)
     if settings.sam2:
         try:
@@ -97,8 +104,6 @@ def load_stages(settings: StageSettings) -> Stages:
             stages.categoriser = ClipCategoriser.load(settings.clip, settings.device)
         except CheckpointError as exc:
             stages.notes.append(f"{exc} The analysis goes on without categories.")
-    for note in stages.notes:
-        log.warning("%s", note)
     return stages
 
 
@@ -216,7 +221,12 @@ def run_stages(analysis: SceneAnalysis, source: str | Path, stages: Stages, outl
     if source_masks is not None:
         start = time.perf_counter()
         report = _reporter("masks", progress, start)
-        results.masks = source_masks.masks(MaskRequest(analysis, tracks, threshold, read, report))
+        try:
+            results.masks = source_masks.masks(MaskRequest(analysis, tracks, threshold, read, report))
+        except RuntimeError as exc:  # torch: out of memory, a model that does not fit its inputs
+            log.exception("the %s masks failed", source_masks.name)
+            results.notes.append(f"{source_masks.name} masks failed on this clip ({exc}); the analysis goes on "
+                                 "without them")
         results.seconds["masks"] = time.perf_counter() - start
         results.frames["masks"] = len({i for per_frame in results.masks.values() for i in per_frame})
         results.weights["masks"] = getattr(source_masks, "source", None) or "none (the analysis's heat)"
@@ -226,12 +236,17 @@ def run_stages(analysis: SceneAnalysis, source: str | Path, stages: Stages, outl
         start = time.perf_counter()
         request = CategoryRequest(tracks, threshold, read, categories or load_categories(),
                                   _reporter("categories", progress, start))
-        results.categories = stages.categoriser.rank(request)
+        try:
+            results.categories = stages.categoriser.rank(request)
+        except RuntimeError as exc:
+            log.exception("the %s categories failed", stages.categoriser.name)
+            results.notes.append(f"{stages.categoriser.name} categories failed on this clip ({exc}); the analysis "
+                                 "goes on without them")
         results.seconds["categories"] = time.perf_counter() - start
         results.frames["categories"] = sum(len(crop_boxes(tracks[t], threshold)) for t in results.categories)
         results.weights["categories"] = getattr(stages.categoriser, "source", "")
     if results.seconds:
-        log.info("stages: %s", results.timing_text())
+        log.debug("stages: %s", results.timing_text())
     return results
 
 
