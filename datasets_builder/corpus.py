@@ -13,6 +13,11 @@ A video's lines are appended only after the video is fully processed, then
 its id goes to done.jsonl. A run killed at any point loses at most the video
 in progress; the next run skips finished videos, repairs a torn last line,
 and the writer's id check drops lines already written for the video in progress.
+
+Videos are processed in this process, or each as a task on an executor (``--workers N``
+or ``--ray ADDRESS``: tvad_chat.executor); a video is written only once every video
+before it is, so the files are the same whichever runs them (a killed run loses the
+videos in flight and those finished behind one still running).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from datasets_builder.qa import TargetFacts, VideoFacts, build_video_qa, label_s
 from datasets_builder.sources import VideoRecord, read_dataset
 from datasets_builder.timeline import AssociationConfig, Timeline, associate, describe_trajectory
 from tvad_chat.errors import ConfigError, DataError, TVADError
+from tvad_chat.executor import Executor, TaskFailure, run_tasks
 from tvad_chat.files import JsonlAppender, atomic_write_text, read_jsonl
 from tvad_chat.motion import TrajectoryConfig, iou
 from tvad_chat.video import load_clip, sample_indices
@@ -323,8 +329,89 @@ def summarize(out_dir: Path) -> CorpusSummary:
     return s
 
 
-def build_corpus(items: Iterable[VideoItem], backend: ExtractionBackend, cfg: CorpusConfig) -> CorpusSummary:
-    """Process every video not yet done in cfg.out_dir; returns the summary (also written to summary.json)."""
+@dataclass
+class VideoOutcome:
+    """What one video gives the builder to write and count: its files' content, or why it failed."""
+
+    key: str
+    dump: dict[str, Any] | None = None  # videos/<split>/<id>.json; None: the video failed
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    references: list[dict[str, Any]] = field(default_factory=list)
+    anomalous: bool = False
+    frames: int = 0  # extracted (main and anomaly passes)
+    rejected: Counter = field(default_factory=Counter)  # rejected frames by reason
+    failure: str = ""
+    backend_stats: dict[str, float] = field(default_factory=dict)  # what the video added to the backend's counts
+
+
+def video_outcome(item: VideoItem, backend: ExtractionBackend, cfg: CorpusConfig) -> VideoOutcome:
+    """Process one video (a failure of ours, e.g. an unreadable video, is returned, not raised)."""
+    before = dict(vars(backend.stats)) if hasattr(backend, "stats") else {}
+    out = VideoOutcome(item.key)
+    try:
+        res = process_video(item, backend, cfg)
+        qa = build_video_qa(res.facts, cfg.max_normal_targets)
+    except TVADError as err:
+        out.failure = str(err)
+        if isinstance(err, AllFramesRejected):  # its frames were extracted, and all rejected
+            out.frames = err.frames
+            out.rejected = Counter(err.reasons)
+    else:
+        records = res.records + res.focus_records
+        out.dump, out.samples, out.references = _video_dump(item, res), qa.samples, qa.references
+        out.anomalous, out.frames = res.facts.anomalous, len(records)
+        out.rejected = Counter((r.error or "unknown").split(":")[0] for r in records if not r.ok)
+    if before:
+        out.backend_stats = {k: v - before[k] for k, v in vars(backend.stats).items()}
+    return out
+
+
+@dataclass
+class VideoJob:
+    """One video for a worker process: the video, the backend (a model backend travels as its settings), the
+    settings, and the threads it may use."""
+
+    item: VideoItem
+    backend: ExtractionBackend
+    cfg: CorpusConfig
+    threads: int
+
+
+def video_job_outcome(job: VideoJob) -> VideoOutcome:
+    """:func:`video_outcome` in a worker."""
+    import cv2
+
+    cv2.setNumThreads(job.threads)
+    return video_outcome(job.item, job.backend, job.cfg)
+
+
+def _outcomes(todo: list[VideoItem], backend: ExtractionBackend, cfg: CorpusConfig,
+              executor: Executor | None) -> Iterable[tuple[VideoItem, VideoOutcome]]:
+    """(item, outcome) in the order of ``todo``, whichever order the executor finishes them in."""
+    if executor is None:
+        for item in todo:
+            yield item, video_outcome(item, backend, cfg)
+        return
+    waiting: dict[int, VideoOutcome] = {}
+    position = {id(item): n for n, item in enumerate(todo)}
+    jobs = (VideoJob(item, backend, cfg, executor.threads) for item in todo)
+    following = 0
+    for job, value in run_tasks(video_job_outcome, jobs, executor):
+        if isinstance(value, TaskFailure):  # the worker died, or a bug of ours raised
+            value = VideoOutcome(job.item.key, failure=value.reason)
+        waiting[position[id(job.item)]] = value
+        while following in waiting:
+            yield todo[following], waiting.pop(following)
+            following += 1
+
+
+def build_corpus(items: Iterable[VideoItem], backend: ExtractionBackend, cfg: CorpusConfig,
+                 executor: Executor | None = None) -> CorpusSummary:
+    """Process every video not yet done in cfg.out_dir; returns the summary (also written to summary.json).
+
+    With an ``executor`` each video is a task in a worker process or on a Ray cluster (``backend`` is pickled to
+    it); the files written are the same as without.
+    """
     t0 = time.monotonic()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -338,6 +425,7 @@ def build_corpus(items: Iterable[VideoItem], backend: ExtractionBackend, cfg: Co
         done_ids = {str(d["id"]) for d in read_jsonl(out / DONE_FILE)}
     counters = {"done": 0, "skipped": 0, "failed": 0, "frames": 0, "rejected": 0}
     reasons: Counter = Counter()
+    stats: Counter = Counter()
     todo = [it for it in items if it.key not in done_ids]
     counters["skipped"] = len(items) - len(todo)
     if cfg.limit is not None:
@@ -349,34 +437,24 @@ def build_corpus(items: Iterable[VideoItem], backend: ExtractionBackend, cfg: Co
         bar = tqdm(total=len(todo), desc="build-corpus", unit="video")
     with JsonlAppender(out / SFT_FILE) as sft, JsonlAppender(out / REFS_FILE) as refs, \
             JsonlAppender(out / DONE_FILE) as done, JsonlAppender(out / FAIL_FILE) as fails:
-        for item in todo:
-            try:
-                res = process_video(item, backend, cfg)
-                qa = build_video_qa(res.facts, cfg.max_normal_targets)
-            except TVADError as err:
+        for item, outcome in _outcomes(todo, backend, cfg, executor):
+            counters["frames"] += outcome.frames
+            counters["rejected"] += sum(outcome.rejected.values())
+            reasons.update(outcome.rejected)
+            stats.update(outcome.backend_stats)
+            if outcome.dump is None:
                 counters["failed"] += 1
-                if isinstance(err, AllFramesRejected):  # its frames were extracted, and all rejected
-                    counters["frames"] += err.frames
-                    counters["rejected"] += err.frames
-                    reasons.update(err.reasons)
-                log.warning("%s: %s", item.key, err)
+                log.warning("%s: %s", item.key, outcome.failure)
                 fails.append_batch([{"id": f"{item.key}@{time.time():.6f}", "video_id": item.key,
-                                     "reason": str(err)}])
-                if bar is not None:
-                    bar.update(1)
-                continue
-            counters["frames"] += len(res.records) + len(res.focus_records)
-            for r in res.records + res.focus_records:
-                if not r.ok:
-                    counters["rejected"] += 1
-                    reasons[(r.error or "unknown").split(":")[0]] += 1
-            dump_path = out / "videos" / item.split / f"{_safe_name(item.video_id)}.json"
-            atomic_write_text(dump_path, json.dumps(_video_dump(item, res), ensure_ascii=False))
-            sft.append_batch(qa.samples)
-            refs.append_batch(qa.references)
-            done.append_batch([{"id": item.key, "samples": len(qa.samples), "references": len(qa.references),
-                                "anomalous": res.facts.anomalous}])
-            counters["done"] += 1
+                                     "reason": outcome.failure}])
+            else:
+                dump_path = out / "videos" / item.split / f"{_safe_name(item.video_id)}.json"
+                atomic_write_text(dump_path, json.dumps(outcome.dump, ensure_ascii=False))
+                sft.append_batch(outcome.samples)
+                refs.append_batch(outcome.references)
+                done.append_batch([{"id": item.key, "samples": len(outcome.samples),
+                                    "references": len(outcome.references), "anomalous": outcome.anomalous}])
+                counters["done"] += 1
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(samples=len(sft.ids), failed=counters["failed"])
@@ -390,9 +468,8 @@ def build_corpus(items: Iterable[VideoItem], backend: ExtractionBackend, cfg: Co
     summary.frames_extracted = counters["frames"]
     summary.frames_rejected = counters["rejected"]
     summary.reject_reasons = dict(reasons)
-    stats = getattr(backend, "stats", None)
-    if stats is not None:
-        summary.backend_stats = dict(vars(stats))
+    if hasattr(backend, "stats"):
+        summary.backend_stats = {k: stats.get(k, 0) for k in vars(backend.stats)}
     summary.seconds = round(time.monotonic() - t0, 3)
     atomic_write_text(out / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2))
     return summary

@@ -13,6 +13,10 @@ frame) and a 3x3 region cue. Three backends share that interface:
 * :class:`LocalVLMBackend` runs a transformers vision-language model from a
   local directory.
 
+The corpus builder may run videos in worker processes (``--workers``, ``--ray``): a backend travels there pickled.
+The two model backends pickle as their settings and become, in a worker, that process's one backend of those
+settings (:func:`shared_backend`), so a worker loads its model (or opens its connection pool) once, not per video.
+
 Answers of model backends go through :func:`parse_extraction`, which repairs
 simple faults (code fences, trailing commas, single quotes, Python literals)
 and otherwise rejects the frame with a recorded reason.
@@ -387,6 +391,18 @@ def parse_extraction(
 # --------------------------------------------------------------------------- backends
 
 
+_SHARED: dict[tuple[type, tuple[Any, ...]], ExtractionBackend] = {}
+
+
+def shared_backend(cls: type[ExtractionBackend], settings: tuple[Any, ...]) -> ExtractionBackend:
+    """This process's backend ``cls(*settings)``, made on first use: what a model backend unpickles to in a worker
+    process, so that every video the worker extracts uses the one loaded model."""
+    key = (cls, settings)
+    if key not in _SHARED:
+        _SHARED[key] = cls(*settings)
+    return _SHARED[key]
+
+
 class ExtractionBackend(abc.ABC):
     """Interface of every backend: ``extract(task)`` and ``extract_many(tasks)`` (same order)."""
 
@@ -468,7 +484,7 @@ class RateLimiter:
             time.sleep(delay)
 
 
-@dataclass
+@dataclass(frozen=True)
 class OpenAIConfig:
     """Settings of an OpenAI-compatible chat endpoint. The key itself is never stored here."""
 
@@ -563,6 +579,9 @@ class OpenAICompatibleBackend(ExtractionBackend):
         self._stats_lock = threading.Lock()
         self._sleep = sleep
         self._pool: ThreadPoolExecutor | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:  # a worker gets its own (see shared_backend); the key stays out
+        return shared_backend, (OpenAICompatibleBackend, (self.config,))
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAICompatibleBackend(url={self.url!r}, model={self.config.model!r})"
@@ -705,7 +724,8 @@ class OpenAICompatibleBackend(ExtractionBackend):
 
 
 class LocalVLMBackend(ExtractionBackend):
-    """A transformers image-text-to-text model from a local directory (e.g. Qwen2.5-VL).
+    """A transformers image-text-to-text model from a local directory (e.g. Qwen2.5-VL), loaded on first use (a
+    builder that runs its videos in worker processes never loads it itself).
 
     ``generate_fn(image, prompt) -> str`` replaces the model (tests, custom runtimes).
     """
@@ -715,29 +735,38 @@ class LocalVLMBackend(ExtractionBackend):
     def __init__(self, model_dir: str | Path | None = None, device: str = "cpu", dtype: str | None = None,
                  max_new_tokens: int = 768, image_max_side: int = 768,
                  generate_fn: Callable[[np.ndarray, str], str] | None = None) -> None:
+        self._settings = (model_dir, device, dtype, max_new_tokens, image_max_side, generate_fn)
         self.image_max_side = image_max_side
         self.max_new_tokens = max_new_tokens
+        self.model_dir, self.device, self.dtype = model_dir, device, dtype
+        self.model = self.processor = None
         if generate_fn is not None:
             self._generate = generate_fn
             return
         if model_dir is None or not Path(model_dir).is_dir():
             raise ConfigError(f"--model must be a local model directory for the local backend (got {model_dir!r})")
+        self._generate = self._hf_generate
+
+    def __reduce__(self) -> tuple[Any, ...]:  # a worker loads the model once (see shared_backend)
+        return shared_backend, (LocalVLMBackend, self._settings)
+
+    def _load(self) -> None:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        torch_dtype = parse_dtype(dtype, device)
+        torch_dtype = parse_dtype(self.dtype, self.device)
         try:
-            self.processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
+            self.processor = AutoProcessor.from_pretrained(self.model_dir, local_files_only=True)
             self.model = AutoModelForImageTextToText.from_pretrained(
-                model_dir, local_files_only=True, dtype=torch_dtype).to(device).eval()
+                self.model_dir, local_files_only=True, dtype=torch_dtype).to(self.device).eval()
         except (OSError, ValueError) as err:
-            raise ConfigError(f"cannot load a vision-language model from {model_dir}: {err}") from err
-        self.device = device
-        self._generate = self._hf_generate
+            raise ConfigError(f"cannot load a vision-language model from {self.model_dir}: {err}") from err
 
     def _hf_generate(self, image: np.ndarray, prompt: str) -> str:
         import torch
         from PIL import Image
 
+        if self.model is None:
+            self._load()
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         inputs = self.processor(text=[text], images=[Image.fromarray(image)], return_tensors="pt").to(self.device)

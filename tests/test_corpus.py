@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -501,6 +502,77 @@ def synth_corpus(tmp_path_factory):
     anns = {f"train/{p.parent.name}": json.loads(p.read_text())
             for p in sorted((root / "data" / "train").glob("*/annotation.json"))}
     return out, anns
+
+
+CORPUS_FILES = ("sft.jsonl", "eval_refs.jsonl", "done.jsonl")
+
+
+def _same_corpus(out: Path, ref: Path) -> None:
+    """The same lines in the same order and the same per-video files (summary.json differs only in its timing)."""
+    for name in CORPUS_FILES:
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+    want = sorted(p.relative_to(ref) for p in (ref / "videos").rglob("*.json"))
+    assert sorted(p.relative_to(out) for p in (out / "videos").rglob("*.json")) == want
+    for path in want:
+        assert (out / path).read_bytes() == (ref / path).read_bytes(), path
+    assert not (out / "failures.jsonl").exists() or not (out / "failures.jsonl").read_text()
+
+
+def test_two_worker_processes_write_the_same_corpus(synth_corpus, tmp_path, capsys):
+    """`tvad build-corpus --workers 2`: the 30 SynthCampus videos in two spawned processes, written in the same
+    order, give the files the in-process build gave."""
+    from tvad_chat.cli import main
+
+    ref, _ = synth_corpus
+    out = tmp_path / "two"
+    assert main(["build-corpus", "--source", "synth", "--data", str(ref.parent / "data"), "--out", str(out),
+                 "--workers", "2", "--no-progress"]) == 0
+    assert "videos: 30 built now, 0 already done, 0 failed" in capsys.readouterr().out
+    _same_corpus(out, ref)
+    summary, want = json.loads((out / "summary.json").read_text()), json.loads((ref / "summary.json").read_text())
+    assert {k: v for k, v in summary.items() if k != "seconds"} == {k: v for k, v in want.items() if k != "seconds"}
+
+
+def _listening(pids: set[int]) -> set[str]:
+    """The addresses the processes listen on (TCP)."""
+    import psutil
+
+    return {c.laddr.ip for c in psutil.net_connections(kind="tcp") if c.pid in pids and c.status == psutil.CONN_LISTEN}
+
+
+def _loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1, or 127.x written as IPv6 (::ffff:127.0.0.1)."""
+    import ipaddress
+
+    ip = ipaddress.ip_address(address)
+    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback
+
+
+@pytest.mark.slow
+def test_a_local_ray_instance_on_loopback_writes_the_same_corpus(synth_corpus, tmp_path):
+    """The same build on a Ray instance this test starts (2 CPUs): every Ray process listens on 127.0.0.1 only."""
+    import tempfile
+
+    import psutil
+
+    from datasets_builder.corpus import source_items
+    from tvad_chat.executor import RayExecutor
+
+    ref, _ = synth_corpus
+    out = tmp_path / "ray"
+    # Ray's sockets live under its temp dir and a socket path may not exceed 107 bytes: tmp_path is often too deep
+    temp = Path(tempfile.mkdtemp(prefix="tvad-ray-"))
+    executor = RayExecutor(None, num_cpus=2, _temp_dir=str(temp))
+    try:
+        build_corpus(source_items("synth", ref.parent / "data", "train"), GroundTruthBackend(),
+                     CorpusConfig(out_dir=out, source="synth", progress=False), executor)
+        ray_processes = {p.pid for p in psutil.Process().children(recursive=True)}
+        addresses = _listening(ray_processes | {os.getpid()})
+    finally:
+        executor.close()
+        shutil.rmtree(temp, ignore_errors=True)
+    assert addresses and all(_loopback(a) for a in addresses), addresses
+    _same_corpus(out, ref)
 
 
 def _synth_span(s: dict, anns: dict) -> tuple[dict, dict[int, tuple]]:

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 
+from tvad_chat.commands.arguments import executor_options, open_chosen_executor
 from tvad_chat.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Extract every frame with a backend (ground truth, an OpenAI-compatible server, or a local "
             "vision-language model), link targets along time, describe their motion, look again at the "
             "anomaly alone, and write SFT samples and evaluation references as JSON Lines. Rerunning with "
-            "the same --out skips finished videos."
+            "the same --out skips finished videos. With --workers or --ray the videos run in worker processes or "
+            "on a Ray cluster (each worker loads the backend's model once); the files are the same."
         ),
     )
     p.add_argument("--source", choices=SOURCES, required=True,
@@ -37,8 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--model", default=None, help="model name (openai) or local model directory (local)")
     g.add_argument("--api-key-env", default="OPENAI_API_KEY",
                    help="name of the environment variable holding the API key (NONE: no authentication)")
-    g.add_argument("--concurrency", type=int, default=4, help="parallel requests")
-    g.add_argument("--rate", type=float, default=None, help="at most this many requests per second")
+    g.add_argument("--concurrency", type=int, default=4, help="parallel requests (per worker)")
+    g.add_argument("--rate", type=float, default=None, help="at most this many requests per second (per worker)")
     g.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     g.add_argument("--retries", type=int, default=4, help="retries for 408/429/5xx, timeouts, refused connections")
     g.add_argument("--json-mode", action="store_true", help='send response_format={"type": "json_object"}')
@@ -54,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--no-anomaly-pass", action="store_true", help="skip the mask-and-blur re-extraction")
     c.add_argument("--max-normal-targets", type=int, default=3, help="normal targets asked about per video")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    executor_options(p, "video", "every video in this process")
     p.set_defaults(handler=run)
 
 
@@ -101,9 +104,12 @@ def run(args: argparse.Namespace) -> int:
                        extract_fps=args.extract_fps, model_frames=args.frames,
                        anomaly_pass=not args.no_anomaly_pass, max_normal_targets=args.max_normal_targets,
                        limit=args.limit, progress=not args.no_progress)
+    executor = open_chosen_executor(args)
     try:
-        summary = build_corpus(items, backend, cfg)
+        summary = build_corpus(items, backend, cfg, executor)
     finally:
+        if executor is not None:
+            executor.close()
         backend.close()
     s = summary.to_dict()
     print(f"videos: {s['videos_done_now']} built now, {s['videos_skipped']} already done, "
