@@ -271,25 +271,47 @@ def test_sam2_loads_a_local_checkpoint_by_its_published_name(tmp_path: Path) -> 
     assert torch.equal(loaded.predictor.state_dict()[name], model.state_dict()[name])
 
 
+RUNNER_FRAMES = 64  # 6.4 s of SynthCampus at 10 fps: enough to analyse uncalibrated
+
+
+def _runner_clip(folder: Path) -> Path:
+    from datasets_builder.synth.generate import ClipConfig, generate_clip
+    from datasets_builder.synth.writer import write_clip
+
+    cfg = ClipConfig(frames=RUNNER_FRAMES, width=320, height=192, fps=10.0, fixed_camera=True)
+    write_clip(generate_clip(7, "train", 1, cfg, event="run", scene_name="campus_walkway"), folder / "runner")
+    return folder / "runner" / "video.mp4"
+
+
 def test_analysis_completes_without_the_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture) -> None:
     """`tvad analyze --sam2 HUB_ID --clip HUB_ID` offline: both stages say what is missing, the report is written
     with the heat outline as masks and the notes."""
-    from datasets_builder.synth.generate import ClipConfig, generate_clip
-    from datasets_builder.synth.writer import write_clip
-
     _offline_empty_hub(monkeypatch, tmp_path / "empty-hub")
-    cfg = ClipConfig(frames=64, width=320, height=192, fps=10.0, fixed_camera=True)  # 6.4 s: enough to fit
-    write_clip(generate_clip(7, "train", 1, cfg, event="run", scene_name="campus_walkway"), tmp_path / "runner")
     out = tmp_path / "report.json"
-    code = main(["analyze", str(tmp_path / "runner" / "video.mp4"), "--profile", "none", "--out", str(out),
+    code = main(["analyze", str(_runner_clip(tmp_path)), "--profile", "none", "--out", str(out),
                  "--sam2", SAM2_HUB, "--clip", CLIP_HUB])
     printed = capsys.readouterr()
     assert code == 0, printed.err
     text = printed.out + printed.err
     assert f"hf download {SAM2_HUB}" in text and f"hf download {CLIP_HUB}" in text
     report = json.loads(out.read_text())
-    assert len(report["frames"]) == cfg.frames
+    assert len(report["frames"]) == RUNNER_FRAMES
     stages = report["stages"]
     assert len(stages["notes"]) == 2 and stages["masks"]["source"] == "heat outline"
     assert "categories" not in stages and all("categories" not in e for e in report["events"])
+
+
+def test_ask_completes_without_the_weights_and_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """`tvad ask --json --sam2 HUB_ID --clip HUB_ID` offline: answers, the notes as warnings, no categories."""
+    _offline_empty_hub(monkeypatch, tmp_path / "empty-hub")
+    video = _runner_clip(tmp_path)
+    code = main(["ask", str(video), "--json", "--profile", "none", "--sam2", SAM2_HUB, "--clip", CLIP_HUB])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    answer = json.loads(printed.out)
+    assert answer["answers"] and len(answer["stages"]["notes"]) == 2
+    assert any(f"hf download {SAM2_HUB}" in w for w in answer["warnings"])
+    assert "masks" not in answer["stages"]  # the page's heat is the outline already: no SAM2, no mask stage
+    assert answer["event_categories"] == [[] for _ in answer["event_categories"]]

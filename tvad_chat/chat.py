@@ -36,6 +36,7 @@ from tvad_chat.models import DEFAULT_MODEL, ModelInfo, load_model
 from tvad_chat.pipeline import Analysis
 from tvad_chat.scene.analyze import SceneAnalysis
 from tvad_chat.scene.run import ProfileChoice, analyze_clip
+from tvad_chat.stages.run import StageResults, Stages, StageSettings, load_categories, load_stages, run_stages
 from tvad_chat.video import Clip, VideoLimits, load_clip
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class EngineConfig:
     profile: str = "auto"  # scene profile: a folder, auto (matched by background) or none (uncalibrated)
     sensitivity: str | None = None  # operating point of the profile (None: its default)
     folder_fps: float | None = None  # frame rate of frame folders
+    stages: StageSettings = field(default_factory=StageSettings.from_env)  # SAM2 / CLIP weights (tvad_chat.stages)
     max_sessions: int = 64  # least recently used sessions are dropped beyond this
     max_models: int = 2  # distinct model sources kept loaded at once
     max_scenes: int = 16  # scene analyses kept for clips loaded again (by content, profile setting and fps)
@@ -116,6 +118,8 @@ class Session:
     model_info: ModelInfo | None = None
     history: list[dict[str, str]] = field(default_factory=list)  # [{"role", "content"}], answers unstripped
     vision_passes: int = 0  # vision passes run for this session's clips
+    stage_settings: StageSettings = field(default_factory=StageSettings)  # the stages' weights for its clips
+    stages: StageResults | None = None  # what the stages found in the current clip (None: no stage asked for)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def reset(self) -> None:
@@ -133,6 +137,7 @@ class Session:
         with self.lock:
             self.history = []
             self.focus = Focus()
+            self.stages = None
 
     @property
     def loaded(self) -> bool:
@@ -160,6 +165,7 @@ class ChatEngine:
         self._model_lock = threading.Lock()  # generation queue: one model call at a time
         self._load_lock = threading.Lock()
         self._waiting = 0
+        self._stages: OrderedDict[StageSettings, Stages] = OrderedDict()  # loaded once per weights asked for
         # Loading the same clip again (another session, a new upload of it, other settings) reuses its scene
         # analysis: it depends only on the clip's content, the profile setting and the folder fps. Analyses
         # are never modified after they are made, so sessions share them.
@@ -207,7 +213,7 @@ class ChatEngine:
         session = Session(id=uuid.uuid4().hex, model_source=self.config.model, num_frames=self.config.num_frames,
                           fps=self.config.fps, extra_events=list(self.config.extra_events),
                           answers=self.config.answers, profile=self.config.profile,
-                          sensitivity=self.config.sensitivity)
+                          sensitivity=self.config.sensitivity, stage_settings=self.config.stages)
         self.configure(session, model=model, num_frames=num_frames, fps=fps, extra_events=extra_events)
         with self._sessions_lock:
             self._sessions[session.id] = session
@@ -230,8 +236,10 @@ class ChatEngine:
 
     def configure(self, session: Session, model: str | None = None, num_frames: int | None = None,
                   fps: float | None = None, extra_events: Sequence[str] | str | None = None,
-                  answers: str | None = None, profile: str | None = None) -> None:
-        """Validate and store a session's settings (they apply to the next clip loaded)."""
+                  answers: str | None = None, profile: str | None = None, sam2: str | None = None,
+                  clip: str | None = None) -> None:
+        """Validate and store a session's settings (they apply to the next clip loaded); ``sam2`` and ``clip`` are the
+        stages' weights (tvad_chat.stages; "" turns a stage off)."""
         if answers is not None:
             if answers not in ANSWER_MODES:
                 raise ConfigError(f"answers must be one of {', '.join(ANSWER_MODES)}, got {answers!r}")
@@ -254,6 +262,11 @@ class ChatEngine:
             session.fps = float(fps)
         if extra_events is not None:
             session.extra_events = parse_events(extra_events)
+        if sam2 is not None or clip is not None:
+            current = session.stage_settings
+            session.stage_settings = StageSettings(
+                current.sam2 if sam2 is None else sam2.strip() or None,
+                current.clip if clip is None else clip.strip() or None, current.device)
 
     # ---------------------------------------------------------------- clips
     def set_sensitivity(self, session: Session, point: str) -> None:
@@ -328,6 +341,30 @@ class ChatEngine:
             return load_clip(video, frame_indices=[index], num_frames=None, folder_fps=self.config.folder_fps).frames[0]
 
         session.answerer = GroundedAnswerer(scene, choice.note, point, read_frame, self._reader)
+        if session.stage_settings.enabled:
+            session.stages = self._run_stages(session, video, scene, progress)
+
+    def stages(self, settings: StageSettings) -> Stages:
+        """The stages of ``settings``, loaded on first use (weights that are missing become notes)."""
+        with self._load_lock:
+            if settings not in self._stages:
+                self._stages[settings] = load_stages(settings)
+                for note in self._stages[settings].notes:
+                    logger.warning("%s", note)
+            self._stages.move_to_end(settings)
+            while len(self._stages) > max(1, self.config.max_models):
+                self._stages.popitem(last=False)
+            return self._stages[settings]
+
+    def _run_stages(self, session: Session, video: str | Path, scene: SceneAnalysis,
+                    progress: ProgressFn) -> StageResults:
+        """SAM2 masks and CLIP categories of the clip's anomalous tracks (the heat is the outline without SAM2)."""
+        def step(stage: str, done: int, total: int, seconds: float) -> None:
+            progress(0.2, f"{stage}: {done}/{total} ({seconds:.1f} s)")
+
+        with self._model_turn():  # the stages' models queue with the chat model
+            return run_stages(scene, video, self.stages(session.stage_settings), None,
+                              load_categories(session.extra_events), self.config.folder_fps, step)
 
     @property
     def _reader(self) -> QuestionReader:

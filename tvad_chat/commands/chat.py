@@ -11,7 +11,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from tvad_chat.commands.arguments import output_file, whole_number
+from tvad_chat.commands.arguments import output_file, stage_options, whole_number
 from tvad_chat.commands.scene import run_scene_analyze, scene_options
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ def register(subparsers: Any) -> None:
     app.add_argument("--host", default=None, help="address to bind (default TVAD_HOST or 127.0.0.1)")
     app.add_argument("--port", type=int, default=None, help="port (default TVAD_PORT or 7860)")
     app.add_argument("--model", default=None, metavar="DIR_OR_ID", help="model directory or hub id")
+    stage_options(app)
     app.set_defaults(handler=run_app)
 
     ask = subparsers.add_parser(
@@ -88,12 +89,14 @@ def register(subparsers: Any) -> None:
 def _engine(args: argparse.Namespace) -> tuple[ChatEngine, Session]:
     from tvad_chat.chat import ChatEngine, EngineConfig
     from tvad_chat.models import DEFAULT_MODEL
+    from tvad_chat.stages.run import StageSettings
 
     # without --model the answers are composed from the scene analysis; with it, the model answers
     config = EngineConfig(model=args.model or DEFAULT_MODEL, num_frames=args.frames,
                           extra_events=args.events, device=args.device, dtype=args.dtype,
                           load_in_4bit=args.load_in_4bit, answers="model" if args.model else "grounded",
-                          profile=args.profile, sensitivity=args.sensitivity, folder_fps=args.folder_fps)
+                          profile=args.profile, sensitivity=args.sensitivity, folder_fps=args.folder_fps,
+                          stages=StageSettings(args.sam2, args.clip, args.device))
     engine = ChatEngine(config)
     return engine, engine.new_session()
 
@@ -103,8 +106,10 @@ def _progress(stage: float, text: str) -> None:
 
 
 def _warnings(session: Session) -> list[str]:
-    """What the user should know about the answers: the model's caveat (untrained, or shipped) and the clip's."""
+    """What the user should know about the answers: the model's caveat (untrained, or shipped), the clip's, and
+    the stages that could not run."""
     notes = [session.model_info.note] if session.model_info is not None and session.model_info.note else []
+    notes += list(session.stages.notes) if session.stages is not None else []
     return notes + (list(session.analysis.clip.warnings) if session.analysis is not None else [])
 
 
@@ -146,8 +151,19 @@ def run_ask(args: argparse.Namespace) -> int:
             "timings_s": {} if analysis is None else {k: round(float(v), 4) for k, v in analysis.timings.items()},
             "vision_passes": session.vision_passes,
             "warnings": _warnings(session),
+            **_stages_json(session),
         }))
     return 0
+
+
+def _stages_json(session: Session) -> dict[str, Any]:
+    """The stages' entries for `tvad ask --json`: per event its ranked categories, and the stages' sources and times."""
+    if session.stages is None or session.scene is None:
+        return {}
+    point = session.answerer.point if session.answerer is not None else None
+    report = {"events": [{} for _ in session.scene.events(point)]}
+    session.stages.add_to_report(report, session.scene, point)
+    return {"event_categories": [e.get("categories", []) for e in report["events"]], "stages": report["stages"]}
 
 
 def run_analyze(args: argparse.Namespace) -> int:
@@ -176,7 +192,13 @@ def run_analyze(args: argparse.Namespace) -> int:
 
 
 def run_app(args: argparse.Namespace) -> int:
+    import os
+
+    from tvad_chat.stages.run import CLIP_ENV, SAM2_ENV
     from tvad_chat.ui import main
 
+    for name, value in ((SAM2_ENV, args.sam2), (CLIP_ENV, args.clip)):  # the page's engine reads them
+        if value is not None:
+            os.environ[name] = value
     main(host=args.host, port=args.port, model=args.model)
     return 0
