@@ -131,13 +131,13 @@ class Session:
             self.answerer = None
             self.history = []
             self.focus = Focus()
+            self.stages = None
 
     def clear_history(self) -> None:
         """Keep the clip analysis, start the dialogue over."""
         with self.lock:
             self.history = []
             self.focus = Focus()
-            self.stages = None
 
     @property
     def loaded(self) -> bool:
