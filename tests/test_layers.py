@@ -22,9 +22,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("model and profiles", ("tvad_chat.backbone", "tvad_chat.tiny", "tvad_chat.lora", "tvad_chat.scene")),
     # the whole model (backbone + heads) and its loading (tvad_chat.models: the checkpoint or the untrained
     # fallback), the heatmap sources it reads (AHD, scene profile, fusion), the evidence read from the heatmaps
-    # and the answers composed from that evidence (tvad_chat.grounded)
+    # and the answers composed from that evidence (tvad_chat.grounded); the optional stages on the scene analysis
+    # (tvad_chat.stages: SAM2 masks, CLIP categories)
     ("pipeline and evidence", ("tvad_chat.pipeline", "tvad_chat.models", "tvad_chat.heatmap_sources",
-                               "tvad_chat.evidence", "tvad_chat.grounded")),
+                               "tvad_chat.evidence", "tvad_chat.grounded", "tvad_chat.stages")),
     ("chat engine and export", ("tvad_chat.chat", "tvad_chat.render", "tvad_chat.report")),
     ("eval and train", ("tvad_chat.eval", "tvad_chat.train", "tvad_chat.scan")),
     ("ui, cli and commands", ("tvad_chat.ui", "tvad_chat.cli", "tvad_chat.commands", "tvad_chat.__main__", "app")),
