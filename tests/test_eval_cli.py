@@ -172,3 +172,53 @@ def test_pixels_with_float_npy_maps_and_a_score_range(tmp_path: Path, capsys: py
     assert "65536 equal-width bins over [0, 1]" in capsys.readouterr().out
     assert main(["eval", "pixels", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
                  "--score-range", "1", "0"]) == 1
+
+
+# --------------------------------------------------------------------------- `tvad eval run` on workers
+
+TINY_MODEL = Path(__file__).resolve().parents[1] / "checkpoints" / "tvad-tiny"
+
+
+@pytest.mark.slow
+def test_eval_run_on_two_workers_gives_the_same_predictions_and_report(tmp_path: Path) -> None:
+    """`tvad eval run --workers 2` (a video per task in two spawned processes) writes what the in-process run
+    writes: the predictions in the same order, the same metrics."""
+    from tvad_chat.train.toycorpus import make_toy_corpus
+
+    corpus = make_toy_corpus(tmp_path / "toy", videos=10, frames=8)  # 2 test videos, one anomalous
+    command = ["eval", "run", "--model", str(TINY_MODEL), "--corpus", str(corpus), "--split", "test",
+               "--no-ablation", "--max-new-tokens", "4"]
+    assert main(command + ["--out", str(tmp_path / "here")]) == 0
+    assert main(command + ["--out", str(tmp_path / "two"), "--workers", "2"]) == 0
+    here = (tmp_path / "here" / "predictions_full.jsonl").read_text()
+    assert (tmp_path / "two" / "predictions_full.jsonl").read_text() == here and len(here.splitlines()) >= 4
+    report, two = (json.loads((tmp_path / d / "report.json").read_text())["full"] for d in ("here", "two"))
+    assert set(two) == set(report) and "pixel.auroc" in report and report["videos"] == 2
+    for key, value in report.items():
+        if isinstance(value, float):
+            assert two[key] == pytest.approx(value, abs=1e-9, nan_ok=True), key
+        else:
+            assert two[key] == value, key
+
+
+def test_a_process_loads_each_model_once_across_videos_and_variants(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a worker does for the four ablation rows, two videos each: two model loads (the stage-0 backbone and the
+    whole model), "+ AHD" on the backbone of "backbone only", "full" the model of "+ RAE (no AHD maps)"."""
+    from tvad_chat.eval.runner import load_variant, variant_names
+    from tvad_chat.pipeline import TVAD
+
+    loads = []
+    load = TVAD.from_pretrained.__func__
+
+    def counted(cls, directory, **kwargs):
+        loads.append(Path(directory).name)
+        return load(cls, directory, **kwargs)
+
+    monkeypatch.setattr(TVAD, "from_pretrained", classmethod(counted))
+    names = variant_names(TINY_MODEL, ablation=True)
+    assert names == ["backbone only", "+ AHD", "+ RAE (no AHD maps)", "full"]
+    models = {name: [load_variant(TINY_MODEL, name) for _video in range(2)] for name in names}
+    assert loads == ["backbone", "tvad-tiny"]
+    assert all(a is b for a, b in models.values())
+    assert models["+ AHD"][0].backbone is models["backbone only"][0].backbone and models["+ AHD"][0].ahd is not None
+    assert models["full"][0].backbone is models["+ RAE (no AHD maps)"][0].backbone
