@@ -27,7 +27,7 @@ from datasets_builder.synth.generate import ClipConfig, generate_clip
 from datasets_builder.synth.writer import write_clip
 from tvad_chat.cli import main
 from tvad_chat.errors import ConfigError
-from tvad_chat.executor import LocalExecutor, TaskFailure, run_tasks
+from tvad_chat.executor import LocalExecutor, RayExecutor, TaskFailure, run_tasks
 from tvad_chat.scan.discover import discover, wall_clock
 from tvad_chat.scan.run import scan
 from tvad_chat.scan.work import (
@@ -173,21 +173,21 @@ def test_killed_scan_resumes_to_the_same_index(archive: Path, reference: Path, t
 @needs_ped2
 @pytest.mark.slow
 def test_ray_cluster_gives_the_same_index(archive: Path, reference: Path, tmp_path: Path) -> None:
-    """A local Ray cluster started here (num_cpus=2, no dashboard); `tvad scan --ray ADDRESS` joins it as another
-    driver. Ray 2.60 binds the head to this machine's own address even when asked for 127.0.0.1, so the test
-    checks that the address is this machine's rather than asking for one."""
-    ray = pytest.importorskip("ray")
+    """A local Ray instance started here on 127.0.0.1 (2 CPUs, no dashboard); `tvad scan --ray 127.0.0.1:PORT`
+    joins it as another driver."""
     # Ray's sockets live under its temp dir and a socket path may not exceed 107 bytes: tmp_path is often too deep
-    temp = tmp_path / "ray" if len(str(tmp_path)) < 40 else Path(tempfile.mkdtemp(prefix="tvad-ray-"))
+    temp = Path(tempfile.mkdtemp(prefix="tvad-ray-"))
+    executor = RayExecutor(None, num_cpus=2, _temp_dir=str(temp))
     try:
-        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(temp), log_to_driver=False)
+        import ray
+
         address = ray.get_runtime_context().gcs_address
-        assert address.rpartition(":")[0] == ray.util.get_node_ip_address()
+        assert address.startswith("127.0.0.1:")
         out = tmp_path / "out"
         subprocess.run(CLI + ["scan", str(archive), "--out", str(out), "--ray", address, "--fps", FPS],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
     finally:
-        ray.shutdown()
+        executor.close()
         shutil.rmtree(temp, ignore_errors=True)
     assert (out / "index.csv").read_bytes() == (reference / "index.csv").read_bytes()
     assert (out / "index.jsonl").read_bytes() == (reference / "index.jsonl").read_bytes()
