@@ -1,6 +1,7 @@
-"""The default (grounded) page in a real browser: a Ped2 clip is matched to the shipped profile, six kinds of
-question are answered from its scene analysis, and moving the sensitivity re-decides the panel and the answers
-together (the judgement answer names the same operating point and event count as the panel).
+"""The default (grounded) page in a real browser: a Ped2 clip is matched to the shipped profile, its scene overlay
+and hottest moments are shown, six kinds of question are answered from its scene analysis, "show me" moves the
+overlay to the event, and moving the sensitivity re-decides the panel and the answers together (the judgement
+answer names the same operating point and event count as the panel).
 
 Chromium from Debian (`make browser`), driven by Playwright; saves tests/artifacts/grounded_page.png.
 """
@@ -65,6 +66,8 @@ def test_grounded_answers_and_sensitivity_move_together(server):
             page.wait_for_function("document.querySelector('#status').innerText.includes('Analysed')",
                                    timeout=180_000)
             page.wait_for_selector("#score-plot img", timeout=30_000)
+            page.wait_for_selector("#overlay video", timeout=30_000)  # the scene's heat over every frame
+            page.wait_for_selector("#strip img", timeout=30_000)  # its hottest moments
             evidence = page.inner_text("#evidence")
             assert "decided by scene profile 'ucsd_ped2'" in evidence and "Scene judgement" in evidence
 
@@ -79,6 +82,13 @@ def test_grounded_answers_and_sensitivity_move_together(server):
             assert "box heights/s" in _ask(page, "How does it move?")
             assert "99.8th percentile of the reference" in _ask(page, "Why is it unusual?") or \
                 "median of the reference" in _bot_texts(page)[-1]
+
+            # "Show me" moves the overlay to the event: the box says where, the video is there.
+            shown = _ask(page, "Show me")
+            at = float(re.search(r"at ([\d.]+) s", shown).group(1))
+            page.wait_for_function(
+                f"Math.abs(document.querySelector('#overlay video').currentTime - {at}) < 0.15", timeout=30_000)
+            assert float(page.input_value("#show-at input")) == pytest.approx(at, abs=0.05)
 
             # The strictest sensitivity: the panel and the next judgement answer change together.
             page.get_by_label("0.01/min").check()

@@ -68,3 +68,30 @@ def test_display_copy_of_an_avi_plays_in_a_browser(tmp_path: Path) -> None:
     assert render.browser_playable(mp4)
     (tmp_path / "junk.mp4").write_bytes(b"junk" * 100)
     assert not render.browser_playable(tmp_path / "junk.mp4")
+
+
+def test_scene_overlay_writer_keeps_the_timeline_and_the_hottest_moments(tmp_path: Path) -> None:
+    """30 fps in, at most 15 written, each at its own time; heat blended where it is; the strip holds the three
+    hottest moments at least a second apart, in time order."""
+    writer = render.SceneOverlayWriter(tmp_path / "scene.mp4", strip_count=3, spacing_s=1.0, fps=15.0)
+    peaks = {30: 0.9, 35: 0.95, 90: 0.6, 120: 0.3, 150: 0.8}  # frame -> peak heat; 30 and 35 are 1/6 s apart
+    for k in range(180):
+        frame = np.full((96, 160, 3), 90, np.uint8)
+        heat = np.zeros((96, 160), np.float32)
+        heat[30:60, 40:80] = peaks.get(k, 0.0)
+        writer(k, k / 30.0, frame, heat)
+    assert writer.close(6.0) == tmp_path / "scene.mp4"
+    frames, times, duration = _decoded(tmp_path / "scene.mp4")
+    assert len(frames) == 90 and duration == pytest.approx(6.0, abs=0.05)
+    assert np.allclose(np.diff(times), 1 / 15, atol=2e-3)
+    hot = frames[round(150 / 30 * 15)]  # frame 150 (5.0 s) was written: heat 0.8 inside the box, none outside
+    assert abs(int(hot[45, 60, 0]) - 90) > 40 and np.abs(hot[10, 140].astype(int) - 90).max() <= 6
+    assert [round(t * 30) for t, _ in writer.moments] == [35, 90, 150]  # 0.95 beat 0.9 within a second
+    assert [p for _, p in writer.moments] == pytest.approx([0.95, 0.6, 0.8], abs=1e-6)
+    strip = writer.strip()
+    assert strip.shape[0] == 120 and strip.shape[1] == 3 * 200 + 2 * 3
+
+
+def test_scene_overlay_writer_without_frames_writes_nothing(tmp_path: Path) -> None:
+    writer = render.SceneOverlayWriter(tmp_path / "none.mp4")
+    assert writer.close(3.0) is None and writer.strip() is None and not (tmp_path / "none.mp4").exists()

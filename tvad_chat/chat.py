@@ -20,6 +20,7 @@ import contextlib
 import logging
 import queue
 import re
+import tempfile
 import threading
 import uuid
 from collections import OrderedDict
@@ -28,12 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from prompts.loader import clean_events
 from tvad_chat.errors import ConfigError, ProfileError
 from tvad_chat.files import content_digest
 from tvad_chat.grounded import Focus, GroundedAnswerer, QuestionReader
 from tvad_chat.models import DEFAULT_MODEL, ModelInfo, load_model
 from tvad_chat.pipeline import Analysis
+from tvad_chat.render import SceneOverlayWriter
 from tvad_chat.scene.analyze import SceneAnalysis
 from tvad_chat.scene.run import ProfileChoice, analyze_clip
 from tvad_chat.stages.run import StageResults, Stages, StageSettings, load_categories, load_stages, run_stages
@@ -63,6 +67,16 @@ class ChatModel(Protocol):
 
     def answer(self, analysis: Analysis, history: Sequence[dict[str, str]], question: str,
                stream: StreamFn | None = None, max_new_tokens: int | None = None) -> str: ...
+
+
+@dataclass
+class SceneResult:
+    """What one clip's scene analysis made: shared by every session that loads the same content."""
+
+    analysis: SceneAnalysis
+    choice: ProfileChoice
+    overlay: Path | None
+    strip: np.ndarray | None
 
 
 @dataclass
@@ -111,6 +125,10 @@ class Session:
     sensitivity: str | None = None
     scene: SceneAnalysis | None = None  # the current clip's scene analysis (None when it could not be made)
     scene_note: str = ""  # which profile decided, or why there is no scene analysis
+    clip_name: str = ""  # the clip's file name as the user gave it (never a server path)
+    scene_overlay: Path | None = None  # the scene analysis's overlay mp4 (shared by sessions: copy it to serve it)
+    scene_strip: np.ndarray | None = None  # its hottest moments side by side (RGB)
+    show_time: float | None = None  # seconds: where the last answer asked the overlay to go ("show me")
     answerer: GroundedAnswerer | None = None
     focus: Focus = field(default_factory=Focus)  # the event "it" refers to in follow-ups
     analysis: Analysis | None = None  # the model's analysis of the current clip (answers="model" only)
@@ -128,6 +146,7 @@ class Session:
             self.analysis = None
             self.model = None
             self.scene = None
+            self.scene_overlay = self.scene_strip = self.show_time = None
             self.answerer = None
             self.history = []
             self.focus = Focus()
@@ -169,8 +188,9 @@ class ChatEngine:
         # Loading the same clip again (another session, a new upload of it, other settings) reuses its scene
         # analysis: it depends only on the clip's content, the profile setting and the folder fps. Analyses
         # are never modified after they are made, so sessions share them.
-        self._scenes: OrderedDict[tuple[str, str, float | None], tuple[SceneAnalysis, ProfileChoice]] = OrderedDict()
+        self._scenes: OrderedDict[tuple[str, str, float | None], SceneResult] = OrderedDict()
         self._scenes_lock = threading.Lock()
+        self._scene_media = tempfile.TemporaryDirectory(prefix="tvad_scenes_")  # the cached analyses' overlays
 
     # ---------------------------------------------------------------- models
     def model(self, source: str | None = None) -> tuple[ChatModel, ModelInfo]:
@@ -294,7 +314,8 @@ class ChatEngine:
             if len(clip.frames) == 0:
                 raise ConfigError("the clip has no frames to analyse")
             session.reset()
-            self._analyse_scene(session, video, progress)
+            session.clip_name = Path(video).name
+            self._analyse_scene(session, video, clip.duration_s, progress)
             if session.answers == "grounded":
                 progress(1.0, "done")
                 return None
@@ -312,29 +333,39 @@ class ChatEngine:
             progress(1.0, "done")
             return analysis
 
-    def _scene_of(self, video: str | Path, profile: str) -> tuple[SceneAnalysis, ProfileChoice]:
+    def _scene_of(self, video: str | Path, profile: str, duration_s: float) -> SceneResult:
+        """The clip's scene analysis with its overlay mp4 and strip of hottest moments, made once per content."""
         profile_key = content_digest(profile) if Path(profile).is_dir() else str(profile)  # a refitted profile
         key = (content_digest(video), profile_key, self.config.folder_fps)
         with self._scenes_lock:
             if key in self._scenes:
                 self._scenes.move_to_end(key)
                 return self._scenes[key]
-        made = analyze_clip(video, profile, folder_fps=self.config.folder_fps)
+        overlay = SceneOverlayWriter(Path(self._scene_media.name) / f"{uuid.uuid4().hex}.mp4")
+        try:
+            scene, choice = analyze_clip(video, profile, folder_fps=self.config.folder_fps, frame_sink=overlay)
+        finally:
+            path = overlay.close(duration_s)
+        made = SceneResult(scene, choice, path, overlay.strip())
         with self._scenes_lock:
             self._scenes[key] = made
             while len(self._scenes) > max(0, self.config.max_scenes):
-                self._scenes.popitem(last=False)
+                _, dropped = self._scenes.popitem(last=False)
+                if dropped.overlay is not None:  # sessions showing it have their own copy
+                    dropped.overlay.unlink(missing_ok=True)
         return made
 
-    def _analyse_scene(self, session: Session, video: str | Path, progress: ProgressFn) -> None:
+    def _analyse_scene(self, session: Session, video: str | Path, duration_s: float, progress: ProgressFn) -> None:
         """The scene analysis of every frame; a clip too short to judge without a profile keeps the reason."""
         progress(0.1, "analysing every frame against the camera's scene profile")
         try:
-            scene, choice = self._scene_of(video, session.profile)
+            made = self._scene_of(video, session.profile, duration_s)
         except ProfileError as exc:
             session.scene_note = str(exc)
             return
+        scene, choice = made.analysis, made.choice
         session.scene, session.scene_note = scene, choice.note
+        session.scene_overlay, session.scene_strip = made.overlay, made.strip
         point = session.sensitivity if session.sensitivity in scene.thresholds else None
 
         def read_frame(index: int):
@@ -394,7 +425,9 @@ class ChatEngine:
     def _grounded_answer(self, session: Session, question: str) -> str:
         if session.answerer is None:
             return f"I can't judge this clip: {session.scene_note}"
-        return session.answerer.answer(question, session.focus).text
+        answer = session.answerer.answer(question, session.focus)
+        session.show_time = answer.show_time
+        return answer.text
 
     def _model_answer(self, session: Session, question: str, stream: StreamFn | None,
                       max_new_tokens: int | None) -> str:

@@ -198,19 +198,102 @@ def frame_strip(analysis: Analysis, count: int = 8, height: int = 120) -> np.nda
             picks.discard(min(picks, key=lambda p: abs(p - peak)))
             picks.add(peak)
     times = frame_times(analysis)
-    tiles = []
-    for i in sorted(picks):
-        f = frames[i]
-        w = max(1, int(round(f.shape[1] * height / f.shape[0])))
-        tile = cv2.resize(f, (w, height), interpolation=cv2.INTER_AREA).copy()
-        label = f"{times[i]:.1f}s" + (f"  {float(scores[i]):.2f}" if scored else "")
-        # At the bottom: the page's image label sits on the strip's top left.
+    return strip_of([(frames[i], f"{times[i]:.1f}s" + (f"  {float(scores[i]):.2f}" if scored else ""))
+                     for i in sorted(picks)], height)
+
+
+def strip_of(tiles: list[tuple[np.ndarray, str]], height: int = 120) -> np.ndarray:
+    """RGB frames side by side at one height, each labelled at its bottom (the page's image label sits on the
+    strip's top left), separated by white lines; uint8 RGB."""
+    row = []
+    for frame, label in tiles:
+        w = max(1, int(round(frame.shape[1] * height / frame.shape[0])))
+        tile = cv2.resize(frame, (w, height), interpolation=cv2.INTER_AREA).copy()
         cv2.rectangle(tile, (0, height - 18), (min(w, 6 + 7 * len(label)), height), (0, 0, 0), -1)
         cv2.putText(tile, label, (4, height - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1,
                     cv2.LINE_AA)
-        tiles.append(tile)
-        tiles.append(np.full((height, 3, 3), 255, dtype=np.uint8))
-    return np.concatenate(tiles[:-1], axis=1)
+        row += [tile, np.full((height, 3, 3), 255, dtype=np.uint8)]
+    return np.concatenate(row[:-1], axis=1)
+
+
+class SceneOverlayWriter:
+    """A scene analysis's overlay, written while the analysis runs (a FrameSink: frames are never kept).
+
+    Every frame (at most PREVIEW_MAX_FPS a second, downscaled to PREVIEW_MAX_SIDE) with its heat blended in,
+    the outline of heat at 0.5 (the operating point's threshold) drawn and its time burned in, on the clip's
+    own timeline; and the ``strip_count`` hottest moments, at least ``spacing_s`` apart, kept small for the
+    frame strip.
+    """
+
+    OUTLINE = 0.5  # heat at the threshold (tvad_chat.scene.analyze: s^2 / (s^2 + t^2))
+
+    def __init__(self, path: str | Path, strip_count: int = 8, spacing_s: float = 1.0, strip_height: int = 120,
+                 fps: float = PREVIEW_MAX_FPS, max_side: int = PREVIEW_MAX_SIDE) -> None:
+        self.path = Path(path)
+        self.strip_count, self.spacing_s, self.strip_height = strip_count, spacing_s, strip_height
+        self.fps, self.max_side = fps, max_side
+        self._writer: H264Writer | None = None
+        self._last_written: float | None = None
+        self._hottest: list[tuple[float, float, np.ndarray]] = []  # (peak heat, time, small overlay frame)
+
+    def __call__(self, index: int, time: float, frame: np.ndarray, heat: np.ndarray) -> None:
+        scale = min(1.0, self.max_side / max(frame.shape[:2]))
+        size = (max(2, int(frame.shape[1] * scale)), max(2, int(frame.shape[0] * scale)))
+        if scale < 1.0:
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+            heat = cv2.resize(heat, size, interpolation=cv2.INTER_LINEAR)
+        peak = float(heat.max()) if heat.size else 0.0
+        due = self._last_written is None or time - self._last_written >= 1.0 / self.fps - 1e-6
+        keep = peak > 0 and self._worth_keeping(peak, time)
+        if not (due or keep):
+            return
+        shown = render_overlay(frame[None], heat[None])[0]
+        if peak >= self.OUTLINE:
+            contours, _ = cv2.findContours((heat >= self.OUTLINE).astype(np.uint8), cv2.RETR_EXTERNAL,
+                                           cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(shown, contours, -1, (255, 255, 255), 1)
+        shown = timestamp_frames(shown[None], np.array([time]))[0]
+        if due:
+            if self._writer is None:
+                self._writer = H264Writer(self.path, width=size[0], height=size[1], fps=self.fps)
+            self._writer.add(shown, 0.0 if self._last_written is None else time)  # the first frame opens the clip
+            self._last_written = time
+        if keep:
+            self._keep(peak, time, shown)
+
+    def _worth_keeping(self, peak: float, time: float) -> bool:
+        near = [h for h in self._hottest if abs(h[1] - time) < self.spacing_s]
+        if near:
+            return peak > max(h[0] for h in near)
+        return len(self._hottest) < self.strip_count or peak > min(h[0] for h in self._hottest)
+
+    def _keep(self, peak: float, time: float, shown: np.ndarray) -> None:
+        w = max(1, int(round(shown.shape[1] * self.strip_height / shown.shape[0])))
+        small = cv2.resize(shown, (w, self.strip_height), interpolation=cv2.INTER_AREA)
+        self._hottest = [h for h in self._hottest if abs(h[1] - time) >= self.spacing_s]
+        self._hottest.append((peak, time, small))
+        self._hottest.sort(key=lambda h: -h[0])
+        del self._hottest[self.strip_count:]
+
+    def close(self, end_s: float) -> Path | None:
+        """Finish the mp4 (the last frame lasts until ``end_s``); None when no frame came."""
+        if self._writer is None:
+            return None
+        self._writer.close(end_s)
+        return self.path
+
+    @property
+    def moments(self) -> list[tuple[float, float]]:
+        """The kept hottest moments as (seconds, peak heat), in time order."""
+        return [(t, p) for p, t, _ in sorted(self._hottest, key=lambda h: h[1])]
+
+    def strip(self) -> np.ndarray | None:
+        """The hottest moments in time order with their times and heat; None when nothing was hot."""
+        if not self._hottest:
+            return None
+        return strip_of([(small, f"{t:.1f}s  heat {p:.2f}") for p, t, small in sorted(self._hottest,
+                                                                                     key=lambda h: h[1])],
+                        self.strip_height)
 
 
 def score_figure(analysis: Analysis, trained: bool = True) -> Figure:

@@ -18,6 +18,7 @@ import numpy as np
 from tvad_chat.models import ModelInfo
 from tvad_chat.motion import SPEED_UNIT
 from tvad_chat.pipeline import Analysis
+from tvad_chat.scene.analyze import SceneAnalysis
 
 INTERVAL_THRESHOLD = 0.5  # frame score at which a frame counts as abnormal for the marked interval
 
@@ -127,3 +128,9 @@ def write_report(analysis: Analysis, path: str | Path, model_info: ModelInfo | N
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(build_report(analysis, model_info, dialogue, source_name), indent=2))
     return path
+
+
+def scene_report(analysis: SceneAnalysis, video_name: str, profile_note: str, point: str | None = None) -> dict[str, Any]:
+    """The JSON report of a scene analysis (`tvad analyze` and the page's export): the clip's name as the user
+    gave it, which profile decided, and the analysis at the operating point ``point``."""
+    return {"video": video_name, "profile_note": profile_note, **analysis.to_report(point)}

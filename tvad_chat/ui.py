@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import html
+import json
 import logging
 import os
 import re
@@ -28,7 +29,7 @@ from gradio.utils import get_upload_folder as gradio_upload_folder
 from tvad_chat.chat import JUDGEMENT_QUESTION, MAX_FRAMES, MIN_FRAMES, ChatEngine, EngineConfig, Session
 from tvad_chat.errors import TVADError
 from tvad_chat.eval.text import NO, YES, normalize_yes_no
-from tvad_chat.files import atomic_output
+from tvad_chat.files import atomic_output, atomic_write_text
 from tvad_chat.models import DEFAULT_MODEL, allowed_model_source, allowed_models
 from tvad_chat.motion import SPEED_UNIT, SPEED_UNIT_TEXT
 from tvad_chat.pipeline import Analysis
@@ -41,7 +42,7 @@ from tvad_chat.render import (
     write_overlay_video,
     write_video,
 )
-from tvad_chat.report import anomaly_intervals, target_rows, write_report
+from tvad_chat.report import anomaly_intervals, scene_report, target_rows, write_report
 from tvad_chat.scene.events import TARGET_RATES
 from tvad_chat.video import load_clip
 
@@ -354,15 +355,18 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
             sensitivity = gr.Radio(list(SENSITIVITIES), value=None, elem_id="sensitivity",
                                    label="Sensitivity: false alarms per minute on this camera's normal footage "
                                          "(events and answers are re-decided, the clip is not re-analysed)")
-        strip = gr.Image(label="Frames with heatmap", show_label=False, interactive=False, elem_id="strip",
-                         height=150)
+        with gr.Row():
+            strip = gr.Image(label="Frames with heatmap", show_label=False, interactive=False, elem_id="strip",
+                             height=150, scale=6)
+            # "show me" answers set it, and so can the user: the overlay jumps there
+            show_at = gr.Number(label="Overlay at (s)", value=None, minimum=0, elem_id="show-at", scale=1)
         evidence = gr.Markdown(elem_id="evidence")
         with gr.Row():
             export_json = gr.Button("Export JSON report")
             export_mp4 = gr.Button("Export overlay mp4")
             export_file = gr.File(label="Export", interactive=False, height=80, elem_id="export-file")
 
-        views = [overlay, plot, strip, evidence]
+        views = [overlay, plot, strip, evidence, show_at]
         worked = [sid, status, chat, preview, *views, *suggestions]
         keep = [gr.update()] * len(views)
 
@@ -423,7 +427,7 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
             if not path:
                 session.reset()
                 jobs.preview = None
-                yield [session.id, "Upload a clip to start.", [], None, None, None, None, "",
+                yield [session.id, "Upload a clip to start.", [], None, None, None, None, "", None,
                        *_suggestion_updates(None)]
                 return
             name = Path(path).name
@@ -443,7 +447,7 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
                 session.reset()
                 jobs.preview = None
                 yield [session.id, "⚠ " + _message(exc, "analyse this clip"), _chat_view(session, jobs), None,
-                       None, None, None, "", *_suggestion_updates(None)]
+                       None, None, None, "", None, *_suggestion_updates(None)]
                 return
             yield [session.id, _analysed_text(session, analysis, name), _chat_view(session, jobs), gr.update(),
                    *_views(analysis, session, out), *[gr.update()] * NUM_SUGGESTIONS]
@@ -456,7 +460,8 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
                 for partial in engine.ask_stream(session, text):
                     yield [session.id, "Answering…", _chat_view(session, jobs, (text, partial)), gr.update(),
                            *keep, *[gr.update()] * NUM_SUGGESTIONS]
-                yield [session.id, "Ready for the next question.", _chat_view(session, jobs), gr.update(), *keep,
+                moved = [*keep[:-1], session.show_time if session.show_time is not None else gr.update()]
+                yield [session.id, "Ready for the next question.", _chat_view(session, jobs), gr.update(), *moved,
                        *[gr.update()] * NUM_SUGGESTIONS]
             except Exception as exc:  # noqa: BLE001
                 yield [session.id, "⚠ " + _message(exc, "answer"), _chat_view(session, jobs), gr.update(), *keep,
@@ -485,10 +490,20 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
         def export(kind, session_id, request: gr.Request):
             session = session_of(session_id, request)
             try:
-                if session.analysis is None:
-                    raise TVADError("nothing to export yet: analyse a clip with the model first")
                 out = work / session.id
-                if kind == "json":
+                if session.analysis is None:  # grounded: the scene analysis at the session's sensitivity
+                    if session.scene is None or session.answerer is None:
+                        raise TVADError("nothing to export yet: analyse a clip first")
+                    if kind == "json":
+                        path = out / "tvad_report.json"
+                        report = scene_report(session.scene, session.clip_name, session.scene_note,
+                                              session.answerer.point)
+                        atomic_write_text(path, json.dumps(report))
+                    elif session.scene_overlay is None:
+                        raise TVADError("this clip has no overlay to export")
+                    else:
+                        path = Path(shutil.copyfile(session.scene_overlay, out / "tvad_overlay.mp4"))
+                elif kind == "json":
                     name = Path(session.analysis.clip.source).name
                     path = write_report(session.analysis, out / "tvad_report.json", session.model_info,
                                         session.turns, source_name=name)
@@ -532,6 +547,7 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
                     scene_score_figure(session.scene, point), _scene_markdown(session)]
 
         sensitivity.change(change_sensitivity, [sensitivity, sid], [sid, status, plot, evidence], queue=False)
+        show_at.change(None, [show_at], None, js=SEEK_OVERLAY_JS, queue=False)
         def export_json_report(session_id, request: gr.Request):
             return export("json", session_id, request)
 
@@ -543,6 +559,17 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
         demo.unload(on_unload)
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
     return demo
+
+
+# The overlay video jumps to the "Overlay at (s)" box's time and pauses there (a "show me" answer sets the box).
+SEEK_OVERLAY_JS = """(t) => {
+  const video = document.querySelector('#overlay video');
+  if (video && t !== null && t !== undefined && isFinite(t)) {
+    video.pause();
+    video.currentTime = Math.min(Number(t), isFinite(video.duration) ? video.duration : Number(t));
+  }
+  return [];
+}"""
 
 
 def _cache_root() -> Path:
@@ -589,16 +616,20 @@ def _scene_markdown(session: Session) -> str:
 
 
 def _views(analysis: Analysis | None, session: Session, out: Path) -> list[Any]:
-    """Overlay video, score plot, frame strip and evidence: the scene analysis's in grounded mode, the
-    model's otherwise."""
+    """Overlay video, score plot, frame strip, evidence and the overlay's position: the scene analysis's in
+    grounded mode, the model's otherwise."""
+    name = f"overlay_{len(list(out.glob('overlay_*.mp4')))}.mp4"
     if analysis is None:
         if session.scene is None:
-            return [None, None, None, session.scene_note]
+            return [None, None, None, session.scene_note, None]
         point = session.answerer.point if session.answerer is not None else None
-        return [None, scene_score_figure(session.scene, point), None, _scene_markdown(session)]
+        overlay = None
+        if session.scene_overlay is not None:  # the engine's copy is shared; the session's is deleted with it
+            overlay = str(shutil.copyfile(session.scene_overlay, out / name))
+        return [overlay, scene_score_figure(session.scene, point), session.scene_strip, _scene_markdown(session), 0]
     trained = session.model_info is None or session.model_info.trained
-    mp4 = write_overlay_video(analysis, out / f"overlay_{len(list(out.glob('overlay_*.mp4')))}.mp4")
-    return [str(mp4), score_figure(analysis, trained=trained), frame_strip(analysis), _evidence_markdown(analysis)]
+    mp4 = write_overlay_video(analysis, out / name)
+    return [str(mp4), score_figure(analysis, trained=trained), frame_strip(analysis), _evidence_markdown(analysis), 0]
 
 
 def _size_bytes(text: str) -> int:

@@ -227,6 +227,7 @@ def heat_to_uint8(heat: np.ndarray) -> np.ndarray:
 
 
 HeatSink = Callable[[int, np.ndarray], None]  # (source index, heat (H, W) float 0..1 at display size)
+FrameSink = Callable[[int, float, np.ndarray, np.ndarray], None]  # (source index, seconds, RGB frame, its heat)
 
 
 class SceneAnalyzer:
@@ -246,9 +247,10 @@ class SceneAnalyzer:
         self._step = 0
         self._colourfulness = 0.0  # largest mean channel difference of any frame
 
-    def push(self, frame: np.ndarray, index: int, time: float,
-             heat: HeatSink | None = None) -> tuple[FrameRecord, list[Measure]]:
-        """One frame: its record, and the measures of its objects (for calibration)."""
+    def push(self, frame: np.ndarray, index: int, time: float, heat: HeatSink | None = None,
+             frames: FrameSink | None = None) -> tuple[FrameRecord, list[Measure]]:
+        """One frame: its record, and the measures of its objects (for calibration); its heat map to ``heat``,
+        and with the frame itself to ``frames`` (an overlay being written)."""
         profile = self.profile
         width, height = profile.size
         if (frame.shape[1], frame.shape[0]) != (width, height):
@@ -270,8 +272,12 @@ class SceneAnalyzer:
                                   float(feats[b.object_index, WIDTH])), _mean_colour(small, objects[b.object_index]))
                         for b in scored),
                        key=lambda b: -b.score)[:MAX_BOXES_PER_FRAME]
-        if heat is not None:
-            heat(index, self._heat(objects, scored))
+        if heat is not None or frames is not None:
+            heat_map = self._heat(objects, scored)
+            if heat is not None:
+                heat(index, heat_map)
+            if frames is not None:
+                frames(index, time, frame, heat_map)
         raw = max((b.score for b in boxes), default=0.0)
         return FrameRecord(int(index), float(time), float(raw), boxes), measures
 
@@ -288,11 +294,11 @@ class SceneAnalyzer:
         return cv2.resize(work, self.profile.size, interpolation=cv2.INTER_LINEAR)
 
     def run(self, chunks: Iterable[Clip], heat: HeatSink | None = None,
-            progress: Callable[[int], None] | None = None) -> SceneAnalysis:
+            progress: Callable[[int], None] | None = None, frames: FrameSink | None = None) -> SceneAnalysis:
         records = FrameTable()
         for clip in chunks:
             for frame, index, time in zip(clip.frames, clip.frame_indices, clip.timestamps, strict=True):
-                records.append(self.push(frame, int(index), float(time), heat)[0])
+                records.append(self.push(frame, int(index), float(time), heat, frames)[0])
             if progress is not None:
                 progress(len(clip.frames))
         return self.finish(records)

@@ -20,7 +20,7 @@ import numpy as np
 
 from tvad_chat.errors import ProfileError
 from tvad_chat.files import atomic_directory
-from tvad_chat.scene.analyze import HeatSink, SceneAnalysis, SceneAnalyzer, heat_to_uint8
+from tvad_chat.scene.analyze import FrameSink, HeatSink, SceneAnalysis, SceneAnalyzer, heat_to_uint8
 from tvad_chat.scene.calibrate import CalibrationConfig, calibrate, clip_background
 from tvad_chat.scene.match import match_profile
 from tvad_chat.scene.objects import ObjectConfig
@@ -85,21 +85,22 @@ def clip_analyzer(profile: SceneProfile, source: str | Path, folder_fps: float |
 
 def analyze_source(profile: SceneProfile, source: str | Path, fps: float | None = None,
                    folder_fps: float | None = None, heat_sink: HeatSink | None = None,
-                   progress: Callable[[int], None] | None = None) -> SceneAnalysis:
+                   progress: Callable[[int], None] | None = None,
+                   frame_sink: FrameSink | None = None) -> SceneAnalysis:
     """Stream a whole clip through a profile."""
     return clip_analyzer(profile, source, folder_fps).run(stream_clip(source, fps=fps, folder_fps=folder_fps),
-                                                           heat=heat_sink, progress=progress)
+                                                           heat=heat_sink, progress=progress, frames=frame_sink)
 
 
 def analyze_clip(source: str | Path, profile: str | Path | None = "auto", fps: float | None = None,
                  folder_fps: float | None = None, heatmaps: str | Path | None = None,
-                 heat_sink: HeatSink | None = None,
-                 progress: Callable[[int], None] | None = None) -> tuple[SceneAnalysis, ProfileChoice]:
+                 heat_sink: HeatSink | None = None, progress: Callable[[int], None] | None = None,
+                 frame_sink: FrameSink | None = None) -> tuple[SceneAnalysis, ProfileChoice]:
     """The scene analysis of a clip and how its profile was chosen; heat PNGs into ``heatmaps`` if given,
-    and every frame's heat map to ``heat_sink`` if given."""
+    every frame's heat map to ``heat_sink`` and every frame with its heat map to ``frame_sink`` if given."""
     chosen, choice = resolve_profile(source, profile, fps, folder_fps)
     if heatmaps is None:
-        analysis = analyze_source(chosen, source, fps, folder_fps, heat_sink, progress)
+        analysis = analyze_source(chosen, source, fps, folder_fps, heat_sink, progress, frame_sink)
     else:
         with atomic_directory(heatmaps) as folder:
             def write(index: int, heat: np.ndarray) -> None:
@@ -107,7 +108,7 @@ def analyze_clip(source: str | Path, profile: str | Path | None = "auto", fps: f
                     raise ProfileError(f"could not write heat maps to {heatmaps}")
                 if heat_sink is not None:
                     heat_sink(index, heat)
-            analysis = analyze_source(chosen, source, fps, folder_fps, write, progress)
+            analysis = analyze_source(chosen, source, fps, folder_fps, write, progress, frame_sink)
     if choice.profile is None:
         analysis.profile_name = None
     return analysis, choice
