@@ -1,5 +1,8 @@
 """Fit a scene profile from normal footage of one camera (``tvad calibrate``).
 
+``calibrate`` = ``measure_footage`` (steps 1-2, the slow pass) then ``fit_profile`` (steps 3-5), kept apart so
+that one measured footage can be fitted many times (leave-one-clip-out evaluation, scripts/eval_localisation.py).
+
 1. Every clip is checked (same display size; backgrounds alike enough to be one camera) and its background
    estimated as the median of ``background_samples`` frames spread over it.
 2. One pass over every frame (or F per second) measures the objects (tvad_chat.scene.objects).
@@ -69,6 +72,22 @@ def clip_background(source: str | Path, work_width: int, samples: int,
     return np.median(np.stack([to_work_grey(f, work) for f in clip.frames]), axis=0).astype(np.uint8), size
 
 
+@dataclass
+class Footage:
+    """Normal footage of one camera, measured once: what a profile is fitted on (``fit_profile``)."""
+
+    sources: list[str]
+    size: tuple[int, int]  # display (width, height)
+    work: tuple[int, int]  # working (width, height)
+    backgrounds: list[np.ndarray]  # per clip, grey at working size
+    clips: list[_Frames]
+
+    def subset(self, keep: Sequence[int]) -> Footage:
+        """The footage of the clips at positions ``keep`` (leave-one-clip-out evaluation)."""
+        return Footage([self.sources[i] for i in keep], self.size, self.work, [self.backgrounds[i] for i in keep],
+                       [self.clips[i] for i in keep])
+
+
 def calibrate(sources: Sequence[str | Path], name: str, config: CalibrationConfig | None = None,
               fps: float | None = None, folder_fps: float | None = None,
               progress: Callable[[int, int], None] | None = None, keep_times: bool = False) -> SceneProfile:
@@ -76,6 +95,15 @@ def calibrate(sources: Sequence[str | Path], name: str, config: CalibrationConfi
 
     ``keep_times``: the profile remembers when each normal object was seen, so that the same clip can be
     scored against itself (uncalibrated analysis); never for a profile that scores other clips."""
+    cfg = config or CalibrationConfig()
+    footage = measure_footage(sources, cfg, fps, folder_fps, progress)
+    return fit_profile(footage, name, cfg, fps, folder_fps, keep_times)
+
+
+def measure_footage(sources: Sequence[str | Path], config: CalibrationConfig | None = None,
+                    fps: float | None = None, folder_fps: float | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> Footage:
+    """Check that the clips are of one camera and measure the objects of every frame (steps 1 and 2)."""
     cfg = config or CalibrationConfig()
     if not sources:
         raise ProfileError("give at least one normal clip of the camera to calibrate on")
@@ -112,6 +140,14 @@ def calibrate(sources: Sequence[str | Path], name: str, config: CalibrationConfi
             if progress is not None:
                 progress(done, total)
         clips.append(frames)
+    return Footage([str(s) for s in sources], size, work, backgrounds, clips)
+
+
+def fit_profile(footage: Footage, name: str, config: CalibrationConfig | None = None, fps: float | None = None,
+                folder_fps: float | None = None, keep_times: bool = False) -> SceneProfile:
+    """The profile of measured footage (steps 3 to 5); ``fps``/``folder_fps`` are only recorded."""
+    cfg = config or CalibrationConfig()
+    clips, work = footage.clips, footage.work
     seconds = sum(footage_seconds(c.times) for c in clips)
     every = [m for c in clips for ms in c.measures for m in ms]
     if seconds < cfg.min_seconds or len(every) < cfg.min_objects:
@@ -136,11 +172,11 @@ def calibrate(sources: Sequence[str | Path], name: str, config: CalibrationConfi
     log.info("calibrated %r on %.1f s (%d objects): thresholds %s", name, seconds, len(everything),
              ", ".join(f"{p.name}={p.threshold:.2f}" for p in points))
     return SceneProfile(
-        name=name, size=size, work_size=work, objects=cfg.objects, scoring=cfg.scoring, perspective=perspective,
+        name=name, size=footage.size, work_size=work, objects=cfg.objects, scoring=cfg.scoring, perspective=perspective,
         scales=scales, normal=everything[keep], place_speed=_place_speed(every, everything, work, cfg.place_grid),
-        background=np.median(np.stack(backgrounds), axis=0).astype(np.uint8), operating_points=points,
+        background=np.median(np.stack(footage.backgrounds), axis=0).astype(np.uint8), operating_points=points,
         reference=reference, default_point=default_point(points),
-        made_from={"sources": [Path(s).name for s in sources], "seconds": round(seconds, 1),
+        made_from={"sources": [Path(s).name for s in footage.sources], "seconds": round(seconds, 1),
                    "frames": sum(len(c.times) for c in clips), "objects": len(everything),
                    "fps": fps, "folder_fps": folder_fps, "folds": len(folds)},
         normal_times=times[keep] if keep_times else None)
