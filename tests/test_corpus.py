@@ -533,6 +533,29 @@ def test_two_worker_processes_write_the_same_corpus(synth_corpus, tmp_path, caps
     assert {k: v for k, v in summary.items() if k != "seconds"} == {k: v for k, v in want.items() if k != "seconds"}
 
 
+def _no_answer(image, prompt: str) -> str:
+    return "{}"
+
+
+def test_a_model_backend_reaches_a_worker_as_its_settings(monkeypatch):
+    """Pickled (as an executor sends it), a model backend carries its settings, not its model or key, and every copy
+    a process unpickles is that process's one backend: a worker loads its model once for all its videos."""
+    import pickle
+
+    from datasets_builder.extract import LocalVLMBackend, OpenAICompatibleBackend, OpenAIConfig
+
+    local = LocalVLMBackend(generate_fn=_no_answer, image_max_side=320)
+    first, second = pickle.loads(pickle.dumps(local)), pickle.loads(pickle.dumps(local))
+    assert first is second and first is not local and first.image_max_side == 320
+    monkeypatch.setenv("TVAD_TEST_KEY", "secret-key-1234")
+    remote = OpenAICompatibleBackend(OpenAIConfig(base_url="http://127.0.0.1:9/v1", model="m",
+                                                  api_key_env="TVAD_TEST_KEY", concurrency=2))
+    data = pickle.dumps(remote)
+    assert b"secret-key-1234" not in data
+    copy = pickle.loads(data)
+    assert copy is pickle.loads(pickle.dumps(remote)) and copy.config == remote.config and copy._key == remote._key
+
+
 def _listening(pids: set[int]) -> set[str]:
     """The addresses the processes listen on (TCP)."""
     import psutil
