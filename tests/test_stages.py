@@ -315,3 +315,39 @@ def test_ask_completes_without_the_weights_and_warns(tmp_path: Path, monkeypatch
     assert any(f"hf download {SAM2_HUB}" in w for w in answer["warnings"])
     assert "masks" not in answer["stages"]  # the page's heat is the outline already: no SAM2, no mask stage
     assert answer["event_categories"] == [[] for _ in answer["event_categories"]]
+
+
+def test_scan_reports_carry_the_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tvad scan --sam2 --clip` offline: each clip's report carries the stages' notes and the heat-outline masks;
+    a scan made before the stages existed (no sam2/clip in scan.json) resumes with them left unset."""
+    from tvad_chat.executor import LocalExecutor
+    from tvad_chat.scan.run import scan
+    from tvad_chat.scan.work import ScanSettings
+
+    _offline_empty_hub(monkeypatch, tmp_path / "empty-hub")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the spawned worker reads the environment
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    _runner_clip(tmp_path).rename(archive / "runner.mp4")  # the video alone (not the ground-truth frame folders)
+    settings = ScanSettings(profile="none", sam2=SAM2_HUB, clip=CLIP_HUB)
+    executor = LocalExecutor(1)
+    try:
+        result = scan(archive, tmp_path / "out", settings, executor, (".mp4",))
+    finally:
+        executor.close()
+    assert result.scanned == 1 and not result.failed
+    report = json.loads(next((tmp_path / "out" / "clips").glob("*/report.json")).read_text())
+    assert len(report["stages"]["notes"]) == 2 and report["stages"]["masks"]["source"] == "heat outline"
+
+    older = tmp_path / "older"
+    older.mkdir()
+    (tmp_path / "empty-archive").mkdir()
+    plain = {k: v for k, v in json.loads((tmp_path / "out" / "scan.json").read_text()).items()
+             if k not in ("sam2", "clip")}
+    (older / "scan.json").write_text(json.dumps(plain))
+    executor = LocalExecutor(1)
+    try:
+        assert scan(tmp_path / "empty-archive", older, ScanSettings(profile="none"), executor, (".mp4",)).clips == 0
+    finally:
+        executor.close()

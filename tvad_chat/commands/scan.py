@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from tvad_chat.scan.work import ScanSettings
 
     settings = ScanSettings(profile=args.profile, fps=args.fps, folder_fps=args.folder_fps,
-                            sensitivity=args.sensitivity, segment_s=args.segment_minutes * 60)
+                            sensitivity=args.sensitivity, segment_s=args.segment_minutes * 60, sam2=args.sam2,
+                            clip=args.clip)
     executor = open_executor(args.workers, args.ray)
     try:
         with tqdm(desc="scanning", unit="frame") as bar:

@@ -28,13 +28,13 @@ from tvad_chat.scan.work import (
     ScanSettings,
     analyze_segment,
     analyze_whole,
+    finish_joined,
     join_segments,
-    peaks,
     plan_segments,
     prepare_profile,
-    thumbnails,
 )
 from tvad_chat.scene.analyze import SceneAnalysis
+from tvad_chat.stages.run import StageResults
 from tvad_chat.video import probe
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def _run(jobs: dict[str, _Job], settings: ScanSettings, executor: Executor, out:
             del jobs[clip_id]
             clips_done += 1
         elif stage == "whole":
-            record(_write_clip(out, job, value.analysis, value.note, value.thumbnails, settings))
+            record(_write_clip(out, job, value.analysis, value.note, value.thumbnails, value.stages, settings))
             frames_done += job.frames
             del jobs[clip_id]
             clips_done += 1
@@ -144,11 +144,11 @@ def _run(jobs: dict[str, _Job], settings: ScanSettings, executor: Executor, out:
             if len(job.parts) == len(job.segments):
                 job.joined = join_segments([job.parts[k] for k in range(len(job.segments))])
                 job.parts.clear()
-                queue.appendleft(((clip_id, "thumbnails", 0), thumbnails,
-                                  (job.clip.path, settings.folder_fps, peaks(job.joined, settings.sensitivity),
-                                   threads)))
-        else:  # thumbnails of a joined clip
-            record(_write_clip(out, job, job.joined, job.prepared.note, value, settings))
+                queue.appendleft(((clip_id, "finish", 0), finish_joined,
+                                  (job.clip.path, settings, job.joined, threads)))
+        else:  # thumbnails and stages of a joined clip
+            thumbs, stages = value
+            record(_write_clip(out, job, job.joined, job.prepared.note, thumbs, stages, settings))
             del jobs[clip_id]
             clips_done += 1
         if progress is not None:
@@ -156,13 +156,16 @@ def _run(jobs: dict[str, _Job], settings: ScanSettings, executor: Executor, out:
 
 
 def _write_clip(out: Path, job: _Job, analysis: SceneAnalysis, note: str, thumbs: list[bytes],
-                settings: ScanSettings) -> dict[str, Any]:
-    """The clip's thumbnails and report (each atomically), then its completion record (returned)."""
+                stages: StageResults | None, settings: ScanSettings) -> dict[str, Any]:
+    """The clip's thumbnails and report (each atomically; with the stages' results when any ran), then its
+    completion record (returned)."""
     clip = job.clip
     folder = Path("clips") / clip.slug
     report = {"video": clip.id, "camera": clip.camera, "profile_note": note,
               "wall_start": clip.wall_start.isoformat() if clip.wall_start else None,
               **analysis.to_report(settings.sensitivity)}
+    if stages is not None:
+        stages.add_to_report(report, analysis, settings.sensitivity)
     names = []
     for k, data in enumerate(thumbs):
         name = (folder / f"event-{k:02d}.jpg").as_posix()
@@ -216,8 +219,8 @@ def _check_settings(out: Path, settings: ScanSettings) -> None:
     held = read_settings(out)
     if held is None:
         atomic_write_text(out / "scan.json", json.dumps(wanted, indent=1))
-    elif held != wanted:
-        differ = ", ".join(f"{k} {held.get(k)!r} -> {v!r}" for k, v in wanted.items() if held.get(k) != v)
+    elif differ := ", ".join(f"{k} {held.get(k)!r} -> {v!r}" for k, v in wanted.items() if held.get(k) != v):
+        # a setting newer than the scan (absent from scan.json) matches when it is left at its default, None
         raise ConfigError(f"{out} holds a scan made with other settings ({differ}): give another --out folder, "
                           "or the same settings to resume it")
 

@@ -16,11 +16,21 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from tvad_chat.errors import ProfileError
 from tvad_chat.scene.analyze import FrameTable, SceneAnalysis, SceneAnalyzer
 from tvad_chat.scene.profile import SceneProfile
-from tvad_chat.scene.run import analyze_clip, clip_analyzer, resolve_profile
+from tvad_chat.scene.run import clip_analyzer, resolve_profile
+from tvad_chat.stages.run import (
+    StageResults,
+    Stages,
+    StageSettings,
+    analyze_with_stages,
+    load_categories,
+    load_stages,
+    run_stages,
+)
 from tvad_chat.video import STREAM_CHUNK, load_clip
 
 THUMB_WIDTH = 240  # pixels
@@ -38,6 +48,8 @@ class ScanSettings:
     sensitivity: str | None = None  # operating point (None: the profile's default)
     segment_s: float = 600.0  # a clip longer than 1.5 x this is split into segments of this length
     overlap_s: float = 30.0  # each segment starts this much early (tracks, background and smoothing settle)
+    sam2: str | None = None  # SAM2 weights of the mask stage (tvad_chat.stages; None: the heat outline)
+    clip: str | None = None  # open_clip weights of the categories stage (None: no categories)
 
 
 @dataclass
@@ -46,6 +58,7 @@ class WholeResult:
     note: str  # how the profile was chosen
     thumbnails: list[bytes]  # JPEG of each event's peak frame
     seconds: float  # wall time of the task
+    stages: StageResults | None = None  # what the stages found (None: none asked for)
 
 
 @dataclass
@@ -60,9 +73,34 @@ def analyze_whole(path: Path, settings: ScanSettings, threads: int) -> WholeResu
     """One clip, streamed through its profile, and the thumbnails of its events."""
     start = time.perf_counter()
     cv2.setNumThreads(threads)
-    analysis, choice = analyze_clip(path, settings.profile, fps=settings.fps, folder_fps=settings.folder_fps)
+    analysis, choice, stages = analyze_with_stages(path, worker_stages(settings, threads), settings.profile,
+                                                   fps=settings.fps, folder_fps=settings.folder_fps)
     thumbs = thumbnails(path, settings.folder_fps, peaks(analysis, settings.sensitivity), threads)
-    return WholeResult(analysis, choice.note, thumbs, time.perf_counter() - start)
+    return WholeResult(analysis, choice.note, thumbs, time.perf_counter() - start, stages)
+
+
+_STAGES: dict[StageSettings, Stages] = {}  # per worker process: each loads the stages' weights once
+
+
+def worker_stages(settings: ScanSettings, threads: int) -> Stages:
+    """The scan's stages in this worker (loaded on first use; missing weights become notes in every report)."""
+    wanted = StageSettings(settings.sam2, settings.clip)
+    if wanted not in _STAGES:
+        _STAGES[wanted] = load_stages(wanted)
+    if wanted.enabled:
+        torch.set_num_threads(threads)
+    return _STAGES[wanted]
+
+
+def finish_joined(path: Path, settings: ScanSettings, joined: SceneAnalysis,
+                  threads: int) -> tuple[list[bytes], StageResults | None]:
+    """A segmented clip's thumbnails and stages, once its segments are joined (the masks come from SAM2 only: the
+    segments' heat is not kept)."""
+    thumbs = thumbnails(path, settings.folder_fps, peaks(joined, settings.sensitivity), threads)
+    stages = worker_stages(settings, threads)
+    if not stages.enabled:
+        return thumbs, None
+    return thumbs, run_stages(joined, path, stages, None, load_categories(), settings.folder_fps)
 
 
 def prepare_profile(path: Path, settings: ScanSettings, threads: int) -> PreparedProfile:
