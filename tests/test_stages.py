@@ -351,3 +351,40 @@ def test_scan_reports_carry_the_stages(tmp_path: Path, monkeypatch: pytest.Monke
         assert scan(tmp_path / "empty-archive", older, ScanSettings(profile="none"), executor, (".mp4",)).clips == 0
     finally:
         executor.close()
+
+
+class _TrueMasks:
+    """A mask source that knows the answer: every anomalous track's mask is the labelled anomaly mask."""
+
+    name = "true masks"
+
+    def __init__(self, read_mask) -> None:
+        self.read_mask = read_mask
+
+    def masks(self, request: MaskRequest) -> dict:
+        return {t: {b.index: ObjectMask.from_full(b.index, self.read_mask(b.index)) for b in boxes}
+                for t, boxes in request.tracks.items()}
+
+
+def test_eval_scene_reports_pixel_metrics_with_and_without_the_mask_stage(tmp_path: Path) -> None:
+    """With a mask stage, `evaluate_profile` reports the pixel metrics twice; the heat shaped by the true masks
+    scores better than the heat alone."""
+    from tvad_chat.eval.scene import LabelledClip, evaluate_profile
+    from tvad_chat.scene.run import resolve_profile
+    from tvad_chat.video import read_mask
+
+    video = _runner_clip(tmp_path)
+    annotation = json.loads((video.parent / "annotation.json").read_text())
+    masks_dir = video.parent / "masks"
+    mask_files = sorted(masks_dir.iterdir())
+
+    def mask(index: int) -> np.ndarray:
+        return read_mask(mask_files[index])
+
+    profile, _ = resolve_profile(video, "none")
+    clip = LabelledClip("runner", str(video), None, np.array(annotation["frame_labels"]), mask)
+    report = evaluate_profile(profile, [clip], mask_source=_TrueMasks(mask))
+    assert {"pixel.auroc", "masks.pixel.auroc", "masks.pixel.aupro"} <= set(report)
+    assert report["masks.pixel.auroc"] > report["pixel.auroc"]
+    assert report["masks.pixel.aupro"] > report["pixel.aupro"]
+    assert "masks.pixel.auroc" not in evaluate_profile(profile, [clip])

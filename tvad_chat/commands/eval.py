@@ -74,6 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "with testing/frame_labels.json and testing/masks/NN)")
     scene.add_argument("--root", required=True, type=Path, help="the dataset folder")
     scene.add_argument("--sensitivity", default=None, metavar="POINT", help="operating point for temporal IoU")
+    scene.add_argument("--sam2", default=None, metavar="ID_OR_PATH",
+                       help="also report the pixel metrics with SAM2 masks as the heat's outline (masks.*): a "
+                            "published SAM2 id in the hub cache or a local sam2.1_hiera_*.pt")
     scene.add_argument("--json", type=Path)
     scene.set_defaults(handler=run_scene)
 
@@ -93,14 +96,18 @@ def run_scene(args: argparse.Namespace) -> int:
     from datasets_builder.sources import read_dataset
     from tvad_chat.eval.scene import LabelledClip, evaluate_profile
     from tvad_chat.scene.profile import SceneProfile
+    from tvad_chat.stages.run import StageSettings, load_stages
 
     profile = SceneProfile.load(args.profile)
+    stages = load_stages(StageSettings(sam2=args.sam2))
     records = read_dataset(args.dataset, args.root, split="test")
     clips = [LabelledClip(r.video_id, str(r.source), r.fps if r.frames_dir is not None else None, r.frame_labels,
                           r.load_mask if r.has_masks else None) for r in records]
-    report = evaluate_profile(profile, clips, point=args.sensitivity)
+    report = evaluate_profile(profile, clips, point=args.sensitivity, mask_source=stages.sam2)
     notes = [f"profile {profile.name!r}, operating point {args.sensitivity or profile.default_point} for tIoU",
-             str(report.pop("tao.note", ""))]
+             str(report.pop("tao.note", "")), *stages.notes]
+    if stages.sam2 is not None:
+        notes.append("masks.*: the same pixel metrics with SAM2's masks of the anomalous tracks as the heat's outline")
     return finish(f"Scene profile on {args.dataset} test clips (percent)", report, notes, args.json)
 
 

@@ -21,6 +21,8 @@ from tvad_chat.eval.pixels import PixelFrame, PooledAccumulator, TaoAccumulator,
 from tvad_chat.scene.analyze import SceneAnalysis, heat_to_uint8
 from tvad_chat.scene.profile import SceneProfile
 from tvad_chat.scene.run import analyze_source
+from tvad_chat.stages.masks import MaskSource
+from tvad_chat.stages.run import Stages, run_stages
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +40,24 @@ class LabelledClip:
 
 
 def evaluate_profile(profile: SceneProfile, clips: Sequence[LabelledClip], pixels: bool = True,
-                     point: str | None = None,
-                     progress: Callable[[int], None] | None = None) -> dict[str, float | int | str]:
-    """All metrics of one profile over labelled clips (percent)."""
+                     point: str | None = None, progress: Callable[[int], None] | None = None,
+                     mask_source: MaskSource | None = None) -> dict[str, float | int | str]:
+    """All metrics of one profile over labelled clips (percent). With ``mask_source`` (tvad_chat.stages: SAM2),
+    the pixel metrics are reported again, prefixed "masks.", with the masks as the heat's outline
+    (StageResults.heat); the heat of the labelled frames is kept per clip (8-bit) until its masks are made."""
     if not clips:
         raise DataError("no labelled clips to evaluate")
     scores, labels, detections, mask_stacks = {}, {}, [], []
     binning = choose_binning([PixelFrame(np.zeros((1, 1), np.uint8), np.zeros((1, 1), bool))])  # 256 exact levels
     pooled, tao = PooledAccumulator(binning), TaoAccumulator()
+    masked_pooled, masked_tao = PooledAccumulator(binning), TaoAccumulator()
+    with_masks = pixels and mask_source is not None
     for clip in clips:
         masks: list[np.ndarray] = []
+        kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # source index -> (8-bit heat, true mask)
 
-        def sink(index: int, heat: np.ndarray, clip: LabelledClip = clip, masks: list = masks) -> None:
+        def sink(index: int, heat: np.ndarray, clip: LabelledClip = clip, masks: list = masks,
+                 kept: dict = kept) -> None:
             mask = clip.mask(index) if clip.mask is not None else None
             if mask is None:
                 return
@@ -58,6 +66,8 @@ def evaluate_profile(profile: SceneProfile, clips: Sequence[LabelledClip], pixel
                 frame = PixelFrame(heat_to_uint8(heat), mask, f"{clip.name}/{index}")
                 pooled.update(frame)
                 tao.update(frame)
+                if with_masks:
+                    kept[index] = (frame.score, mask)
 
         analysis = analyze_source(profile, clip.source, folder_fps=clip.fps,
                                   heat_sink=sink if clip.mask is not None else None, progress=progress)
@@ -70,12 +80,22 @@ def evaluate_profile(profile: SceneProfile, clips: Sequence[LabelledClip], pixel
             detections.append(([[(list(b.xyxy), b.score) for b in f.boxes if b.score > 0] for f in analysis.frames],
                                np.stack(masks)))
         mask_stacks.append(analysis)
+        if with_masks and kept:
+            stages = run_stages(analysis, clip.source, Stages(sam2=mask_source, enabled=True), folder_fps=clip.fps)
+            for index, (heat, mask) in kept.items():
+                refined = heat_to_uint8(stages.heat(index, heat.astype(np.float32) / 255.0))
+                frame = PixelFrame(refined, mask, f"{clip.name}/{index}")
+                masked_pooled.update(frame)
+                masked_tao.update(frame)
     result: dict[str, float | int | str] = dict(frame_auc(scores, labels))
     if detections:
         result.update(object_metrics(detections))
     if pixels and detections:
         result.update({f"pixel.{k}": v for k, v in pooled.compute().items() if k != "thresholds"})
         result.update(tao.compute())
+    if with_masks and detections:
+        result.update({f"masks.pixel.{k}": v for k, v in masked_pooled.compute().items() if k != "thresholds"})
+        result.update({f"masks.{k}": v for k, v in masked_tao.compute().items() if k != "tao.note"})
     result.update(temporal_grounding(mask_stacks, labels, point))
     return result
 

@@ -78,7 +78,7 @@ class StageSettings:
 class Stages:
     """Loaded stages: SAM2 (None: the heat outline) and a categoriser, and why a stage asked for is missing."""
 
-    sam2: SAM2Masks | None = None
+    sam2: MaskSource | None = None  # SAM2Masks, or another mask source that needs no heat
     categoriser: Categoriser = field(default_factory=NoCategories)
     notes: list[str] = field(default_factory=list)
     enabled: bool = False  # a stage was asked for (even if it failed to load): the report carries the stages
