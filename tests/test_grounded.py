@@ -248,13 +248,14 @@ def test_set_point_re_decides_events_without_re_analysis(answerer: GroundedAnswe
     frames, scores = scene.frames, scene.scores.copy()
     answerer.set_point("0.01/min")
     assert ask(answerer, "Is there an anomaly?").text == (
-        "Yes. 1 unusual event: 1.3 s to 1.6 s. Decided by the scene profile 'test_cam' at sensitivity 0.01/min "
+        "Yes. 1 unusual event: 1.1 s to 1.7 s. Decided by the scene profile 'test_cam' at sensitivity 0.01/min "
         "(marginal: peak score 4.00, threshold 3.00).")
     summary = answerer.summary()
     assert summary["operating_point"] == {"name": "0.01/min", "threshold": 3.0,
                                           "false_alarms": "about 1 false alarm per 100 minutes"}
-    assert [(e["start"], e["end"]) for e in summary["events"]] == [(1.3, 1.6)]
-    assert ask(answerer, "When does it happen?").text == "It happens from 1.3 s to 1.6 s (frames 13 to 16)."
+    # above 3.0 from 1.3 s to 1.6 s, widened while above 0.8 x 3.0 (scene.analyze.EVENT_EXTEND)
+    assert [(e["start"], e["end"]) for e in summary["events"]] == [(1.1, 1.7)]
+    assert ask(answerer, "When does it happen?").text == "It happens from 1.1 s to 1.7 s (frames 11 to 17)."
     answerer.set_point("1/min")
     assert [(e["start"], e["end"]) for e in answerer.summary()["events"]] == [(1.0, 1.9), (4.0, 4.9), (6.0, 6.5)]
     assert ask(answerer, "When does the third one happen?").text == (

@@ -37,6 +37,13 @@ HEAT_POWER = 2.0  # heat = s^p / (s^p + t^p): 0.5 at the threshold t, a walker a
 MAX_BOXES_PER_FRAME = 12  # the highest-scoring boxes of a frame are kept in the record
 GREYSCALE_SPREAD = 3.0  # grey levels: frames whose channels differ less than this on average carry no colour
 SELF_EXCLUDE_S = 5.0  # scoring a clip against itself: neighbours nearer in time than this are skipped
+# Hysteresis: an event is a run above the threshold, widened on both sides while the score stays above this
+# share of it. The smoothed score reaches the threshold a few frames after the object turns up (the robust
+# filter waits for 3 hits of 5, the track's mean for 5 frames) and leaves it before the object is gone.
+# Chosen on SynthCampus: on 24 anomalous clips mean tIoU 0.45 at 1.0, 0.48 at 0.8, 0.54 at 0.5, but held-out
+# normal clips spend 10 % of their frames above 0.8 of the threshold and 50 % above 0.5 (a false alarm would
+# swallow the clip), so 0.8. It merges events, never adds one: the calibrated false-alarm rates still bound it.
+EVENT_EXTEND = 0.8
 
 
 @dataclass
@@ -154,7 +161,9 @@ class SceneAnalysis:
         threshold = self.threshold(point)
         times = self.times
         out = []
-        for first, last in runs_above(self.scores, times, threshold):
+        for first, last in runs_above(self.scores, times, EVENT_EXTEND * threshold):
+            if not self.scores[first:last + 1].max() > threshold:
+                continue
             span = self.frames[first:last + 1]
             peak = first + int(np.argmax(self.scores[first:last + 1]))
             tracks = sorted({b.track_id for f in span for b in f.boxes if b.score > threshold})
