@@ -164,7 +164,7 @@ class ClipCategoriser:
     def rank(self, request: CategoryRequest) -> dict[int, Ranking]:
         import torch
 
-        texts = self._text_features(request.categories)
+        texts = self.text_features(request.categories)
         scale = float(self.model.logit_scale.detach().exp())
         out: dict[int, Ranking] = {}
         for done, (track_id, boxes) in enumerate(request.tracks.items(), start=1):
@@ -177,7 +177,7 @@ class ClipCategoriser:
                 request.progress(done, len(request.tracks))
         return out
 
-    def _text_features(self, categories: CategorySet):
+    def text_features(self, categories: CategorySet):
         """(categories, D) unit vectors: each category's templates embedded, averaged, normalised."""
         import torch
 
