@@ -69,6 +69,7 @@ def run_scene_analyze(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from tvad_chat.files import atomic_write_text
+    from tvad_chat.report import scene_report
     from tvad_chat.stages.run import StageSettings, analyze_with_stages, describe_categories, load_stages
     from tvad_chat.video import probe
 
@@ -84,7 +85,7 @@ def run_scene_analyze(args: argparse.Namespace) -> int:
                 progress=bar.update, extra_categories=getattr(args, "events", []), stage_progress=stage_progress)
         finally:
             close_bars()
-    report = {"video": Path(args.video).name, "profile_note": choice.note, **analysis.to_report(args.sensitivity)}
+    report = scene_report(analysis, Path(args.video).name, choice.note, args.sensitivity)
     if results is not None:
         results.add_to_report(report, analysis, args.sensitivity)
     atomic_write_text(args.out, json.dumps(report))
