@@ -278,3 +278,20 @@ def test_check_judgement_flags_a_model_yes_against_a_scene_no(reader: QuestionRe
     assert answerer.check_judgement("Is there an anomaly?", "No.") == (
         "Note: the model says 'no' but the scene analysis says 'yes' (scene profile 'test_cam', sensitivity "
         "0.1/min). The two verdicts disagree; the panel shows the scene analysis.")
+
+
+def test_what_names_the_categoriser_s_ranking_only_when_there_is_one(reader: QuestionReader) -> None:
+    scene = make_scene()
+    asked = []
+
+    def looks_like(event) -> str:
+        asked.append(event.first_index)
+        return "a cyclist (0.62) or a skateboarder (0.21)" if event.first_index == 10 else ""
+
+    answerer = GroundedAnswerer(scene, DECIDER, "1/min", reader=reader, looks_like=looks_like)
+    first = ask(answerer, "What does it look like?").text
+    assert first.endswith("It looks most like a cyclist (0.62) or a skateboarder (0.21).")
+    second = ask(answerer, "What is the second one?", Focus()).text
+    assert "looks most like" not in second and asked == [10, 40]
+    plain = ask(GroundedAnswerer(scene, DECIDER, "1/min", reader=reader), "What does it look like?").text
+    assert plain == first.removesuffix(" It looks most like a cyclist (0.62) or a skateboarder (0.21).")

@@ -38,9 +38,17 @@ from tvad_chat.grounded import Focus, GroundedAnswerer, QuestionReader
 from tvad_chat.models import DEFAULT_MODEL, ModelInfo, load_model
 from tvad_chat.pipeline import Analysis
 from tvad_chat.render import SceneOverlayWriter
-from tvad_chat.scene.analyze import SceneAnalysis
+from tvad_chat.scene.analyze import Event, SceneAnalysis
 from tvad_chat.scene.run import ProfileChoice, analyze_clip
-from tvad_chat.stages.run import StageResults, Stages, StageSettings, load_categories, load_stages, run_stages
+from tvad_chat.stages.run import (
+    StageResults,
+    Stages,
+    StageSettings,
+    describe_categories,
+    load_categories,
+    load_stages,
+    run_stages,
+)
 from tvad_chat.video import Clip, VideoLimits, load_clip
 
 logger = logging.getLogger(__name__)
@@ -371,9 +379,14 @@ class ChatEngine:
         def read_frame(index: int):
             return load_clip(video, frame_indices=[index], num_frames=None, folder_fps=self.config.folder_fps).frames[0]
 
-        session.answerer = GroundedAnswerer(scene, choice.note, point, read_frame, self._reader)
         if session.stage_settings.enabled:
             session.stages = self._run_stages(session, video, scene, progress)
+        stages = session.stages
+
+        def looks_like(event: Event) -> str:
+            return describe_categories(stages.event_categories(scene, event)) if stages is not None else ""
+
+        session.answerer = GroundedAnswerer(scene, choice.note, point, read_frame, self._reader, looks_like)
 
     def stages(self, settings: StageSettings) -> Stages:
         """The stages of ``settings``, loaded on first use (weights that are missing become notes)."""

@@ -137,8 +137,12 @@ class GroundedAnswerer:
     """Answers questions about one analysed clip at one operating point (change it with ``set_point``)."""
 
     def __init__(self, analysis: SceneAnalysis, decider: str, point: str | None = None,
-                 read_frame: Callable[[int], np.ndarray] | None = None, reader: QuestionReader | None = None) -> None:
+                 read_frame: Callable[[int], np.ndarray] | None = None, reader: QuestionReader | None = None,
+                 looks_like: Callable[[Event], str] | None = None) -> None:
         self.analysis = analysis
+        # event -> its ranked categories in words ("a cyclist (0.62) or a skateboarder (0.21)"; "" when none):
+        # the optional CLIP stage (tvad_chat.stages), the only source of a category name
+        self.looks_like = looks_like
         self.decider = decider  # e.g. "scene profile 'ucsd_ped2'" or "uncalibrated: ..."
         self.point = point or analysis.default_point
         self.read_frame = read_frame  # source index -> RGB frame, for the person check
@@ -320,8 +324,11 @@ class GroundedAnswerer:
         else:
             rgb = tuple(int(np.median([b.colour[c] for b in facts.boxes])) for c in range(3))
             colour = f"Its pixels are mostly {colour_name(rgb)}."
-        return GroundedAnswer(self._say("what", turn, subject=self._subject(number), kind=kind, size=size,
-                                        colour=colour), "what", number, self._events[number - 1].peak_time)
+        text = self._say("what", turn, subject=self._subject(number), kind=kind, size=size, colour=colour)
+        looks = self.looks_like(self._events[number - 1]) if self.looks_like is not None else ""
+        if looks:
+            text = f"{text} It looks most like {looks}."
+        return GroundedAnswer(text, "what", number, self._events[number - 1].peak_time)
 
     def _answer_why(self, asked: Question, number: int | None, turn: int) -> GroundedAnswer:
         missing = self._missing(asked, number, turn, "explain")
