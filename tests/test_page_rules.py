@@ -15,6 +15,7 @@ from tvad_chat.chat import ChatEngine, EngineConfig
 from tvad_chat.errors import ConfigError, VideoError
 from tvad_chat.pipeline import Analysis
 from tvad_chat.report import write_report
+from tvad_chat.stages.run import StageSettings
 from tvad_chat.video import load_clip
 
 
@@ -74,3 +75,16 @@ def test_messages_and_exports_carry_no_server_path(tmp_path: Path) -> None:
     text = report.read_text()
     assert json.loads(text)["source"] == "walk.mp4" and str(tmp_path) not in text
     assert json.loads(text)["model"]["source"] == models.DEFAULT_MODEL
+
+
+def test_stage_weights_are_named_without_server_paths(tmp_path: Path) -> None:
+    weights = tmp_path / "secret" / "sam2.1_hiera_tiny.pt"
+    weights.parent.mkdir()
+    weights.write_bytes(b"")
+    assert ui._weights_name(str(weights)) == "sam2.1_hiera_tiny.pt"
+    assert ui._weights_name("facebook/sam2.1-hiera-tiny") == "facebook/sam2.1-hiera-tiny"
+    assert ui._weights_name(None) == "not configured"
+    page = ui.build_app(ChatEngine(EngineConfig(answers="grounded", stages=StageSettings(sam2=str(weights)))),
+                        examples=[])
+    labels = [c.get("props", {}).get("label", "") for c in page.config["components"]]
+    assert "SAM2 object masks (sam2.1_hiera_tiny.pt)" in labels and not any(str(tmp_path) in str(x) for x in labels)

@@ -336,6 +336,13 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
                     answers_mode = gr.Radio(["grounded", "model"], value=engine.config.answers,
                                             label="Answers: grounded (composed from the scene analysis) or "
                                                   "model (the T-VAD model above answers, given the evidence)")
+                    # The stages' weights are the server's (`tvad app --sam2/--clip`): the page only turns them on or
+                    # off, as it offers only allowed models (no server path can be typed in).
+                    offered = engine.config.stages
+                    use_sam2 = gr.Checkbox(value=bool(offered.sam2), visible=bool(offered.sam2),
+                                           label=f"SAM2 object masks ({_weights_name(offered.sam2)})")
+                    use_clip = gr.Checkbox(value=bool(offered.clip), visible=bool(offered.clip),
+                                           label=f"Name the anomaly with CLIP ({_weights_name(offered.clip)})")
                     apply = gr.Button("Apply (re-analyses the current clip)")
             with gr.Column(scale=6):
                 chat = gr.Chatbot(label="Chat", height=360, elem_id="chat")
@@ -467,12 +474,15 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
                 yield [session.id, "⚠ " + _message(exc, "answer"), _chat_view(session, jobs), gr.update(), *keep,
                        *[gr.update()] * NUM_SUGGESTIONS]
 
-        def apply_settings(model_choice, n_frames, categories, mode, session_id, request: gr.Request):
+        def apply_settings(model_choice, n_frames, categories, mode, sam2_on, clip_on, session_id,
+                           request: gr.Request):
             session = session_of(session_id, request)
             try:
                 source = allowed_model_source(model_choice, engine.config.model)
+                offered = engine.config.stages
                 engine.configure(session, model=source, num_frames=int(n_frames), extra_events=categories,
-                                 answers=mode)
+                                 answers=mode, sam2=(offered.sam2 or "") if sam2_on else "",
+                                 clip=(offered.clip or "") if clip_on else "")
                 banner_text = _model_banner(engine, session.model_source, session.answers)
             except Exception as exc:  # noqa: BLE001
                 return [session.id, "⚠ " + _message(exc, "apply the settings"), gr.update()]
@@ -532,7 +542,8 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
         cleared = [sid, chat, status, *suggestions]
         reset.click(clear_chat, [sid], cleared, queue=False)
         chat.clear(clear_chat, [sid], cleared, queue=False)
-        apply.click(apply_settings, [model_box, frames, events, answers_mode, sid], [sid, status, banner]).then(
+        apply.click(apply_settings, [model_box, frames, events, answers_mode, use_sam2, use_clip, sid],
+                    [sid, status, banner]).then(
             work_jobs, [sid], worked, **worker)
 
         def change_sensitivity(point, session_id, request: gr.Request):
@@ -584,9 +595,26 @@ def _example_label(path: Path) -> str:
     return path.stem.replace("_", " ").capitalize()
 
 
+def _weights_name(source: str | None) -> str:
+    """A stage's weights as the page names them: the hub id, or a local file's or folder's name (no server path)."""
+    if not source:
+        return "not configured"
+    return source if not Path(source).exists() else Path(source).name
+
+
+def _stages_text(session: Session) -> str:
+    """The optional stages' times and what is missing, for the status line ("" when none was asked for)."""
+    if session.stages is None:
+        return ""
+    timing = session.stages.timing_text()
+    parts = [f"Stages: {timing}."] if timing else []
+    return " ".join([*parts, *(f"⚠ {note}" for note in session.stages.notes)])
+
+
 def _analysed_text(session: Session, analysis: Analysis | None, name: str) -> str:
+    stages = _stages_text(session)
     if analysis is None:
-        return f"Analysed **{name}**. {session.scene_note} Ask away."
+        return f"Analysed **{name}**. {session.scene_note} {stages + ' ' if stages else ''}Ask away."
     clip = analysis.clip
     count = len(clip.frames)
     text = (f"Analysed **{name}**: {count} frame{'s' if count != 1 else ''} sampled over {clip.duration_s:.1f} s "
