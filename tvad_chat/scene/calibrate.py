@@ -38,7 +38,7 @@ from tvad_chat.video import load_clip, probe, sampled_fps, stream_clip
 log = logging.getLogger(__name__)
 
 WALKER_MIN_BOXES = 10
-WALKER_MIN_TRACKS = 20
+WALKER_MIN_TRACKS = 8  # fewer walkers than this: the line is fitted on every object (see _fit_perspective)
 
 
 @dataclass
@@ -195,7 +195,9 @@ def _fit_perspective(clips: list[_Frames], every: list[Measure], scoring: Scorin
     """The perspective line from the objects that walk through: tracks of ``WALKER_MIN_BOXES`` boxes or more
     whose foot point moves at least their own height. Flickering leaves and fragments of people are small
     and many; fitted on every object, they make the line far too steep. Falls back to every object when
-    fewer than ``WALKER_MIN_TRACKS`` walkers were seen."""
+    fewer than ``WALKER_MIN_TRACKS`` walkers were seen, or when the walkers' line does not rise towards the
+    camera (a few walkers in a narrow band of rows give no slope: 13 in one short Avenue clip gave a flat
+    line and hundreds of false boxes)."""
     rows, heights = [], []
     config = TrackerConfig(max_gap=scoring.max_gap, max_jump=scoring.max_jump)
     for clip in clips:
@@ -208,10 +210,12 @@ def _fit_perspective(clips: list[_Frames], every: list[Measure], scoring: Scorin
             if np.linalg.norm(feet[-1] - feet[0]) >= height:
                 rows.append(float(np.median(boxes[:, 3])))
                 heights.append(height)
-    if len(rows) < WALKER_MIN_TRACKS:
-        log.warning("only %d walking tracks in the footage: perspective fitted on every object", len(rows))
-        rows, heights = [m.foot_row for m in every], [m.height for m in every]
-    return Perspective.fit(np.array(rows), np.array(heights))
+    if len(rows) >= WALKER_MIN_TRACKS:
+        walkers = Perspective.fit(np.array(rows), np.array(heights))
+        if walkers.slope > 0:
+            return walkers
+    log.warning("%d walking tracks in the footage give no perspective: fitted on every object", len(rows))
+    return Perspective.fit(np.array([m.foot_row for m in every]), np.array([m.height for m in every]))
 
 
 def _folds(clips: list[_Frames], count: int) -> list[_Frames]:

@@ -3,9 +3,13 @@
 Per frame, on a grey working copy no wider than ``work_width`` pixels:
 
 - motion: OpenCV's DIS optical flow between the previous and this frame (preset MEDIUM: it beat FAST
-  clearly on Ped2 in the prototype, at about 13 ms a frame for 360x240 on 2 threads);
+  clearly on Ped2 in the prototype, at about 13 ms a frame for 360x240 on 2 threads), computed backwards
+  (this frame to the previous) and negated, so that every vector sits on this frame's pixel: forward flow
+  marks where a fast object was one frame ago, and boxes of fast objects trailed behind them;
 - foreground: pixels that differ from the background image by more than ``diff_threshold`` grey levels,
-  or move faster than ``flow_threshold`` pixels a frame; closed and opened with a small ellipse, then
+  and pixels within two pixels of those that move faster than ``flow_threshold`` pixels a frame (DIS smears
+  a fast object's flow several pixels onto the still background around it: counted, that halo made boxes
+  too large and joined fast objects to their neighbours); closed and opened with a small ellipse, then
   closed with a thin vertical bar so that a person's parts form one object;
 - objects: 8-connected components of the foreground larger than ``min_area`` working pixels, each with
   its box (working pixels), its pixel mask inside the box and the flow vectors on its pixels;
@@ -78,6 +82,7 @@ class ObjectFinder:
         self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
         self._join = cv2.getStructuringElement(cv2.MORPH_RECT, (3, self.config.join_height))
+        self._near = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
         self._background = None if background is None else np.asarray(background, np.float32)
         self._previous: np.ndarray | None = None
         self.flow: np.ndarray | None = None  # the last frame's flow field (H, W, 2), working pixels
@@ -95,14 +100,18 @@ class ObjectFinder:
         if self._previous is None or self._previous.shape != grey.shape:
             flow = np.zeros((*grey.shape, 2), np.float32)
         else:
-            flow = self._flow.calc(self._previous, grey, None)
+            # flow at this frame's pixels (from this frame back to the previous one, negated): a fast object's
+            # moving pixels are where it is now, not where it was (forward flow marks its previous place)
+            flow = -self._flow.calc(grey, self._previous, None)
         self._previous = grey
         b = cfg.border
         flow[:b], flow[-b:], flow[:, :b], flow[:, -b:] = 0, 0, 0, 0
         magnitude = np.hypot(flow[..., 0], flow[..., 1])
         difference = cv2.absdiff(grey.astype(np.float32), self._background)
-        moving = magnitude > cfg.flow_threshold * max(1, frames_since_previous)
-        foreground = ((cv2.GaussianBlur(difference, (5, 5), 0) > cfg.diff_threshold) | moving).astype(np.uint8)
+        changed = cv2.GaussianBlur(difference, (5, 5), 0) > cfg.diff_threshold
+        near = cv2.dilate(changed.astype(np.uint8), self._near).astype(bool)
+        moving = (magnitude > cfg.flow_threshold * max(1, frames_since_previous)) & near
+        foreground = (changed | moving).astype(np.uint8)
         foreground = cv2.morphologyEx(foreground, cv2.MORPH_CLOSE, self._kernel)
         foreground = cv2.morphologyEx(foreground, cv2.MORPH_OPEN, self._kernel)
         foreground = cv2.morphologyEx(foreground, cv2.MORPH_CLOSE, self._join)

@@ -29,7 +29,7 @@ from tvad_chat.scene.scoring import ScoringConfig
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: flow at the current frame, foreground gated by change (format 1 measured objects otherwise)
 PROFILE_JSON = "profile.json"
 ARRAYS = "arrays.npz"
 # what the "why" of an event quotes: percentiles of the normal objects' raw measures
@@ -131,6 +131,10 @@ class SceneProfile:
         if version > FORMAT_VERSION:
             raise ProfileError(f"profile {directory.name} was made by a newer T-VAD Chat (format {version}, this "
                                f"version reads up to {FORMAT_VERSION}): upgrade, or calibrate it again here")
+        if version < FORMAT_VERSION:
+            raise ProfileError(f"profile {directory.name} was made by an older T-VAD Chat (format {version}; this "
+                               f"version finds objects differently and reads format {FORMAT_VERSION}): calibrate it "
+                               "again with `tvad calibrate`")
         if meta.get("feature_names") != list(FEATURE_NAMES):
             raise ProfileError(f"profile {directory.name} measures other features; calibrate it again")
         try:
