@@ -388,3 +388,41 @@ def test_eval_scene_reports_pixel_metrics_with_and_without_the_mask_stage(tmp_pa
     assert report["masks.pixel.auroc"] > report["pixel.auroc"]
     assert report["masks.pixel.aupro"] > report["pixel.aupro"]
     assert "masks.pixel.auroc" not in evaluate_profile(profile, [clip])
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data("ucsd_ped2")
+def test_the_page_overlay_takes_sam2_masks_and_is_shared_by_sessions_with_the_same_weights(
+        sam2_random: SAM2Masks, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With SAM2 the session's overlay is a second, masked one (the plain one stays cached for sessions without
+    it); a second session with the same weights reuses both the analysis and the masked overlay."""
+    import av
+    from shared_data import DATA
+
+    from tvad_chat import chat
+
+    folder = tmp_path / "01"
+    folder.mkdir()
+    for frame in sorted((DATA / "ucsd_ped2" / "testing" / "frames" / "01").iterdir())[70:110]:  # the cyclist
+        (folder / frame.name).write_bytes(frame.read_bytes())
+    passes = []
+    real = chat.analyze_clip
+    monkeypatch.setattr(chat, "analyze_clip", lambda *a, **k: passes.append(a[0]) or real(*a, **k))
+    engine = chat.ChatEngine(chat.EngineConfig(answers="grounded", profile="auto", folder_fps=10.0,
+                                               stages=StageSettings(sam2="random-sam2")))
+    monkeypatch.setattr(engine, "stages", lambda settings: Stages(sam2_random, enabled=True))
+    first, second = engine.new_session(), engine.new_session()
+    engine.load_video(first, folder)
+    assert first.scene.events() and first.stages.mask_source == "SAM2" and first.stages.masks
+    (made,) = engine._scenes.values()
+    assert first.scene_overlay == made.masked[first.stage_settings][0] != made.overlay and len(passes) == 2
+
+    def frames(path: Path) -> list[np.ndarray]:
+        with av.open(str(path)) as container:
+            return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+    plain, masked = frames(made.overlay), frames(first.scene_overlay)
+    assert len(plain) == len(masked) == 40
+    assert any(np.abs(a.astype(int) - b).max() > 30 for a, b in zip(plain, masked, strict=True))
+    engine.load_video(second, folder)
+    assert second.scene_overlay == first.scene_overlay and len(passes) == 2

@@ -85,6 +85,11 @@ class SceneResult:
     choice: ProfileChoice
     overlay: Path | None
     strip: np.ndarray | None
+    # the overlay again with SAM2's masks as the heat's outline, per stage settings (made when first asked for)
+    masked: dict[StageSettings, tuple[Path | None, np.ndarray | None]] = field(default_factory=dict)
+
+    def files(self) -> list[Path]:
+        return [p for p in (self.overlay, *(m[0] for m in self.masked.values())) if p is not None]
 
 
 @dataclass
@@ -359,8 +364,8 @@ class ChatEngine:
             self._scenes[key] = made
             while len(self._scenes) > max(0, self.config.max_scenes):
                 _, dropped = self._scenes.popitem(last=False)
-                if dropped.overlay is not None:  # sessions showing it have their own copy
-                    dropped.overlay.unlink(missing_ok=True)
+                for path in dropped.files():  # sessions showing them have their own copies
+                    path.unlink(missing_ok=True)
         return made
 
     def _analyse_scene(self, session: Session, video: str | Path, duration_s: float, progress: ProgressFn) -> None:
@@ -381,12 +386,33 @@ class ChatEngine:
 
         if session.stage_settings.enabled:
             session.stages = self._run_stages(session, video, scene, progress)
+            if session.stages.mask_source == "SAM2":
+                session.scene_overlay, session.scene_strip = self._masked_overlay(made, video, session, duration_s)
         stages = session.stages
 
         def looks_like(event: Event) -> str:
             return describe_categories(stages.event_categories(scene, event)) if stages is not None else ""
 
         session.answerer = GroundedAnswerer(scene, choice.note, point, read_frame, self._reader, looks_like)
+
+    def _masked_overlay(self, made: SceneResult, video: str | Path, session: Session,
+                        duration_s: float) -> tuple[Path | None, np.ndarray | None]:
+        """The overlay with SAM2's masks as the heat's outline: the clip analysed again (the same analysis: it
+        is deterministic; the heat is never kept), each frame's heat refined by the masks before it is drawn.
+        Only with SAM2, whose own cost dwarfs a second pass."""
+        settings, results = session.stage_settings, session.stages
+        if settings not in made.masked:
+            writer = SceneOverlayWriter(Path(self._scene_media.name) / f"{uuid.uuid4().hex}.mp4")
+
+            def refined(index: int, time: float, frame: np.ndarray, heat: np.ndarray) -> None:
+                writer(index, time, frame, results.heat(index, heat))
+
+            try:
+                analyze_clip(video, session.profile, folder_fps=self.config.folder_fps, frame_sink=refined)
+            finally:
+                path = writer.close(duration_s)
+            made.masked[settings] = (path, writer.strip())
+        return made.masked[settings]
 
     def stages(self, settings: StageSettings) -> Stages:
         """The stages of ``settings``, loaded on first use (weights that are missing become notes)."""

@@ -2,7 +2,7 @@
 
 Nothing is downloaded where the hub is unreachable or HF_HUB_OFFLINE is set: a hub id that is not cached is a
 CheckpointError that says which files are missing and how to fetch them on a machine with internet. The device
-is CUDA when present (bf16 autocast), the CPU otherwise (float32).
+is CUDA when present (bf16 autocast), the CPU otherwise (float32; SAM2 with bf16 autocast, see :func:`inference`).
 """
 
 from __future__ import annotations
@@ -72,11 +72,14 @@ def stage_device(device: str | None = None) -> torch.device:
 
 
 @contextlib.contextmanager
-def inference(device: torch.device) -> Iterator[None]:
-    """No gradients; bf16 autocast on CUDA (float32 on the CPU)."""
+def inference(device: torch.device, bf16_on_cpu: bool = False) -> Iterator[None]:
+    """No gradients; bf16 autocast on CUDA, and on the CPU with ``bf16_on_cpu`` (float32 otherwise).
+
+    SAM2's video predictor stores each frame's memory in bf16 whatever the device, so past the first frames its
+    memory attention meets float32 weights on the CPU unless autocast is on there too."""
     with torch.inference_mode():
-        if device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+        if device.type == "cuda" or bf16_on_cpu:
+            with torch.autocast(device.type, dtype=torch.bfloat16):
                 yield
         else:
             yield

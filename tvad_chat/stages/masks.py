@@ -239,7 +239,7 @@ class SAM2Masks:
             for k, frame in enumerate(frames):
                 cv2.imwrite(str(Path(folder) / f"{k}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
                             [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-            with inference(self.device):
+            with inference(self.device, bf16_on_cpu=True):
                 state = self.predictor.init_state(folder, offload_video_to_cpu=True)
                 for prompt in segment.prompts:
                     self.predictor.add_new_points_or_box(state, prompt.position - first, prompt.object_id,
