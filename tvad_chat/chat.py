@@ -346,20 +346,22 @@ class ChatEngine:
             progress(1.0, "done")
             return analysis
 
-    def _scene_of(self, video: str | Path, profile: str, duration_s: float) -> SceneResult:
-        """The clip's scene analysis with its overlay mp4 and strip of hottest moments, made once per content."""
+    def _scene_of(self, video: str | Path, profile: str, duration_s: float, overlay: bool) -> SceneResult:
+        """The clip's scene analysis, made once per content; with ``overlay`` (grounded mode: the model mode shows
+        the model's overlay) also its overlay mp4 and strip of hottest moments."""
         profile_key = content_digest(profile) if Path(profile).is_dir() else str(profile)  # a refitted profile
         key = (content_digest(video), profile_key, self.config.folder_fps)
         with self._scenes_lock:
-            if key in self._scenes:
+            cached = self._scenes.get(key)
+            if cached is not None and (cached.overlay is not None or not overlay):
                 self._scenes.move_to_end(key)
-                return self._scenes[key]
-        overlay = SceneOverlayWriter(Path(self._scene_media.name) / f"{uuid.uuid4().hex}.mp4")
+                return cached
+        writer = SceneOverlayWriter(Path(self._scene_media.name) / f"{uuid.uuid4().hex}.mp4") if overlay else None
         try:
-            scene, choice = analyze_clip(video, profile, folder_fps=self.config.folder_fps, frame_sink=overlay)
+            scene, choice = analyze_clip(video, profile, folder_fps=self.config.folder_fps, frame_sink=writer)
         finally:
-            path = overlay.close(duration_s)
-        made = SceneResult(scene, choice, path, overlay.strip())
+            path = writer.close(duration_s) if writer is not None else None
+        made = SceneResult(scene, choice, path, writer.strip() if writer is not None else None)
         with self._scenes_lock:
             self._scenes[key] = made
             while len(self._scenes) > max(0, self.config.max_scenes):
@@ -372,7 +374,7 @@ class ChatEngine:
         """The scene analysis of every frame; a clip too short to judge without a profile keeps the reason."""
         progress(0.1, "analysing every frame against the camera's scene profile")
         try:
-            made = self._scene_of(video, session.profile, duration_s)
+            made = self._scene_of(video, session.profile, duration_s, overlay=session.answers == "grounded")
         except ProfileError as exc:
             session.scene_note = str(exc)
             return
@@ -386,7 +388,7 @@ class ChatEngine:
 
         if session.stage_settings.enabled:
             session.stages = self._run_stages(session, video, scene, progress)
-            if session.stages.mask_source == "SAM2":
+            if session.stages.mask_source == "SAM2" and made.overlay is not None:
                 session.scene_overlay, session.scene_strip = self._masked_overlay(made, video, session, duration_s)
         stages = session.stages
 
