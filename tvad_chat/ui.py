@@ -555,7 +555,7 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
             except Exception as exc:  # noqa: BLE001
                 return [session.id, "⚠ " + _message(exc, "change the sensitivity"), gr.update(), gr.update()]
             return [session.id, f"Sensitivity {point}: events and answers re-decided.",
-                    scene_score_figure(session.scene, point), _scene_markdown(session)]
+                    scene_score_figure(session.scene, point), scene_panel_markdown(session)]
 
         sensitivity.change(change_sensitivity, [sensitivity, sid], [sid, status, plot, evidence], queue=False)
         show_at.change(None, [show_at], None, js=SEEK_OVERLAY_JS, queue=False)
@@ -626,7 +626,7 @@ def _analysed_text(session: Session, analysis: Analysis | None, name: str) -> st
     return text
 
 
-def _scene_markdown(session: Session) -> str:
+def scene_panel_markdown(session: Session) -> str:
     """The scene analysis's verdict, operating point and events: what every grounded answer rests on."""
     if session.answerer is None:
         return session.scene_note
@@ -654,7 +654,8 @@ def _views(analysis: Analysis | None, session: Session, out: Path) -> list[Any]:
         overlay = None
         if session.scene_overlay is not None:  # the engine's copy is shared; the session's is deleted with it
             overlay = str(shutil.copyfile(session.scene_overlay, out / name))
-        return [overlay, scene_score_figure(session.scene, point), session.scene_strip, _scene_markdown(session), 0]
+        return [overlay, scene_score_figure(session.scene, point), session.scene_strip,
+                scene_panel_markdown(session), 0]
     trained = session.model_info is None or session.model_info.trained
     mp4 = write_overlay_video(analysis, out / name)
     return [str(mp4), score_figure(analysis, trained=trained), frame_strip(analysis), _evidence_markdown(analysis), 0]
