@@ -14,7 +14,9 @@ into H.264 mp4s at 10 fps (ultrafast), analysed with the shipped profiles/ucsd_p
     on 127.0.0.1 with num_cpus=2, started after the local runs; its start-up and the first round of tasks that
     start its workers are timed apart, not counted). Each run prints the load average before and after it, the
     OpenCV threads each task sets (the cores shared among the workers: 1 each when 2 workers share 2 cores) and the
-    peak OS thread count of each worker process (OpenCV, the decoder's and the runtime's own threads);
+    peak OS thread count of each worker process (OpenCV, the decoder's and the runtime's own threads). One worker
+    is run twice: with both cores' threads (what `--workers 1` gives) and with 1 thread (the unit the executor
+    scales: each of 2 workers gets 1), so the speed-up is given against both;
   * Ray's overhead per clip: the round trip of an empty task, and (2 Ray workers - 2 local workers) / clips.
 The machine may be shared: the load average is printed before and after; run it on a quiet machine.
 """
@@ -155,9 +157,11 @@ def main() -> int:
                   f"{executor.threads}, peak OS threads per worker {threads}; load {load_before} -> "
                   f"{load_average()}", flush=True)
 
-        for label, workers in (("1 local worker ", 1), ("2 local workers", 2)):
-            executor, load_before = LocalExecutor(workers), load_average()
-            wall, result, threads = timed_scan(work / "clips", work / f"out-{workers}", every, executor)
+        for label, workers, per_task in (("1 local worker ", 1, None), ("1 worker 1 thr.", 1, 1),
+                                         ("2 local workers", 2, None)):
+            executor, load_before = LocalExecutor(workers, per_task), load_average()
+            out = work / f"out-{workers}{'-1' if per_task else ''}"
+            wall, result, threads = timed_scan(work / "clips", out, every, executor)
             assert not result.failed, result.failed
             report(label, executor, wall, threads, load_before)
         temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
@@ -180,9 +184,9 @@ def main() -> int:
         finally:
             ray_executor.close()
             shutil.rmtree(temp, ignore_errors=True)
-        base = runs["1 local worker "]
-        for label, wall in runs.items():
-            print(f"  {label}: speed-up {base / wall:.2f}x over 1 local worker")
+        for base_label in ("1 local worker ", "1 worker 1 thr."):
+            for label in ("2 local workers", "2 Ray workers  "):
+                print(f"  {label}: speed-up {runs[base_label] / runs[label]:.2f}x over {base_label.strip()}")
         print(f"Ray: start-up {ray_start:.1f} s and first tasks {warm_up:.1f} s (once per scan, not counted above); "
               f"empty task round trip {empty_task * 1000:.1f} ms; per clip over local processes "
               f"{(runs['2 Ray workers  '] - runs['2 local workers']) / args.clips:+.2f} s")

@@ -70,11 +70,12 @@ def default_workers() -> int:
 class LocalExecutor:
     """Worker processes on this machine (spawned: no thread or lock state is inherited from the caller)."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, threads: int | None = None) -> None:
+        """``threads`` per task: by default the cores shared among the workers."""
         if workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {workers}")
         self.slots = workers
-        self.threads = max(1, default_workers() // workers)
+        self.threads = threads or max(1, default_workers() // workers)
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
         self._futures: dict[Future, Hashable] = {}
 
