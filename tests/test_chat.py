@@ -20,14 +20,27 @@ from shared_data import DATA
 from tvad_chat import chat, models, render, report, ui
 from tvad_chat.errors import CheckpointError, ConfigError, VideoError
 from tvad_chat.scene.run import analyze_clip
+from tvad_chat.video import load_clip
 
 needs_data = pytest.mark.shared_data("ucsd_ped2", "cuhk_avenue")
 
 
+# The examples' first frames: the model samples 8 of them, and model mode also analyses every frame for the
+# scene evidence it reads, which these tests of the engine (vision pass, sessions, streaming, export) do not need
+# whole clips for.
+EXAMPLE_FRAMES = 32
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> dict[str, Path]:
-    paths = ui.build_example_clips(DATA, tmp_path_factory.mktemp("examples"))
-    return {p.stem: p for p in paths}
+    """The page's example clips cut to their first EXAMPLE_FRAMES frames, by name."""
+    folder = tmp_path_factory.mktemp("examples")
+    (folder / "short").mkdir()
+    short = {}
+    for path in ui.build_example_clips(DATA, folder):
+        clip = load_clip(path, num_frames=None, frame_indices=range(EXAMPLE_FRAMES))
+        short[path.stem] = render.write_video(clip.frames, folder / "short" / path.name, fps=clip.source_fps)
+    return short
 
 
 @pytest.fixture(scope="module")
