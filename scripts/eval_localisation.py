@@ -1,7 +1,7 @@
 """How well a scene profile outlines what is unusual, and how many boxes it raises on normal footage.
 
     .venv/bin/python scripts/eval_localisation.py [--work /tmp/eval_localisation] [--per-type 3] [--json OUT]
-                                                  [--no-synth] [--no-real]
+                                                  [--no-synth] [--no-real] [--no-plant]
 
 (a) SynthCampus, with ground truth (never the labelled test clips of ../shared/data): ``--normal`` normal clips
 of one fixed camera (scene ``--scene``, 64 frames of 320x192 at 10 fps, as tests/test_scene_profiles.py)
@@ -26,6 +26,16 @@ boxes above the default threshold per minute (every one is a false positive: the
 ``event/min``, events at the default point per minute, and the analysis speed (frames/s, with the load
 average: the machine is shared).
 
+(c) Anomalies planted into that held-out footage (no labelled clip needed): each held-out clip's most typical
+lone walker (a box about one expected height tall and half as wide, away from the frame's edges) is cut out
+against the clip's background and slid left to right along its own foot row, from a third of the clip on,
+through 5-95 % of the width, analysed with the same leave-one-clip-out profile. Kinds (``PLANTS``): ``fast
+walker``, at twice the 99th percentile of the normal objects' speed (in its own heights per second); ``wide,
+walking pace``, stretched 2.5 times wider (a cart) at half that speed. Measured per camera and kind: ``AUC``,
+frame micro-AUC of the smoothed frame scores (planted frames against the clip's other frames), ``hit`` and
+``IoU.5``, share of planted frames with a box above the default threshold overlapping the sprite's box with
+IoU >= 0.1 and >= 0.5.
+
 Output: one markdown table per part (synth: one row for all clips, then one per anomaly type; real: one
 row per camera), and with ``--json`` every number.
 """
@@ -39,6 +49,8 @@ import os
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -54,9 +66,16 @@ from tvad_chat.eval.heatmaps import mask_regions, object_metrics  # noqa: E402
 from tvad_chat.eval.pixels import PixelFrame, PooledAccumulator, TaoAccumulator, choose_binning  # noqa: E402
 from tvad_chat.motion import pairwise_iou  # noqa: E402
 from tvad_chat.scene.analyze import heat_to_uint8  # noqa: E402
-from tvad_chat.scene.calibrate import CalibrationConfig, calibrate, fit_profile, measure_footage  # noqa: E402
+from tvad_chat.scene.calibrate import (  # noqa: E402
+    CalibrationConfig,
+    calibrate,
+    clip_background,
+    fit_profile,
+    measure_footage,
+)
 from tvad_chat.scene.events import footage_seconds  # noqa: E402
-from tvad_chat.scene.run import analyze_source  # noqa: E402
+from tvad_chat.scene.run import analyze_source, clip_analyzer  # noqa: E402
+from tvad_chat.video import Clip, load_clip, probe, stream_clip  # noqa: E402
 
 SEED = 11  # not the tests' seed: the evaluation's clips are its own
 CAMERA = ClipConfig(frames=64, width=320, height=192, fps=10.0, fixed_camera=True)
@@ -164,10 +183,12 @@ def _synth_table(result: dict) -> str:
 # --------------------------------------------------------------------------- (b) real normal footage
 
 
-def real_part(name: str, sources: list[Path], folder_fps: float | None, config: CalibrationConfig) -> dict:
+def real_part(name: str, sources: list[Path], folder_fps: float | None, config: CalibrationConfig,
+              plant: bool) -> dict:
     footage = measure_footage(sources, config, folder_fps=folder_fps)
     boxes = events = frames = 0
     seconds = analysed_s = 0.0
+    planted: dict[str, list[dict]] = defaultdict(list)
     for k, source in enumerate(sources):
         profile = fit_profile(footage.subset([j for j in range(len(sources)) if j != k]), f"{name}_loo", config)
         threshold = profile.point().threshold
@@ -178,9 +199,114 @@ def real_part(name: str, sources: list[Path], folder_fps: float | None, config: 
         seconds += footage_seconds(analysis.times)
         boxes += sum(1 for f in analysis.frames for b in f.boxes if b.score > threshold)
         events += len(analysis.events())
+        sprite = _sprite(source, folder_fps, analysis, config) if plant else None
+        for kind in PLANTS if sprite is not None else ():
+            planted[kind.name].append(_planted_clip(profile, source, folder_fps, sprite, kind))
     minutes = seconds / 60.0
     return {"camera": name, "clips": len(sources), "minutes": minutes, "box_per_min": boxes / minutes,
-            "event_per_min": events / minutes, "fps": frames / analysed_s, "load": _load_average()}
+            "event_per_min": events / minutes, "fps": frames / analysed_s, "load": _load_average(),
+            "planted": {kind: _planted_row(clips) for kind, clips in planted.items()}}
+
+
+# --------------------------------------------------------------------------- (c) anomalies planted into held-out footage
+
+
+@dataclass
+class Plant:
+    """A walker of the clip itself, cut out and slid across the frame along its own foot row."""
+
+    name: str
+    speed: float  # times the 99th percentile of the normal objects' speed (expected heights per second)
+    widen: float  # its width is stretched by this (a cart, a vehicle)
+
+
+PLANTS = (Plant("fast walker", 2.0, 1.0), Plant("wide, walking pace", 0.5, 2.5))
+
+
+@dataclass
+class Sprite:
+    pixels: np.ndarray  # (h, w, 3) RGB, display pixels
+    alpha: np.ndarray  # (h, w) float 0..1
+    foot_row: int  # display row of its lower edge
+    speed: float  # heights per second: the 99th percentile of the normal objects' speed
+
+
+def _sprite(source: Path, folder_fps: float | None, analysis, config: CalibrationConfig) -> Sprite | None:
+    """The clip's most typical lone walker (box about one expected height tall, a third to two thirds of
+    that wide, away from the frame's edges), cut from the clip's background."""
+    width, height = analysis.size
+    best, best_cost = None, 0.5
+    for record in analysis.frames:
+        for b in record.boxes:
+            x1, y1, x2, y2 = b.xyxy
+            if x1 < 0.1 * width or x2 > 0.9 * width or y1 < 2 or y2 > height - 2:
+                continue
+            cost = abs(b.measures[1] - 1.0) + abs(b.measures[2] - 0.5)
+            if cost < best_cost:
+                best, best_cost = (record.index, b.xyxy), cost
+    if best is None:
+        return None
+    index, (x1, y1, x2, y2) = best
+    frame = load_clip(source, num_frames=None, folder_fps=folder_fps, frame_indices=[index]).frames[0]
+    background, _ = clip_background(source, width, config.background_samples, folder_fps)
+    x1, y1, x2, y2 = int(x1), int(y1), int(np.ceil(x2)), int(np.ceil(y2))
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    changed = cv2.GaussianBlur(np.abs(grey - background), (5, 5), 0)[y1:y2, x1:x2] > config.objects.diff_threshold
+    changed = cv2.morphologyEx(changed.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(changed, connectivity=8)
+    if count < 2:
+        return None
+    mask = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    alpha = cv2.GaussianBlur(mask.astype(np.float32), (3, 3), 0)
+    speed = float(analysis.reference["speed"]["99.0"])
+    return Sprite(frame[y1:y2, x1:x2].copy(), alpha, y2, speed)
+
+
+def _planted_clip(profile, source: Path, folder_fps: float | None, sprite: Sprite, kind: Plant) -> dict:
+    """The clip analysed with the sprite sliding left to right (from 5 % to 95 % of the width) from a third
+    of the clip on: its smoothed frame scores, 0/1 labels (sprite in view), and per planted frame the best
+    IoU of a box above the default threshold with the sprite's box."""
+    h, w = sprite.alpha.shape
+    w = max(2, int(round(w * kind.widen)))
+    pixels = cv2.resize(sprite.pixels, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    alpha = cv2.resize(sprite.alpha, (w, h), interpolation=cv2.INTER_LINEAR)[..., None]
+    info = probe(source, folder_fps=folder_fps)
+    start = info.num_frames // 3
+    step_px = kind.speed * sprite.speed * h / (folder_fps or info.fps)  # display pixels per source frame
+    y = sprite.foot_row - h
+    truth: dict[int, tuple[int, int, int, int]] = {}
+
+    def chunks() -> Iterator[Clip]:
+        for chunk in stream_clip(source, folder_fps=folder_fps):
+            frames = chunk.frames.copy()
+            width = frames.shape[2]
+            for j, index in enumerate(chunk.frame_indices):
+                x = int(0.05 * width + (index - start) * step_px)
+                if index >= start and x + w <= 0.95 * width:
+                    region = frames[j, y:y + h, x:x + w].astype(np.float32)
+                    frames[j, y:y + h, x:x + w] = (alpha * pixels + (1 - alpha) * region + 0.5).astype(np.uint8)
+                    truth[int(index)] = (x, y, x + w, y + h)
+            yield dataclasses.replace(chunk, frames=frames)
+
+    analysis = clip_analyzer(profile, source, folder_fps).run(chunks())
+    threshold = profile.point().threshold
+    best = []
+    for record in analysis.frames:
+        if record.index in truth:
+            above = np.array([b.xyxy for b in record.boxes if b.score > threshold], float).reshape(-1, 4)
+            iou = pairwise_iou(above, np.array([truth[record.index]], float), inclusive=True)
+            best.append(float(iou.max()) if len(above) else 0.0)
+    return {"scores": analysis.scores.tolist(), "labels": [int(f.index in truth) for f in analysis.frames],
+            "best": best}
+
+
+def _planted_row(clips: list[dict]) -> dict:
+    auc = frame_auc({str(k): c["scores"] for k, c in enumerate(clips)},
+                    {str(k): c["labels"] for k, c in enumerate(clips)})
+    best = np.array([v for c in clips for v in c["best"]], float)
+    return {"clips": len(clips), "frames": int(len(best)), "auc": float(auc["micro_auc"]),
+            "hit": 100.0 * float((best >= HIT_IOU).mean()) if len(best) else float("nan"),
+            "iou.5": 100.0 * float((best >= GOOD_IOU).mean()) if len(best) else float("nan")}
 
 
 def _real_table(rows: list[dict]) -> str:
@@ -189,6 +315,13 @@ def _real_table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"| {r['camera']} | {r['clips']} | {r['minutes']:.2f} | {r['box_per_min']:.2f} | "
                      f"{r['event_per_min']:.2f} | {r['fps']:.0f} ({r['load']}) |")
+    if any(r["planted"] for r in rows):
+        lines += ["Anomalies planted into the held-out clips (one per clip and kind)",
+                  "| camera | planted | clips | frames | AUC | hit | IoU.5 |", "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            for kind, p in r["planted"].items():
+                lines.append(f"| {r['camera']} | {kind} | {p['clips']} | {p['frames']} | {p['auc']:.1f} | "
+                             f"{p['hit']:.1f} | {p['iou.5']:.1f} |")
     return "\n".join(lines)
 
 
@@ -201,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DATA, help="the shared data folder (training clips only)")
     ap.add_argument("--no-synth", action="store_true")
     ap.add_argument("--no-real", action="store_true")
+    ap.add_argument("--no-plant", action="store_true", help="no planted anomalies in the held-out footage")
     ap.add_argument("--json", type=Path, help="write every number here")
     args = ap.parse_args(argv)
     out: dict = {}
@@ -210,8 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_real:
         ped2 = sorted((args.data / "ucsd_ped2" / "training" / "frames").iterdir())
         avenue = sorted((args.data / "cuhk_avenue" / "training_videos").glob("*.avi"))
-        out["real"] = [real_part("ucsd_ped2", ped2, 10.0, CalibrationConfig()),
-                       real_part("cuhk_avenue", avenue, None, dataclasses.replace(CalibrationConfig(), min_seconds=5.0))]
+        plant = not args.no_plant
+        out["real"] = [real_part("ucsd_ped2", ped2, 10.0, CalibrationConfig(), plant),
+                       real_part("cuhk_avenue", avenue, None, dataclasses.replace(CalibrationConfig(), min_seconds=5.0),
+                                 plant)]
         print(_real_table(out["real"]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))

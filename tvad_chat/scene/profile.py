@@ -29,7 +29,9 @@ from tvad_chat.scene.scoring import ScoringConfig
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: flow at the current frame, foreground gated by change (format 1 measured objects otherwise)
+# 2: flow at the current frame, foreground gated by change (format 1 measured objects otherwise);
+# 3: objects cut off by the frame are left out of the normal objects and the perspective fit
+FORMAT_VERSION = 3
 PROFILE_JSON = "profile.json"
 ARRAYS = "arrays.npz"
 # what the "why" of an event quotes: percentiles of the normal objects' raw measures
