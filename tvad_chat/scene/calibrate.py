@@ -154,30 +154,26 @@ def fit_profile(footage: Footage, name: str, config: CalibrationConfig | None = 
         raise ProfileError(f"too little normal footage: {seconds:.1f} s with {len(every)} moving objects; a profile "
                            f"needs at least {cfg.min_seconds:.0f} s with {cfg.min_objects} objects (a few minutes of "
                            "typical activity is better)")
-    interior = [m for m in every if not m.at_edge]
-    perspective = _fit_perspective(clips, interior, cfg.scoring)
+    perspective = _fit_perspective(clips, every, cfg.scoring)
     folds = _folds(clips, cfg.folds)
     fold_features = [[features(ms, perspective) for ms in fold.measures] for fold in folds]
-    # the normal objects are those that are scored: not the ones cut off by the frame (tvad_chat.scene.scoring)
-    fold_normal = [np.concatenate([f[[not m.at_edge for m in ms]] for f, ms in zip(feats, fold.measures, strict=True)])
-                   for feats, fold in zip(fold_features, folds, strict=True)]
-    everything = np.concatenate(fold_normal)
+    everything = np.concatenate([f for fold in fold_features for f in fold])
     scales = feature_scales(everything)
     held_out = []
     for k, fold in enumerate(folds):
-        others = np.concatenate([f for j, f in enumerate(fold_normal) if j != k])
+        others = np.concatenate([f for j, feats in enumerate(fold_features) if j != k for f in feats])
         held_out.append(_held_out_scores(fold, fold_features[k], Density(others, scales, cfg.scoring.neighbours),
                                          cfg.scoring))
     points = operating_points(held_out)
     keep = np.linspace(0, len(everything) - 1, min(len(everything), cfg.max_normal)).astype(int)
-    times = np.array([t for c in clips for t, ms in zip(c.times, c.measures, strict=True) for m in ms if not m.at_edge])
+    times = np.array([t for c in clips for t, ms in zip(c.times, c.measures, strict=True) for _ in ms])
     reference = {key: {f"{p:.1f}": float(np.percentile(everything[:, column], p)) for p in REFERENCE_PERCENTILES}
                  for key, column in (("speed", SPEED), ("height", HEIGHT), ("width", WIDTH))}
     log.info("calibrated %r on %.1f s (%d objects): thresholds %s", name, seconds, len(everything),
              ", ".join(f"{p.name}={p.threshold:.2f}" for p in points))
     return SceneProfile(
         name=name, size=footage.size, work_size=work, objects=cfg.objects, scoring=cfg.scoring, perspective=perspective,
-        scales=scales, normal=everything[keep], place_speed=_place_speed(interior, everything, work, cfg.place_grid),
+        scales=scales, normal=everything[keep], place_speed=_place_speed(every, everything, work, cfg.place_grid),
         background=np.median(np.stack(footage.backgrounds), axis=0).astype(np.uint8), operating_points=points,
         reference=reference, default_point=default_point(points),
         made_from={"sources": [Path(s).name for s in footage.sources], "seconds": round(seconds, 1),
@@ -195,11 +191,11 @@ def default_point(points: list[OperatingPoint]) -> str:
         max(points, key=lambda p: p.target_per_minute).name
 
 
-def _fit_perspective(clips: list[_Frames], interior: list[Measure], scoring: ScoringConfig) -> Perspective:
+def _fit_perspective(clips: list[_Frames], every: list[Measure], scoring: ScoringConfig) -> Perspective:
     """The perspective line from the objects that walk through: tracks of ``WALKER_MIN_BOXES`` boxes or more
     whose foot point moves at least their own height. Flickering leaves and fragments of people are small
-    and many; fitted on every object, they make the line far too steep. Falls back to every ``interior``
-    object (objects cut off by the frame have no true height) when fewer than ``WALKER_MIN_TRACKS`` walkers were seen, or when the walkers' line does not rise towards the
+    and many; fitted on every object, they make the line far too steep. Falls back to every object when
+    fewer than ``WALKER_MIN_TRACKS`` walkers were seen, or when the walkers' line does not rise towards the
     camera (a few walkers in a narrow band of rows give no slope: 13 in one short Avenue clip gave a flat
     line and hundreds of false boxes)."""
     rows, heights = [], []
@@ -218,9 +214,8 @@ def _fit_perspective(clips: list[_Frames], interior: list[Measure], scoring: Sco
         walkers = Perspective.fit(np.array(rows), np.array(heights))
         if walkers.slope > 0:
             return walkers
-    log.warning("%d walking tracks in the footage give no perspective: fitted on every object "
-                "inside the frame", len(rows))
-    return Perspective.fit(np.array([m.foot_row for m in interior]), np.array([m.height for m in interior]))
+    log.warning("%d walking tracks in the footage give no perspective: fitted on every object", len(rows))
+    return Perspective.fit(np.array([m.foot_row for m in every]), np.array([m.height for m in every]))
 
 
 def _folds(clips: list[_Frames], count: int) -> list[_Frames]:
