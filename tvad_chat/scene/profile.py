@@ -30,7 +30,7 @@ from tvad_chat.scene.scoring import ScoringConfig
 log = logging.getLogger(__name__)
 
 # 2: flow at the current frame, foreground gated by change (format 1 measured objects otherwise);
-# 3: objects cut off by the frame are left out of the normal objects and the perspective fit
+# 3: objects cut off by the frame add no score, so the operating points are measured without them
 FORMAT_VERSION = 3
 PROFILE_JSON = "profile.json"
 ARRAYS = "arrays.npz"
