@@ -20,7 +20,6 @@ from tvad_chat.errors import ProfileError
 from tvad_chat.motion import pairwise_iou
 from tvad_chat.scene.objects import ObjectConfig, ObjectFinder
 from tvad_chat.scene.profile import FORMAT_VERSION, PROFILE_JSON, SceneProfile
-from tvad_chat.scene.scoring import BoxScorer, ScoringConfig
 
 CAMERA = ClipConfig(frames=32, fps=10.0, fixed_camera=True, effects=False)
 PLANT_W, PLANT_H, PLANT_Y, PLANT_X0, PLANT_STEP = 20, 40, 120, 8, 9
@@ -62,29 +61,5 @@ def test_a_profile_of_the_older_format_is_refused_with_a_clear_error(tmp_path: P
     assert meta["format_version"] == FORMAT_VERSION  # the shipped profiles are remade in the current format
     meta["format_version"] = FORMAT_VERSION - 1
     (old / PROFILE_JSON).write_text(json.dumps(meta))
-    with pytest.raises(ProfileError, match=rf"made by an older T-VAD Chat \(format {FORMAT_VERSION - 1}.*calibrate it again"):
+    with pytest.raises(ProfileError, match=r"made by an older T-VAD Chat \(format 1.*calibrate it again"):
         SceneProfile.load(old)
-
-
-def test_an_object_cut_off_by_the_frame_is_marked_at_the_edge() -> None:
-    grey, _ = _planted(0)
-    background = np.median(np.stack(grey[::3]), axis=0).astype(np.uint8)
-    finder = ObjectFinder(ObjectConfig(), background=background)
-    frame = background.copy()
-    frame[60:100, 0:12] = 40  # a dark block cut off by the left edge
-    frame[60:100, 150:170] = 40  # the same block inside the frame
-    found = {o.box[0] < 10: o.at_edge for o in finder.step(frame)}
-    assert found == {True: True, False: False}
-
-
-def test_a_box_at_the_edge_adds_no_score_but_keeps_what_its_track_earned_inside() -> None:
-    config = ScoringConfig(track_window=5, min_hits=3, hit_window=5)
-    entering, leaving = BoxScorer(config), BoxScorer(config)
-    for step in range(6):  # an object at the edge with the score of nothing normal: never raised
-        (box,) = entering.push(step, [(0, 50, 4, 90)], np.array([16.0]), [True])
-        assert box.score == 0.0
-    for step in range(4):  # scored inside the frame, then cut off as it leaves: it keeps its score
-        (box,) = leaving.push(step, [(40 - 10 * step, 50, 60 - 10 * step, 90)], np.array([3.0]), [False])
-    for step in range(4, 6):
-        (box,) = leaving.push(step, [(0, 50, 60 - 10 * step, 90)], np.array([16.0]), [True])
-        assert box.score == pytest.approx(3.0)

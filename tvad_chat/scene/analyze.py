@@ -273,8 +273,7 @@ class SceneAnalyzer:
         self._colourfulness = max(self._colourfulness, float(np.abs(np.diff(sample, axis=2)).mean()))
         objects, measures = measure_frame(self.finder, small, profile.work_size, dt)
         feats = features(measures, profile.perspective)
-        scored = self.scorer.push(self._step, [o.box for o in objects], self.density.score(feats, time),
-                                  [m.at_edge for m in measures])
+        scored = self.scorer.push(self._step, [o.box for o in objects], self.density.score(feats, time))
         self._step += 1
         sx, sy = width / profile.work_size[0], height / profile.work_size[1]
         boxes = sorted((FrameBox((b.box[0] * sx, b.box[1] * sy, b.box[2] * sx, b.box[3] * sy), b.score, b.track_id,

@@ -237,8 +237,8 @@ def _held_out_scores(fold: _Frames, feats: list[np.ndarray], density: Density,
     """Smoothed frame scores of a held-out stretch, by the same rules as analysis."""
     scorer = BoxScorer(scoring)
     raw = []
-    for step, (boxes, measures, f) in enumerate(zip(fold.boxes, fold.measures, feats, strict=True)):
-        scored = scorer.push(step, boxes, density.score(f), [m.at_edge for m in measures])
+    for step, (boxes, f) in enumerate(zip(fold.boxes, feats, strict=True)):
+        scored = scorer.push(step, boxes, density.score(f))
         raw.append(max((b.score for b in scored), default=0.0))
     times = np.asarray(fold.times, np.float64)
     fps = sampled_fps(times, 1.0)

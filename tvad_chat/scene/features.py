@@ -85,7 +85,6 @@ class Measure:
     p90_flow: float  # pixels per second
     direction_flow: np.ndarray  # (8,) mean flow per pixel in each sector, pixels per second
     fill: float
-    at_edge: bool  # cut off by the frame (tvad_chat.scene.objects.SceneObject.at_edge): not scored on its own
 
     @property
     def foot_row(self) -> float:
@@ -111,7 +110,7 @@ def measure(obj: SceneObject, seconds_per_step: float) -> Measure:
     # 90th percentile by partial sort (np.percentile interpolates; at hundreds of pixels the difference is nil)
     p90 = float(np.partition(magnitude, int(0.9 * (len(magnitude) - 1)))[int(0.9 * (len(magnitude) - 1))]) \
         if len(magnitude) else 0.0
-    return Measure(obj.box, p90, direction, obj.area / max((x2 - x1) * (y2 - y1), 1), obj.at_edge)
+    return Measure(obj.box, p90, direction, obj.area / max((x2 - x1) * (y2 - y1), 1))
 
 
 def features(measures: list[Measure], perspective: Perspective) -> np.ndarray:

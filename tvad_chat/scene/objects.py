@@ -12,8 +12,7 @@ Per frame, on a grey working copy no wider than ``work_width`` pixels:
   too large and joined fast objects to their neighbours); closed and opened with a small ellipse, then
   closed with a thin vertical bar so that a person's parts form one object;
 - objects: 8-connected components of the foreground larger than ``min_area`` working pixels, each with
-  its box (working pixels), its pixel mask inside the box, the flow vectors on its pixels, and whether
-  the frame cuts it off (its box touches the ``border`` band: such objects are tracked, not scored);
+  its box (working pixels), its pixel mask inside the box and the flow vectors on its pixels;
 - background: starts from the profile's background image (or the first frame) and follows slow
   changes (light, parked things) with a running average over pixels that are not foreground.
 
@@ -54,7 +53,6 @@ class SceneObject:
     box: tuple[int, int, int, int]  # x1, y1, x2, y2 (x2, y2 exclusive)
     mask: np.ndarray  # bool (y2 - y1, x2 - x1): the object's pixels inside its box
     flow: np.ndarray  # float32 (N, 2): flow vectors (pixels per frame) on the object's pixels
-    at_edge: bool  # its box touches the ``border`` band: cut off by the frame, its flow zeroed there
 
     @property
     def area(self) -> int:
@@ -126,8 +124,7 @@ class ObjectFinder:
             if area < cfg.min_area:
                 continue
             mask = labels[y:y + h, x:x + w] == label
-            at_edge = bool(min(x, y) <= b or x + w >= grey.shape[1] - b or y + h >= grey.shape[0] - b)
             objects.append(SceneObject((int(x), int(y), int(x + w), int(y + h)), mask,
-                                       flow[y:y + h, x:x + w][mask], at_edge))
+                                       flow[y:y + h, x:x + w][mask]))
         self.flow, self.foreground = flow, foreground.astype(bool)
         return objects

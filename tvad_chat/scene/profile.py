@@ -29,9 +29,7 @@ from tvad_chat.scene.scoring import ScoringConfig
 
 log = logging.getLogger(__name__)
 
-# 2: flow at the current frame, foreground gated by change (format 1 measured objects otherwise);
-# 3: objects cut off by the frame add no score, so the operating points are measured without them
-FORMAT_VERSION = 3
+FORMAT_VERSION = 2  # 2: flow at the current frame, foreground gated by change (format 1 measured objects otherwise)
 PROFILE_JSON = "profile.json"
 ARRAYS = "arrays.npz"
 # what the "why" of an event quotes: percentiles of the normal objects' raw measures

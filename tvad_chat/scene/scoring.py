@@ -10,12 +10,6 @@
 - Merges and splits: a new track whose first box overlaps a recent track's last box by at least
   ``INHERIT_OVERLAP`` of the smaller box continues that track's score history (a track that broke when a
   cart merged with the walkers beside it keeps its evidence).
-- Objects cut off by the frame (``at_edge``: their box touches the band where flow is not trusted) are
-  tracked but add no score: a part of a person stepping in or out has the height, width, fill and speed of
-  nothing in the normal footage (on a held-out Avenue training clip a 4-pixel sliver of a walker leaving at
-  the left edge scored 16, four times the threshold). Their box carries the score its track earned inside
-  the frame (0 for a track seen only at the edge), so an anomaly is flagged once it is inside and stays
-  flagged while it leaves.
 - Robust filter (after TAO): a box counts once its track has boxes in at least ``min_hits`` of the last
   ``hit_window`` frames; boxes of younger tracks are kept in the report with score 0 for the heat.
 - Frame score: the highest box score of the frame (0 with no box), then a Gaussian over time with
@@ -109,9 +103,7 @@ class BoxScorer:
         self._seen: dict[int, deque[int]] = {}
         self._last: dict[int, tuple[int, tuple[int, int, int, int]]] = {}  # track id -> (step, box)
 
-    def push(self, step: int, boxes: list[tuple[int, int, int, int]], scores: np.ndarray,
-             at_edge: list[bool]) -> list[ScoredBox]:
-        """``at_edge``: per box, whether the frame cuts it off; such a box adds no score of its own to its track."""
+    def push(self, step: int, boxes: list[tuple[int, int, int, int]], scores: np.ndarray) -> list[ScoredBox]:
         cfg = self.config
         ids = self._tracker.update(step, boxes)
         for track_id, (last_step, _) in list(self._last.items()):  # bounded memory over long streams
@@ -124,16 +116,15 @@ class BoxScorer:
             if track_id not in self._scores:
                 self._inherit(track_id, box)
             history = self._scores.setdefault(track_id, deque(maxlen=cfg.track_window))
-            if not at_edge[j]:
-                history.append(float(scores[j]))
+            history.append(float(scores[j]))
             seen = self._seen.setdefault(track_id, deque(maxlen=cfg.hit_window))
             seen.append(step)
             self._last[track_id] = (step, box)
             hits = sum(1 for s in seen if step - s < cfg.hit_window)
             # sustained (the window's mean) and current (the last two frames' best): a walker that inherits an
             # anomaly's track id where their paths cross does not carry its score on
-            score = min(float(np.mean(history)), max(list(history)[-2:])) if hits >= cfg.min_hits and history \
-                else 0.0
+            sustained, current = float(np.mean(history)), max(list(history)[-2:])
+            score = min(sustained, current) if hits >= cfg.min_hits else 0.0
             out.append(ScoredBox(box, score, track_id, j))
         return out
 
