@@ -24,7 +24,7 @@ from tvad_chat.cli import main
 from tvad_chat.errors import ConfigError, ProfileError, VideoError
 from tvad_chat.motion import pairwise_iou
 from tvad_chat.scene.analyze import EVENT_EXTEND
-from tvad_chat.scene.calibrate import CalibrationConfig, calibrate
+from tvad_chat.scene.calibrate import CalibrationConfig, calibrate, fit_profile, measure_footage
 from tvad_chat.scene.events import runs_above
 from tvad_chat.scene.profile import ARRAYS, PROFILE_JSON, SceneProfile
 from tvad_chat.scene.run import analyze_clip, choose_profile
@@ -224,6 +224,16 @@ def test_too_little_footage_says_how_much_is_needed(tmp_path: Path, capsys: pyte
     assert profile.made_from["folds"] == 4  # one clip, cut into stretches of time for the held-out scores
     with pytest.raises(ProfileError, match="at least 3 s"):
         calibrate([short], "short", CalibrationConfig(min_seconds=3.0, min_objects=10))
+    # enough objects, but all in the last stretch: nothing is left to hold the others out against
+    footage = measure_footage([short])
+    frames = footage.clips[0].measures
+    assert sum(map(len, frames)) >= 10
+    first_late = len(frames) * 4 // 5
+    clip = footage.clips[0]
+    footage.clips[0] = dataclasses.replace(clip, boxes=[[] if n < first_late else b for n, b in enumerate(clip.boxes)],
+                                           measures=[[] if n < first_late else m for n, m in enumerate(frames)])
+    with pytest.raises(ProfileError, match="all come within one stretch"):
+        fit_profile(footage, "short", CalibrationConfig(min_seconds=2.0, min_objects=1))
 
 
 @pytest.mark.slow

@@ -162,6 +162,10 @@ def fit_profile(footage: Footage, name: str, config: CalibrationConfig | None = 
     held_out = []
     for k, fold in enumerate(folds):
         others = np.concatenate([f for j, feats in enumerate(fold_features) if j != k for f in feats])
+        if len(others) <= cfg.scoring.neighbours:  # the objects all came in one stretch of the footage
+            raise ProfileError(f"too little normal footage: its moving objects all come within one stretch of "
+                               f"{seconds:.1f} s, so none is left to measure the false alarms on; give longer or "
+                               "busier normal footage")
         held_out.append(_held_out_scores(fold, fold_features[k], Density(others, scales, cfg.scoring.neighbours),
                                          cfg.scoring))
     points = operating_points(held_out)
