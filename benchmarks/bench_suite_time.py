@@ -26,6 +26,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from footage import load_average  # noqa: E402
+
 DURATION = re.compile(r"^\s*([\d.]+)s (setup|call|teardown)\s+(\S.*?)\s*$")
 OUTCOMES = re.compile(r"(\d+) (passed|failed|skipped|error|errors|xfailed|xpassed)\b")
 
@@ -98,10 +102,6 @@ def tree_env(tree: Path) -> dict[str, str]:
     return env
 
 
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", type=Path, required=True, help="the baseline tree (a worktree of the old commit)")
@@ -126,7 +126,7 @@ def main() -> None:
     files = sorted(by_file) if not args.files else [f for f in args.files if f in by_file]
     print(f"ids: base {len(ids_base)}, new {len(ids_new)}, common {len(common)} in {len(by_file)} files; "
           f"timing {sum(len(by_file[f]) for f in files)} ids in {len(files)} files")
-    print(f"load average at start: {load()}  (cores: {os.cpu_count()})")
+    print(f"load average at start: {load_average()}  (cores: {os.cpu_count()})")
 
     runs: dict[str, dict[str, Run]] = {"base": {}, "new": {}}
     trees = {"base": base, "new": new}
@@ -134,14 +134,14 @@ def main() -> None:
           "  load before / after")
     for k, f in enumerate(files):
         order = ("base", "new") if k % 2 == 0 else ("new", "base")
-        before = load()
+        before = load_average()
         for _ in range(args.repeat):
             for name in order:
                 run = run_ids(trees[name], args.python, tree_env(trees[name]), by_file[f])
                 runs[name][f] = run if f not in runs[name] else fastest(runs[name][f], run)
         b, n = runs["base"][f], runs["new"][f]
         print(f"{f:44s} {b.total:8.1f} {n.total:8.1f} {n.total - b.total:+8.1f} {b.cpu:9.1f} {n.cpu:8.1f}"
-              f"  {before} / {load()}", flush=True)
+              f"  {before} / {load_average()}", flush=True)
 
     totals = {name: sum(r.total for r in runs[name].values()) for name in runs}
     print(f"\ncommon-id setup+call sum: base {totals['base']:.1f} s, new {totals['new']:.1f} s "
@@ -162,7 +162,7 @@ def main() -> None:
     print("\nlargest changes (base s -> new s):")
     for d, b, n, test_id in sorted(changes, key=lambda c: -abs(c[0]))[:args.top]:
         print(f"  {d:+7.1f}  {b:6.1f} -> {n:6.1f}  {test_id}")
-    print(f"load average at end: {load()}")
+    print(f"load average at end: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -241,7 +241,8 @@ def _sprite(source: Path, folder_fps: float | None, analysis, config: Calibratio
             x1, y1, x2, y2 = b.xyxy
             if x1 < 0.1 * width or x2 > 0.9 * width or y1 < 2 or y2 > height - 2:
                 continue
-            cost = abs(b.measures[1] - 1.0) + abs(b.measures[2] - 0.5)
+            _, height_h, width_h = b.measures  # speed, height and width in expected heights
+            cost = abs(height_h - 1.0) + abs(width_h - 0.5)
             if cost < best_cost:
                 best, best_cost = (record.index, b.xyxy), cost
     if best is None:

@@ -13,6 +13,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+from tvad_chat.render import write_video as write_mp4
+from tvad_chat.video import load_clip
+
 BARCODE_BITS = 12  # frame indices up to 4095
 
 
@@ -141,3 +144,9 @@ def write_sparse_avi(path: Path, kept: list[int], header_frames: int, fps: int =
     with av.open(str(path)) as container:
         assert container.streams.video[0].frames == header_frames, "the AVI muxer no longer pads dropped frames"
     return path
+
+
+def first_frames(path: Path, count: int, out: Path) -> Path:
+    """The clip at ``path`` cut to its first ``count`` frames, written as an mp4 at ``out`` (its own fps)."""
+    clip = load_clip(path, num_frames=None, frame_indices=range(count))
+    return write_mp4(clip.frames, out, fps=clip.source_fps)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from app_server import ARTIFACTS, CHROMIUM, AppDidNotStart, launch_chromium, running_app
+from media_factory import first_frames
 from shared_data import DATA
 
-from tvad_chat import chat, models, render, ui
-from tvad_chat.video import load_clip
+from tvad_chat import chat, models, ui
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,8 +47,7 @@ def test_upload_ask_follow_up_and_see_evidence(server):
     # Ped2 test 01 (bicycle) as the page made it for its examples (in its TVAD_CACHE), cut to its first 32 frames:
     # model mode analyses every frame for the scene evidence, and this test's checks do not need the whole clip
     example = ui.build_example_clips(DATA, tmp / "cache" / "examples")[0]
-    first = load_clip(example, num_frames=None, frame_indices=range(32))
-    clip = render.write_video(first.frames, tmp / example.name, fps=first.source_fps)
+    clip = first_frames(example, 32, tmp / example.name)
     broken = tmp / "broken.mp4"
     broken.write_bytes(b"\x00not a video at all" * 64)
     with playwright_api.sync_playwright() as p:

@@ -14,13 +14,12 @@ import av
 import cv2
 import numpy as np
 import pytest
-from media_factory import write_video
+from media_factory import first_frames, write_video
 from shared_data import DATA
 
 from tvad_chat import chat, models, render, report, ui
 from tvad_chat.errors import CheckpointError, ConfigError, VideoError
 from tvad_chat.scene.run import analyze_clip
-from tvad_chat.video import load_clip
 
 needs_data = pytest.mark.shared_data("ucsd_ped2", "cuhk_avenue")
 
@@ -38,8 +37,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     (folder / "short").mkdir()
     short = {}
     for path in ui.build_example_clips(DATA, folder):
-        clip = load_clip(path, num_frames=None, frame_indices=range(EXAMPLE_FRAMES))
-        short[path.stem] = render.write_video(clip.frames, folder / "short" / path.name, fps=clip.source_fps)
+        short[path.stem] = first_frames(path, EXAMPLE_FRAMES, folder / "short" / path.name)
     return short
 
 
