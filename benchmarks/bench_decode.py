@@ -90,7 +90,7 @@ def main(args: argparse.Namespace) -> int:
         inputs = bb.build_inputs(analysis.state.vision, tvad.dialogue([], QUESTION), analysis.state.num_prompt_tokens,
                                  system_prompt=tvad._system_prompt())
 
-        def answer() -> list[int]:
+        def answer(bb=bb, inputs=inputs, clip_cache=clip_cache) -> list[int]:  # this model's, bound now
             clip_cache.latest = None
             return bb.generate(inputs, clip_cache=clip_cache, max_new_tokens=n, min_new_tokens=n).token_ids
 

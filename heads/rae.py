@@ -23,7 +23,6 @@ from torch import Tensor, nn
 from heads.io import load_head, save_head
 from tvad_chat.errors import ConfigError
 
-
 INPUT_MODES = ("difference", "maps_and_difference")
 
 

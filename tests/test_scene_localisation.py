@@ -54,12 +54,13 @@ def test_a_fast_object_gets_a_box_that_fits_it(index: int) -> None:
     assert np.mean(best >= 0.5) >= 0.45, np.round(best, 2)
 
 
-def test_a_profile_of_the_older_format_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", range(1, FORMAT_VERSION))
+def test_a_profile_of_an_older_format_is_refused_with_a_clear_error(tmp_path: Path, version: int) -> None:
     old = tmp_path / "old"
     shutil.copytree(Path(__file__).resolve().parents[1] / "profiles" / "ucsd_ped2", old)
     meta = json.loads((old / PROFILE_JSON).read_text())
     assert meta["format_version"] == FORMAT_VERSION  # the shipped profiles are remade in the current format
-    meta["format_version"] = FORMAT_VERSION - 1
+    meta["format_version"] = version
     (old / PROFILE_JSON).write_text(json.dumps(meta))
-    with pytest.raises(ProfileError, match=r"made by an older T-VAD Chat \(format 1.*calibrate it again"):
+    with pytest.raises(ProfileError, match=rf"made by an older T-VAD Chat \(format {version};.*calibrate it again"):
         SceneProfile.load(old)

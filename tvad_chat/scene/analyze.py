@@ -24,7 +24,7 @@ import numpy as np
 
 from tvad_chat.errors import ProfileError
 from tvad_chat.scene.events import runs_above
-from tvad_chat.scene.features import HEIGHT, SPEED, WIDTH, Measure, features, measure
+from tvad_chat.scene.features import HEIGHT, SPEED, WIDTH, Measure, features, join_stacked, joined, measure
 from tvad_chat.scene.objects import ObjectFinder, SceneObject, to_work_grey
 from tvad_chat.scene.profile import SceneProfile
 from tvad_chat.scene.scoring import BoxScorer, Density, smooth_frame_scores
@@ -216,9 +216,14 @@ class SceneAnalysis:
         return "; ".join(parts)
 
 
-def _mean_colour(frame: np.ndarray, obj: SceneObject) -> tuple[int, int, int]:
-    x1, y1, x2, y2 = obj.box
-    mean = cv2.mean(np.ascontiguousarray(frame[y1:y2, x1:x2]), mask=obj.mask.astype(np.uint8))
+def _mean_colour(frame: np.ndarray, pieces: list[SceneObject]) -> tuple[int, int, int]:
+    """Mean RGB over the pixels of an object's pieces."""
+    total, count = np.zeros(3), 0
+    for piece in pieces:
+        x1, y1, x2, y2 = piece.box
+        total += frame[y1:y2, x1:x2][piece.mask].reshape(-1, 3).sum(axis=0)
+        count += piece.area
+    mean = total / max(count, 1)
     return int(mean[0]), int(mean[1]), int(mean[2])
 
 
@@ -271,18 +276,21 @@ class SceneAnalyzer:
                                                                                 interpolation=cv2.INTER_AREA)
         sample = small[::8, ::8].astype(np.int16)
         self._colourfulness = max(self._colourfulness, float(np.abs(np.diff(sample, axis=2)).mean()))
-        objects, measures = measure_frame(self.finder, small, profile.work_size, dt)
+        objects, pieces = measure_frame(self.finder, small, profile.work_size, dt)
+        groups = join_stacked(pieces, profile.perspective)  # objects[g] for g in groups[k]: the pieces of object k
+        measures = joined(pieces, groups)
         feats = features(measures, profile.perspective)
-        scored = self.scorer.push(self._step, [o.box for o in objects], self.density.score(feats, time))
+        scored = self.scorer.push(self._step, [m.box for m in measures], self.density.score(feats, time))
         self._step += 1
         sx, sy = width / profile.work_size[0], height / profile.work_size[1]
         boxes = sorted((FrameBox((b.box[0] * sx, b.box[1] * sy, b.box[2] * sx, b.box[3] * sy), b.score, b.track_id,
                                  (float(feats[b.object_index, SPEED]), float(feats[b.object_index, HEIGHT]),
-                                  float(feats[b.object_index, WIDTH])), _mean_colour(small, objects[b.object_index]))
+                                  float(feats[b.object_index, WIDTH])),
+                                 _mean_colour(small, [objects[g] for g in groups[b.object_index]]))
                         for b in scored),
                        key=lambda b: -b.score)[:MAX_BOXES_PER_FRAME]
         if heat is not None or frames is not None:
-            heat_map = self._heat(objects, scored)
+            heat_map = self._heat(objects, groups, scored)
             if heat is not None:
                 heat(index, heat_map)
             if frames is not None:
@@ -290,15 +298,16 @@ class SceneAnalyzer:
         raw = max((b.score for b in boxes), default=0.0)
         return FrameRecord(int(index), float(time), float(raw), boxes), measures
 
-    def _heat(self, objects, scored) -> np.ndarray:
+    def _heat(self, objects, groups, scored) -> np.ndarray:
         work = np.zeros((self.profile.work_size[1], self.profile.work_size[0]), np.float32)
         for b in scored:
             if b.score <= 0:
                 continue
-            x1, y1, x2, y2 = b.box
             value = b.score ** HEAT_POWER / (b.score ** HEAT_POWER + self.heat_scale ** HEAT_POWER)
-            region = work[y1:y2, x1:x2]
-            np.maximum(region, objects[b.object_index].mask * np.float32(value), out=region)
+            for piece in (objects[g] for g in groups[b.object_index]):
+                x1, y1, x2, y2 = piece.box
+                region = work[y1:y2, x1:x2]
+                np.maximum(region, piece.mask * np.float32(value), out=region)
         work = cv2.GaussianBlur(work, (HEAT_BLUR, HEAT_BLUR), 0)
         return cv2.resize(work, self.profile.size, interpolation=cv2.INTER_LINEAR)
 

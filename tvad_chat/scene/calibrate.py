@@ -6,7 +6,8 @@ that one measured footage can be fitted many times (leave-one-clip-out evaluatio
 1. Every clip is checked (same display size; backgrounds alike enough to be one camera) and its background
    estimated as the median of ``background_samples`` frames spread over it.
 2. One pass over every frame (or F per second) measures the objects (tvad_chat.scene.objects).
-3. The perspective line is fitted on the tracks of objects that walk through; features and scales follow.
+3. The perspective line is fitted on the tracks of objects that walk through; then the pieces of one object are
+   joined (tvad_chat.scene.features.join_stacked), and features and scales follow.
 4. Operating points (the default: the strictest one actually measured): the footage is cut into ``folds`` parts (whole clips when there are enough, else
    equal stretches of time); each part is scored with a density model of the others, exactly as analysis
    would score it (tracks, smoothing), and the thresholds for about 1, 0.1 and 0.01 false alarms per minute
@@ -27,7 +28,17 @@ import numpy as np
 from tvad_chat.errors import ProfileError
 from tvad_chat.scene.analyze import measure_frame
 from tvad_chat.scene.events import footage_seconds, operating_points
-from tvad_chat.scene.features import HEIGHT, SPEED, WIDTH, Measure, Perspective, feature_scales, features
+from tvad_chat.scene.features import (
+    HEIGHT,
+    SPEED,
+    WIDTH,
+    Measure,
+    Perspective,
+    feature_scales,
+    features,
+    join_stacked,
+    joined,
+)
 from tvad_chat.scene.match import SAME_CAMERA, background_similarity
 from tvad_chat.scene.objects import ObjectConfig, ObjectFinder, to_work_grey, work_size
 from tvad_chat.scene.profile import REFERENCE_PERCENTILES, OperatingPoint, SceneProfile
@@ -155,6 +166,8 @@ def fit_profile(footage: Footage, name: str, config: CalibrationConfig | None = 
                            f"needs at least {cfg.min_seconds:.0f} s with {cfg.min_objects} objects (a few minutes of "
                            "typical activity is better)")
     perspective = _fit_perspective(clips, every, cfg.scoring)
+    clips = [_join_pieces(c, perspective) for c in clips]  # pieces of one object measured as one, as analysis does
+    every = [m for c in clips for ms in c.measures for m in ms]
     folds = _folds(clips, cfg.folds)
     fold_features = [[features(ms, perspective) for ms in fold.measures] for fold in folds]
     everything = np.concatenate([f for fold in fold_features for f in fold])
@@ -220,6 +233,12 @@ def _fit_perspective(clips: list[_Frames], every: list[Measure], scoring: Scorin
             return walkers
     log.warning("%d walking tracks in the footage give no perspective: fitted on every object", len(rows))
     return Perspective.fit(np.array([m.foot_row for m in every]), np.array([m.height for m in every]))
+
+
+def _join_pieces(clip: _Frames, perspective: Perspective) -> _Frames:
+    """The clip's frames with the pieces of each object joined (features.join_stacked)."""
+    measures = [joined(ms, join_stacked(ms, perspective)) for ms in clip.measures]
+    return _Frames(list(clip.times), [[m.box for m in ms] for ms in measures], measures)
 
 
 def _folds(clips: list[_Frames], count: int) -> list[_Frames]:

@@ -29,7 +29,8 @@ from tvad_chat.scene.scoring import ScoringConfig
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: flow at the current frame, foreground gated by change (format 1 measured objects otherwise)
+FORMAT_VERSION = 4  # 4: pieces of one object joined; 3 (objects at the frame edge unscored) was reverted; 2: flow at
+# the current frame, foreground gated by change (format 1 measured objects otherwise)
 PROFILE_JSON = "profile.json"
 ARRAYS = "arrays.npz"
 # what the "why" of an event quotes: percentiles of the normal objects' raw measures

@@ -90,7 +90,7 @@ class ScoredBox:
     box: tuple[int, int, int, int]  # working pixels
     score: float  # track-smoothed; 0 until the robust filter admits the track
     track_id: int
-    object_index: int  # position among the frame's objects (for masks and features)
+    object_index: int  # position among the frame's (joined) objects (for masks and features)
 
 
 class BoxScorer:
