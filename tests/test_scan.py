@@ -213,8 +213,12 @@ def test_segments_join_into_the_whole_clips_events(tmp_path: Path) -> None:
     joined = join_segments([analyze_segment(path, prepared, s, cut, 1) for s in segments])
     expected = analyze_whole(path, whole, 1).analysis
     assert [r.index for r in joined.frames] == [r.index for r in expected.frames]
-    spans = [(e.start_s, e.end_s) for e in joined.events()]
-    assert spans == [(e.start_s, e.end_s) for e in expected.events()]
+    # an 8 s clip scored against itself raises no event at its own points (no false alarm rate can be measured on
+    # it), so the events are taken at a point of the test's: half the whole clip's peak score
+    for analysis in (joined, expected):
+        analysis.thresholds["half peak"] = 0.5 * float(expected.scores.max())
+    spans = [(e.start_s, e.end_s) for e in joined.events("half peak")]
+    assert spans == [(e.start_s, e.end_s) for e in expected.events("half peak")]
     assert any(s < 3.0 < e for s, e in spans), "no event spans the cut (at 3 s, the middle of the overlap)"
     # the scores agree within 1 % except where the first segment's smoothing ends (it reaches a little past 4 s)
     far = np.abs(joined.times - 3.0) > 1.0

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tvad_chat.errors import ProfileError
+from tvad_chat.errors import ConfigError, ProfileError
 from tvad_chat.scene.analyze import measure_frame
 from tvad_chat.scene.events import footage_seconds, operating_points
 from tvad_chat.scene.features import (
@@ -159,6 +159,8 @@ def fit_profile(footage: Footage, name: str, config: CalibrationConfig | None = 
     """The profile of measured footage (steps 3 to 5); ``fps``/``folder_fps`` are only recorded."""
     cfg = config or CalibrationConfig()
     clips, work = footage.clips, footage.work
+    if keep_times and len(clips) != 1:
+        raise ConfigError("a profile keeps its objects' times only to score the one clip it was fitted on")
     seconds = sum(footage_seconds(c.times) for c in clips)
     every = [m for c in clips for ms in c.measures for m in ms]
     if seconds < cfg.min_seconds or len(every) < cfg.min_objects:
@@ -196,7 +198,8 @@ def fit_profile(footage: Footage, name: str, config: CalibrationConfig | None = 
         made_from={"sources": [Path(s).name for s in footage.sources], "seconds": round(seconds, 1),
                    "frames": sum(len(c.times) for c in clips), "objects": len(everything),
                    "fps": fps, "folder_fps": folder_fps, "folds": len(folds)},
-        normal_times=times[keep] if keep_times else None)
+        normal_times=times[keep] if keep_times else None,
+        stretch_starts=np.array([fold.times[0] for fold in folds[1:]], np.float64) if keep_times else None)
 
 
 def default_point(points: list[OperatingPoint]) -> str:

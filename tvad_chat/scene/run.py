@@ -2,10 +2,11 @@
 
 Profile choice (``profile`` argument): a profile directory; ``"auto"`` (the default) matches the clip's
 background against the installed profiles (tvad_chat.scene.match); ``None`` or ``"none"`` analyses the
-clip uncalibrated. Uncalibrated means the clip is scored against itself: a profile is fitted on the clip
-(its stretches of time cross-validated for the thresholds) and each object is compared with the clip's
-objects from more than a few seconds away. That finds what is rare within the clip, which fails when the
-anomaly fills much of it, so every output says "uncalibrated".
+clip uncalibrated. Uncalibrated means the clip is scored against itself: a profile is fitted on the clip,
+which is cut into stretches of time, and each object is compared with the objects of the other stretches,
+both when the thresholds are measured and when the clip is analysed (so a normal clip of any length raises
+about as many alarms as its operating point says). That finds what is rare within the clip, which fails when
+the anomaly fills much of it, so every output says "uncalibrated".
 """
 
 from __future__ import annotations
