@@ -198,8 +198,7 @@ def fit_profile(footage: Footage, name: str, config: CalibrationConfig | None = 
         made_from={"sources": [Path(s).name for s in footage.sources], "seconds": round(seconds, 1),
                    "frames": sum(len(c.times) for c in clips), "objects": len(everything),
                    "fps": fps, "folder_fps": folder_fps, "folds": len(folds)},
-        normal_times=times[keep] if keep_times else None,
-        stretch_starts=np.array([fold.times[0] for fold in folds[1:]], np.float64) if keep_times else None)
+        normal_times=times[keep] if keep_times else None)
 
 
 def default_point(points: list[OperatingPoint]) -> str:

@@ -79,10 +79,8 @@ class SceneProfile:
     default_point: str = "0.1/min"
     reference: dict[str, dict[str, float]] = field(default_factory=dict)  # measure -> percentile -> value
     made_from: dict[str, Any] = field(default_factory=dict)  # sources, minutes, frames, objects, fps
-    # only for a clip scored against itself (never saved): seconds of each normal object, and the times where the
-    # clip's stretches (the folds its thresholds were measured on) begin, after the first
+    # seconds of each normal object, only for a clip scored against itself (never saved)
     normal_times: np.ndarray | None = None
-    stretch_starts: np.ndarray | None = None
 
     def point(self, name: str | None = None) -> OperatingPoint:
         wanted = name or self.default_point

@@ -2,15 +2,16 @@
 
 Profile choice (``profile`` argument): a profile directory; ``"auto"`` (the default) matches the clip's
 background against the installed profiles (tvad_chat.scene.match); ``None`` or ``"none"`` analyses the
-clip uncalibrated. Uncalibrated means the clip is scored against itself: a profile is fitted on the clip,
-which is cut into stretches of time, and each object is compared with the objects of the other stretches,
-both when the thresholds are measured and when the clip is analysed (so a normal clip of any length raises
-about as many alarms as its operating point says). That finds what is rare within the clip, which fails when
-the anomaly fills much of it, so every output says "uncalibrated".
+clip uncalibrated. Uncalibrated means the clip is scored against itself: a profile is fitted on the clip
+(its stretches of time cross-validated for the thresholds) and each object is compared with the clip's
+objects at least 5 s away (tvad_chat.scene.scoring.Density); in a clip under 10 s no object is judged. That
+finds what is rare within the clip, which fails when the anomaly fills much of it, so every output says
+"uncalibrated".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,14 @@ import numpy as np
 
 from tvad_chat.errors import ProfileError
 from tvad_chat.files import atomic_directory
-from tvad_chat.scene.analyze import FrameSink, HeatSink, SceneAnalysis, SceneAnalyzer, heat_to_uint8
+from tvad_chat.scene.analyze import (
+    SELF_JUDGE_MIN_S,
+    FrameSink,
+    HeatSink,
+    SceneAnalysis,
+    SceneAnalyzer,
+    heat_to_uint8,
+)
 from tvad_chat.scene.calibrate import CalibrationConfig, calibrate, clip_background
 from tvad_chat.scene.match import match_profile
 from tvad_chat.scene.objects import ObjectConfig
@@ -71,6 +79,11 @@ def resolve_profile(source: str | Path, profile: str | Path | None = "auto", fps
     except ProfileError as exc:
         raise ProfileError(f"cannot analyse this clip without a scene profile: {exc}. Give a profile of "
                            "this camera (--profile DIR) or a longer clip") from None
+    seconds = float(fitted.made_from["seconds"])
+    if seconds < SELF_JUDGE_MIN_S:
+        choice = dataclasses.replace(choice, note=f"{choice.note}; at {seconds:.1f} s the clip is too short to compare "
+                                     f"its objects with one another (it needs {SELF_JUDGE_MIN_S:.0f} s): no object "
+                                     "is judged")
     return fitted, choice
 
 
