@@ -23,7 +23,7 @@ import numpy as np
 from tvad_chat.errors import ProfileError
 from tvad_chat.files import atomic_directory
 from tvad_chat.scene.analyze import (
-    SELF_JUDGE_MIN_S,
+    SELF_EXCLUDE_S,
     FrameSink,
     HeatSink,
     SceneAnalysis,
@@ -34,6 +34,7 @@ from tvad_chat.scene.calibrate import CalibrationConfig, calibrate, clip_backgro
 from tvad_chat.scene.match import match_profile
 from tvad_chat.scene.objects import ObjectConfig
 from tvad_chat.scene.profile import SceneProfile
+from tvad_chat.scene.scoring import judges_itself
 from tvad_chat.video import stream_clip
 
 log = logging.getLogger(__name__)
@@ -79,11 +80,11 @@ def resolve_profile(source: str | Path, profile: str | Path | None = "auto", fps
     except ProfileError as exc:
         raise ProfileError(f"cannot analyse this clip without a scene profile: {exc}. Give a profile of "
                            "this camera (--profile DIR) or a longer clip") from None
-    seconds = float(fitted.made_from["seconds"])
-    if seconds < SELF_JUDGE_MIN_S:
+    if not judges_itself(fitted.normal_times, SELF_EXCLUDE_S):  # the rule tvad_chat.scene.scoring.Density applies
+        seconds = float(fitted.made_from["seconds"])
         choice = dataclasses.replace(choice, note=f"{choice.note}; at {seconds:.1f} s the clip is too short to compare "
-                                     f"its objects with one another (it needs {SELF_JUDGE_MIN_S:.0f} s): no object "
-                                     "is judged")
+                                     f"its objects with one another (they must be seen over {2 * SELF_EXCLUDE_S:.0f} "
+                                     "s): no object is judged")
     return fitted, choice
 
 

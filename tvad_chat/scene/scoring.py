@@ -49,6 +49,12 @@ class ScoringConfig:
         return dict(self.__dict__)
 
 
+def judges_itself(times: np.ndarray, exclude_s: float) -> bool:
+    """Whether a clip whose objects were seen at ``times`` (seconds) can be scored against itself with neighbours
+    ``exclude_s`` away or more: only when every object could have one, on one side or the other."""
+    return len(times) > 0 and float(np.ptp(times)) >= 2 * exclude_s
+
+
 class Density:
     """How far an object is from the normal objects of a camera.
 
@@ -68,7 +74,7 @@ class Density:
         self.neighbours = neighbours
         self.times = None if times is None else np.asarray(times, np.float64)
         self.exclude_s = exclude_s
-        self.judges = self.times is None or float(np.ptp(self.times)) >= 2 * exclude_s
+        self.judges = self.times is None or judges_itself(self.times, exclude_s)
         self._index = cKDTree(np.asarray(normal, np.float64) / self.scales)
 
     def score(self, feats: np.ndarray, time: float | None = None) -> np.ndarray:
