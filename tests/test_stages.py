@@ -271,15 +271,15 @@ def test_sam2_loads_a_local_checkpoint_by_its_published_name(tmp_path: Path) -> 
     assert torch.equal(loaded.predictor.state_dict()[name], model.state_dict()[name])
 
 
-RUNNER_FRAMES = 64  # 6.4 s of SynthCampus at 10 fps: enough to analyse uncalibrated
+RUNNER_FRAMES = 64  # 6.4 s of SynthCampus at 10 fps: enough to analyse uncalibrated (judging its objects needs 10 s)
 
 
-def _runner_clip(folder: Path) -> Path:
+def _runner_clip(folder: Path, frames: int = RUNNER_FRAMES, index: int = 1) -> Path:
     from datasets_builder.synth.generate import ClipConfig, generate_clip
     from datasets_builder.synth.writer import write_clip
 
-    cfg = ClipConfig(frames=RUNNER_FRAMES, width=320, height=192, fps=10.0, fixed_camera=True)
-    write_clip(generate_clip(7, "train", 1, cfg, event="run", scene_name="campus_walkway"), folder / "runner")
+    cfg = ClipConfig(frames=frames, width=320, height=192, fps=10.0, fixed_camera=True)
+    write_clip(generate_clip(7, "train", index, cfg, event="run", scene_name="campus_walkway"), folder / "runner")
     return folder / "runner" / "video.mp4"
 
 
@@ -373,7 +373,7 @@ def test_eval_scene_reports_pixel_metrics_with_and_without_the_mask_stage(tmp_pa
     from tvad_chat.scene.run import resolve_profile
     from tvad_chat.video import read_mask
 
-    video = _runner_clip(tmp_path)
+    video = _runner_clip(tmp_path, frames=110, index=2)  # 11 s: a clip scored against itself judges its objects
     annotation = json.loads((video.parent / "annotation.json").read_text())
     masks_dir = video.parent / "masks"
     mask_files = sorted(masks_dir.iterdir())
