@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 
 HEAT_BLUR = 5  # working pixels (odd)
 HEAT_POWER = 2.0  # heat = s^p / (s^p + t^p): 0.5 at the threshold t, a walker at half of it 0.2 (not 0.33)
-SELF_EXCLUDE_S = 5.0  # scoring a clip against itself: neighbours nearer in time than this are skipped
 MAX_BOXES_PER_FRAME = 12  # the highest-scoring boxes of a frame are kept in the record
 GREYSCALE_SPREAD = 3.0  # grey levels: frames whose channels differ less than this on average carry no colour
+SELF_EXCLUDE_S = 5.0  # scoring a clip against itself: neighbours nearer in time than this are skipped
 # Hysteresis: an event is a run above the threshold, widened on both sides while the score stays above this
 # share of it. The smoothed score reaches the threshold a few frames after the object turns up (the robust
 # filter waits for 3 hits of 5, the track's mean for 5 frames) and leaves it before the object is gone.

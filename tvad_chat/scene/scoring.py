@@ -85,8 +85,10 @@ class Density:
             distances, _ = self._index.query(query, k=self.neighbours)
             return distances.reshape(len(query), -1).mean(axis=1).astype(np.float32)
         out = np.zeros(len(query), np.float32)  # not judged: nothing far enough away to compare with
+        if not self.judges:
+            return out
         allowed = np.abs(self.times - time) >= self.exclude_s
-        if not self.judges or not allowed.any():
+        if not allowed.any():
             return out
         count = min(len(self.times), self.neighbours + int(np.count_nonzero(~allowed)))
         distances, found = self._index.query(query, k=count)
