@@ -9,12 +9,16 @@ The scene (360x240, 10 fps, 7 s; thresholds 1.0 / 2.0 / 3.0 for the points 1/min
 - frames 60-65: a stationary object (track 3) at score 1.5, an event only at the 1/min point.
 """
 
+import dataclasses
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from tvad_chat.errors import ProfileError
 from tvad_chat.grounded import Focus, GroundedAnswerer, QuestionReader
 from tvad_chat.scene.analyze import FrameBox, FrameRecord, SceneAnalysis
+from tvad_chat.ui import scene_panel_markdown
 
 DECIDER = "scene profile 'test_cam'"
 POINTS = {"1/min": 1.0, "0.1/min": 2.0, "0.01/min": 3.0}
@@ -108,6 +112,32 @@ def test_an_uncalibrated_analysis_says_so(reader: QuestionReader) -> None:
     assert ask(loose, "Why is it unusual?").text.endswith(note)
     assert not ask(loose, "When does it happen?").text.endswith(note)
     assert loose.summary()["calibrated"] is False
+
+
+def test_an_analysis_that_judged_no_object_says_it_cannot_tell(reader: QuestionReader) -> None:
+    """A clip scored against itself that is too short for it: every box scores 0, nothing was compared, so the
+    answer is "I can't tell", never a "no" (and not "objects were compared with the rest of this clip")."""
+    scene = make_scene(profile=None, quiet=True)
+    for record in scene.frames:
+        record.boxes = [dataclasses.replace(b, score=0.0) for b in record.boxes]
+    scene.scores[:] = 0.0
+    scene.judged = False
+    unjudged = GroundedAnswerer(scene, "uncalibrated analysis", reader=reader)
+    got = ask(unjudged, "Is there an anomaly?")
+    assert got.text == ("I can't tell. Without a scene profile of this camera its objects can only be compared with "
+                        "one another, and at 7.0 s this clip is too short for that (they must be seen over 10 s), so "
+                        "no object was judged. Calibrate a profile of this camera on its normal footage (`tvad "
+                        "calibrate`), or give a longer clip.")
+    assert (got.intent, got.event) == ("judgement", None)
+    assert ask(unjudged, "Why is it unusual?").text == got.text  # not "there is nothing to explain"
+    assert ask(unjudged, "What happens at 3.0 s?").text == (
+        "At 3.0 s: no object in this clip was judged, so I can't say whether that is unusual. 2 moving objects in "
+        "view, none of them judged.")  # the walker and the flicker
+    assert unjudged.summary()["judgement"] == "not judged"
+    assert unjudged.check_judgement("Is there an anomaly?", "No, nothing.") is None  # nothing weighed to disagree
+    panel = scene_panel_markdown(SimpleNamespace(answerer=unjudged, scene_note=""))
+    assert panel.startswith("Scene judgement: **not judged (no object was compared)**")
+    assert "No unusual event" not in panel
 
 
 # ------------------------------------------------------------------ when

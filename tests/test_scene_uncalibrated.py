@@ -49,6 +49,9 @@ def test_a_clip_scored_against_itself_keeps_its_objects_times(tmp_path: Path) ->
     assert (analysis.frames.raw_scores > 0).mean() > 0.5
     short, choice = analyze_clip(_first_seconds(clip, 60, tmp_path / "01"), profile="none", folder_fps=10.0)
     assert not (short.frames.raw_scores > 0).any() and not short.events()
+    assert analysis.judged and not short.judged and short.to_report()["judged"] is False
+    assert short.point_notes["1/min"].startswith("about 1 false alarm per minute of this clip, its stretches of time "
+                                                 "scored against each other")
     assert choice.note.endswith("at 6.0 s the clip is too short to compare its objects with one another (they must "
                                 "be seen over 10 s): no object is judged")
     assert "too short" not in resolve_profile(clip, "none", folder_fps=10.0)[1].note

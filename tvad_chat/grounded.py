@@ -7,7 +7,8 @@ vocabulary); phrasings are data too (prompts/answers.yaml), with variants picked
 
 What each answer rests on:
 - judgement: are there events at the operating point; the peak score against the threshold; which profile
-  decided (or "uncalibrated");
+  decided (or "uncalibrated"); "I can't tell" when no object was judged (a clip scored against itself that
+  is too short for that), never a "no" that nothing was weighed for;
 - when: the event's start and end (seconds; m:ss from one minute on) and source frames;
 - where / how: the event's main track (its highest-scoring object) described with tvad_chat.motion, the one
   motion vocabulary (entry and exit sides, direction, speed class in box heights per second, turns);
@@ -31,7 +32,8 @@ import yaml
 
 from prompts.loader import read_prompt_file
 from tvad_chat.motion import Trajectory, describe_path, movement_phrase
-from tvad_chat.scene.analyze import Event, FrameBox, SceneAnalysis
+from tvad_chat.scene.analyze import SELF_EXCLUDE_S, Event, FrameBox, SceneAnalysis
+from tvad_chat.scene.events import footage_seconds
 
 INTENTS_FILE = "intents.yaml"
 ANSWERS_FILE = "answers.yaml"
@@ -166,7 +168,7 @@ class GroundedAnswerer:
         """The facts every view shows (JSON, CLI text, page panel): judgement, events, operating point."""
         threshold = self.analysis.threshold(self.point)
         return {
-            "judgement": "yes" if self._events else "no",
+            "judgement": self._verdict(),
             "decided_by": self.decider,
             "calibrated": self.analysis.profile_name is not None,
             "operating_point": {"name": self.point, "threshold": round(threshold, 4),
@@ -190,8 +192,8 @@ class GroundedAnswerer:
         said = re.match(r"\s*(yes|no)\b", model_answer.lower())
         if said is None:
             return None
-        scene = "yes" if self._events else "no"
-        if said.group(1) == scene:
+        scene = self._verdict()
+        if said.group(1) == scene or scene == "not judged":  # the scene analysis weighed nothing to disagree with
             return None
         return (f"Note: the model says {said.group(1)!r} but the scene analysis says {scene!r} ({self.decider}, "
                 f"sensitivity {self.point}). The two verdicts disagree; the panel shows the scene analysis.")
@@ -203,7 +205,8 @@ class GroundedAnswerer:
         chosen = self._choose_event(asked, focus)
         handler = getattr(self, f"_answer_{asked.intent}", self._answer_unknown)
         result: GroundedAnswer = handler(asked, chosen, focus.turns)
-        if self.analysis.profile_name is None and asked.intent in ("judgement", "why", "events"):
+        if self.analysis.profile_name is None and self.analysis.judged and asked.intent in ("judgement", "why",
+                                                                                            "events"):
             result.text = f"{result.text} {self._say('uncalibrated', focus.turns)}"
         if result.event is not None:
             focus.event = result.event
@@ -230,9 +233,19 @@ class GroundedAnswerer:
     def _subject(self, number: int) -> str:
         return "The unusual object" if len(self._events) == 1 else f"The object of event {number}"
 
+    def _verdict(self) -> str:
+        """The scene judgement in one word: "yes", "no" or "not judged"."""
+        return "yes" if self._events else "no" if self.analysis.judged else "not judged"
+
+    def _not_judged(self, turn: int) -> str:
+        return self._say("judgement_not_judged", turn, seconds=f"{footage_seconds(self.analysis.times):.1f}",
+                         needed=f"{2 * SELF_EXCLUDE_S:.0f}")  # the span tvad_chat.scene.scoring.judges_itself needs
+
     def _missing(self, asked: Question, number: int | None, turn: int, what: str) -> GroundedAnswer | None:
         if number is not None:
             return None
+        if not self.analysis.judged:
+            return GroundedAnswer(self._not_judged(turn), asked.intent)
         if self._events and asked.ordinal is not None:
             return GroundedAnswer(f"There {'is' if len(self._events) == 1 else 'are'} only {len(self._events)} "
                                   f"unusual event{'s' if len(self._events) != 1 else ''} in this clip.", asked.intent)
@@ -247,6 +260,8 @@ class GroundedAnswerer:
     def _answer_judgement(self, asked: Question, number: int | None, turn: int) -> GroundedAnswer:
         threshold = self.analysis.threshold(self.point)
         peak = float(self.analysis.scores.max()) if len(self.analysis.scores) else 0.0
+        if not self.analysis.judged:
+            return GroundedAnswer(self._not_judged(turn), "judgement")
         if not self._events:
             return GroundedAnswer(self._say("judgement_no", turn, decider=self.decider, peak=f"{peak:.2f}",
                                             threshold=f"{threshold:.2f}"), "judgement")
@@ -357,12 +372,22 @@ class GroundedAnswerer:
         position = int(np.argmin(np.abs(times - asked.time)))
         frame = self.analysis.frames[position]
         inside = next((n for n, e in enumerate(self._events, start=1) if e.start_s <= frame.time <= e.end_s), None)
-        state = (f"that is during unusual event {inside}" if inside and len(self._events) > 1 else
-                 "that is during the unusual event" if inside else "nothing unusual is happening then")
+        if inside:
+            state = (f"that is during unusual event {inside}" if len(self._events) > 1
+                     else "that is during the unusual event")
+        elif self.analysis.judged:
+            state = "nothing unusual is happening then"
+        else:
+            state = "no object in this clip was judged, so I can't say whether that is unusual"
         moving = [b for b in frame.boxes if b.score > 0]
-        objects = (f"{len(moving)} moving object{'s' if len(moving) != 1 else ''} in view, the most unusual scoring "
-                   f"{moving[0].score:.2f} (threshold {self.analysis.threshold(self.point):.2f})" if moving
-                   else "No moving object in view")
+        if not self.analysis.judged:  # every box scores 0: none was compared with anything
+            count = len(frame.boxes)
+            objects = f"{count} moving object{'s' if count != 1 else ''} in view, none of them judged"
+        elif moving:
+            objects = (f"{len(moving)} moving object{'s' if len(moving) != 1 else ''} in view, the most unusual "
+                       f"scoring {moving[0].score:.2f} (threshold {self.analysis.threshold(self.point):.2f})")
+        else:
+            objects = "No moving object in view"
         return GroundedAnswer(self._say("at_time", turn, time=self._t(frame.time), inside=state, objects=objects) + ".",
                               "at_time", inside, frame.time)
 

@@ -632,12 +632,14 @@ def scene_panel_markdown(session: Session) -> str:
         return session.scene_note
     facts = session.answerer.summary()
     point = facts["operating_point"]
-    parts = [f"Scene judgement: **{'anomaly' if facts['judgement'] == 'yes' else 'no anomaly'}** "
+    verdict = {"yes": "anomaly", "no": "no anomaly", "not judged": "not judged (no object was compared)"}
+    parts = [f"Scene judgement: **{verdict[facts['judgement']]}** "
              f"(peak score {facts['peak_score']:.2f}, threshold {point['threshold']:.2f}); decided by "
              f"{facts['decided_by']}", f"Sensitivity {point['name']}: {point['false_alarms']}"]
     events = facts["events"]
     if not events:
-        return "\n\n".join([*parts, "No unusual event at this sensitivity."])
+        return "\n\n".join(parts if facts["judgement"] == "not judged" else
+                             [*parts, "No unusual event at this sensitivity."])
     table = ["| event | start (s) | end (s) | why |", "|---|---|---|---|"]
     table += [f"| {e['number']} | {e['start']:.1f} | {e['end']:.1f} | {e['why']} |" for e in events]
     return "\n\n".join([*parts, "\n".join(table)])

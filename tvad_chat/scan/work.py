@@ -167,7 +167,7 @@ def join_segments(parts: list[SceneAnalysis]) -> SceneAnalysis:
     step = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
     return dataclasses.replace(parts[0], frames=frames, scores=np.concatenate(scores).astype(np.float32),
                                fps=1.0 / step if step > 0 else parts[0].fps,
-                               greyscale=all(p.greyscale for p in parts))
+                               greyscale=all(p.greyscale for p in parts), judged=all(p.judged for p in parts))
 
 
 def peaks(analysis: SceneAnalysis, point: str | None) -> list[tuple[int, list[list[float]]]]:

@@ -147,6 +147,9 @@ class SceneAnalysis:
     reference: dict[str, dict[str, float]] = field(default_factory=dict)
     greyscale: bool = False  # the footage carries no colour (every analysed frame's channels agree)
     point_notes: dict[str, str] = field(default_factory=dict)  # operating point -> its measured false-alarm rate
+    # False: the clip was scored against itself and is too short for that (tvad_chat.scene.scoring.judges_itself),
+    # so no object was compared with anything: the absence of events says nothing
+    judged: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.frames, FrameTable):
@@ -178,6 +181,7 @@ class SceneAnalysis:
         return {
             "profile": self.profile_name,
             "calibrated": self.profile_name is not None,
+            "judged": self.judged,
             "size": list(self.size),
             "fps": round(self.fps, 4),
             "operating_point": {"name": name, "threshold": round(self.threshold(name), 4),
@@ -325,11 +329,14 @@ class SceneAnalyzer:
         fps = sampled_fps(records.times, 1.0)
         raw = np.array(records.raw_scores, np.float32)
         profile = self.profile
+        # a profile fitted on the clip itself (uncalibrated) measured its rates on the clip's own stretches of time
+        footage = "this camera's normal footage" if profile.normal_times is None else \
+            "this clip, its stretches of time scored against each other"
         return SceneAnalysis(
             profile_name=profile.name, size=profile.size, fps=fps, frames=records,
             scores=smooth_frame_scores(raw, fps, profile.scoring.smooth_sigma_s),
             thresholds={p.name: p.threshold for p in profile.operating_points},
             default_point=profile.default_point, reference=profile.reference,
             greyscale=self._colourfulness < GREYSCALE_SPREAD,
-            point_notes={p.name: p.describe() for p in profile.operating_points})
+            point_notes={p.name: p.describe(footage) for p in profile.operating_points}, judged=self.density.judges)
 

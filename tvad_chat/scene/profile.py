@@ -47,11 +47,12 @@ class OperatingPoint:
     measured_per_minute: float  # on the held-out footage (cross-validated over the calibration clips)
     measured: bool  # False: the target is rarer than the footage can show; threshold set above all of it
 
-    def describe(self) -> str:
+    def describe(self, footage: str = "this camera's normal footage") -> str:
+        """The rate in words, per minute of ``footage`` (what the rate was measured on)."""
         minutes = 1.0 / self.target_per_minute
         every = f"{minutes:.0f} minutes" if minutes > 1 else "minute"
-        note = "" if self.measured else " (fewer than the normal footage could show)"
-        return f"about 1 false alarm per {every} of this camera's normal footage{note}"
+        note = "" if self.measured else " (fewer than the footage could show)"
+        return f"about 1 false alarm per {every} of {footage}{note}"
 
 
 def check_profile_folder(directory: str | Path) -> Path:
