@@ -330,8 +330,8 @@ class SceneAnalyzer:
         raw = np.array(records.raw_scores, np.float32)
         profile = self.profile
         # a profile fitted on the clip itself (uncalibrated) measured its rates on the clip's own stretches of time
-        footage = "this camera's normal footage" if profile.normal_times is None else \
-            "this clip, its stretches of time scored against each other"
+        footage = ("this camera's normal footage" if profile.normal_times is None
+                   else "this clip, its stretches of time scored against each other")
         return SceneAnalysis(
             profile_name=profile.name, size=profile.size, fps=fps, frames=records,
             scores=smooth_frame_scores(raw, fps, profile.scoring.smooth_sigma_s),
