@@ -126,6 +126,12 @@ def test_scan_writes_reports_index_and_summary(archive: Path, reference: Path) -
     assert html.count("<svg class='strip'") == 2  # gate and ped2 (the broken camera has no finished clip)
     assert html.count("<tr><td class='score'>") == len(rows)
     assert "Failed clips" in html and "cam9_20240131_150000.mp4" in html
+    # the gate camera has no profile and its 8 s clips are too short to be scored against themselves: no object
+    # in them was judged, and the summary says so instead of showing them as looked at with nothing found
+    assert [records[c]["judged"] for c in sorted(records)] == [False, False, True]
+    assert "<b>2</b> not judged" in html and html.count("<tr class='unjudged'>") == 2
+    assert html.count("stroke-dasharray") == 2 and "gate_20240131_143000.mp4: not judged" in html
+    assert "too short to compare its objects with one another" in html
     assert not list(reference.rglob(".*.part*"))
 
 

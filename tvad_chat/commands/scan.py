@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     sums = result.totals
     print(f"{result.clips} clips found, {result.skipped} finished before, {result.scanned} done now; "
           f"{duration_text(sums['hours'])} from {sums['cameras']} cameras, {sums['events']} events "
-          f"({sums['events_per_hour']:.1f} per hour)")
+          f"({sums['events_per_hour']:.1f} per hour)"
+          + (f"; {sums['not_judged']} clips not judged (no object compared: see the summary)" if sums["not_judged"]
+             else ""))
     for clip, reason in result.failed:
         print(f"  failed: {clip}: {reason}")
     print(f"index: {args.out / 'index.csv'}; summary: {result.summary}")

@@ -6,7 +6,8 @@
     DIR/clips/<slug>/report.json, event-NN.jpg
     DIR/index.csv, index.jsonl  every event of the archive: clip, camera, profile, start/end in seconds and as
                                 wall-clock time when the name carries one, score, why, thumbnail, report
-    DIR/index.html              the static summary: totals, a timeline strip per camera, events by score
+    DIR/index.html              the static summary: totals, a timeline strip per camera, events by score, the
+                                clips in which no object was judged (their absence of events says nothing)
 """
 
 from __future__ import annotations
@@ -58,13 +59,18 @@ def write_index(out: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]
     return rows
 
 
+def judged(record: dict[str, Any]) -> bool:
+    """Whether a finished clip's objects were judged (records written before the field existed were)."""
+    return record["status"] == "ok" and record.get("judged", True)
+
+
 def totals(records: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in records if r["status"] == "ok"]
     hours = sum(r["duration_s"] for r in ok) / 3600
     events = sum(len(r["events"]) for r in ok)
     return {"clips": len(ok), "failed": len(records) - len(ok), "hours": hours, "events": events,
             "events_per_hour": events / hours if hours > 0 else 0.0,
-            "cameras": len({r["camera"] for r in ok})}
+            "cameras": len({r["camera"] for r in ok}), "not_judged": sum(1 for r in ok if not judged(r))}
 
 
 def duration_text(hours: float) -> str:
@@ -86,7 +92,8 @@ def write_summary(out: Path, root: Path, records: list[dict[str, Any]], rows: li
         f"<span><b>{duration_text(sums['hours'])}</b> scanned</span><span><b>{sums['clips']}</b> clips</span>",
         f"<span><b>{sums['cameras']}</b> cameras</span><span><b>{sums['events']}</b> events</span>",
         f"<span><b>{sums['events_per_hour']:.1f}</b> events per hour</span>",
-        f"<span><b>{sums['failed']}</b> failed</span></p><h2>Timeline per camera</h2>",
+        f"<span><b>{sums['not_judged']}</b> not judged</span><span><b>{sums['failed']}</b> failed</span></p>",
+        "<h2>Timeline per camera</h2>",
     ]
     page += _strips(records)
     page.append("<h2>Events by score</h2><table><tr><th>score</th><th>thumbnail</th><th>camera / clip</th>"
@@ -103,6 +110,13 @@ def write_summary(out: Path, root: Path, records: list[dict[str, Any]], rows: li
             f"<a href='{escape(source)}'>{escape(row['clip'])}</a> "
             f"(<a href='{escape(row['report'])}'>report</a>)</td><td>{when}</td><td>{escape(row['why'])}</td></tr>")
     page.append("</table>")
+    unjudged = [r for r in records if r["status"] == "ok" and not judged(r)]
+    if unjudged:
+        page.append("<h2>Clips not judged</h2><p>No object in these clips was compared with anything, so they have "
+                    "no events whatever happens in them.</p><table>")
+        page += [f"<tr class='unjudged'><td>{escape(r['clip'])}</td><td>{escape(r['profile_note'])}</td></tr>"
+                 for r in sorted(unjudged, key=lambda r: r["clip"])]
+        page.append("</table>")
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
         page.append("<h2>Failed clips</h2><table>")
@@ -117,7 +131,8 @@ def write_summary(out: Path, root: Path, records: list[dict[str, Any]], rows: li
 
 def _strips(records: list[dict[str, Any]]) -> list[str]:
     """An SVG strip per camera: its clips as grey bars over its span of wall-clock time (or, when a clip's name
-    carries no time, its clips end to end), each event as a red mark whose shade is its score."""
+    carries no time, its clips end to end), each event as a red mark whose shade is its score; a clip in which no
+    object was judged is an outlined white bar, not a grey one (grey reads as "looked at, nothing found")."""
     cameras: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         if record["status"] == "ok":
@@ -138,8 +153,10 @@ def _strips(records: list[dict[str, Any]]) -> list[str]:
         scale = STRIP_WIDTH / span
         shapes = []
         for start, r in zip(starts, clips, strict=True):
+            look = "fill='#ccc'" if judged(r) else "fill='#fff' stroke='#888' stroke-dasharray='3 2'"
+            title = escape(r["clip"]) + ("" if judged(r) else ": not judged")
             shapes.append(f"<rect x='{start * scale:.1f}' y='3' width='{max(1.0, r['duration_s'] * scale):.1f}' "
-                          f"height='{STRIP_HEIGHT - 6}' fill='#ccc'><title>{escape(r['clip'])}</title></rect>")
+                          f"height='{STRIP_HEIGHT - 6}' {look}><title>{title}</title></rect>")
             for e in r["events"]:
                 shade = min(1.0, max(0.25, e["peak_score"] / (e["peak_score"] + 1.0) * 1.5))
                 shapes.append(f"<rect x='{(start + e['start']) * scale:.1f}' y='0' "
@@ -149,8 +166,10 @@ def _strips(records: list[dict[str, Any]]) -> list[str]:
         first = clips[0]["wall_start"].replace("T", " ") if timed else "0 s"
         last = ((origin + timedelta(seconds=span)).isoformat(sep=" ", timespec="seconds") if origin is not None
                 else f"{span / 60:.1f} min")
+        unjudged = sum(1 for r in clips if not judged(r))
         out.append(f"<div class='cam'>{escape(camera)} <small>({len(clips)} clips, "
-                   f"{sum(len(r['events']) for r in clips)} events; {escape(first)} to {escape(last)})</small></div>"
+                   f"{sum(len(r['events']) for r in clips)} events" + (f", {unjudged} not judged" if unjudged else "")
+                   + f"; {escape(first)} to {escape(last)})</small></div>"
                    f"<svg class='strip' width='{STRIP_WIDTH}' height='{STRIP_HEIGHT}'>"
                    f"<rect width='{STRIP_WIDTH}' height='{STRIP_HEIGHT}' fill='#f4f4f4'/>{''.join(shapes)}</svg>")
     return out

@@ -176,7 +176,7 @@ def _write_clip(out: Path, job: _Job, analysis: SceneAnalysis, note: str, thumbs
         event["thumbnail"] = name
     atomic_write_text(out / folder / "report.json", json.dumps(report))
     return {**_base(clip), "status": "ok", "reason": "", "profile": analysis.profile_name, "profile_note": note,
-            "duration_s": round(job.duration_s, 3), "frames": len(analysis.frames),
+            "judged": analysis.judged, "duration_s": round(job.duration_s, 3), "frames": len(analysis.frames),
             "report": (folder / "report.json").as_posix(),
             "events": [{k: e[k] for k in ("start", "end", "peak_score", "peak_time", "track_ids", "why", "thumbnail")}
                        for e in report["events"]]}
@@ -189,7 +189,7 @@ def _base(clip: ArchiveClip) -> dict[str, Any]:
 
 def _failed(clip: ArchiveClip, reason: str) -> dict[str, Any]:
     log.warning("%s failed: %s", clip.id, reason)
-    return {**_base(clip), "status": "failed", "reason": reason, "profile": None, "profile_note": "",
+    return {**_base(clip), "status": "failed", "reason": reason, "profile": None, "profile_note": "", "judged": False,
             "duration_s": 0.0, "frames": 0, "report": None, "events": []}
 
 
