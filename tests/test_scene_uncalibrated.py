@@ -5,11 +5,13 @@ farthest distance queried, so a 6 s normal Ped2 clip had nearly every frame in a
 94 % of the time); now a clip under 10 s judges no object, and its profile note, which every output carries,
 says so."""
 
+import json
 from pathlib import Path
 
 import pytest
 from shared_data import DATA
 
+from tvad_chat.cli import main
 from tvad_chat.scene.run import analyze_clip, resolve_profile
 
 PED2_TRAINING = DATA / "ucsd_ped2" / "training" / "frames"
@@ -55,3 +57,15 @@ def test_a_clip_scored_against_itself_keeps_its_objects_times(tmp_path: Path) ->
     assert choice.note.endswith("at 6.0 s the clip is too short to compare its objects with one another (they must "
                                 "be seen over 10 s): no object is judged")
     assert "too short" not in resolve_profile(clip, "none", folder_fps=10.0)[1].note
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data("ucsd_ped2")
+def test_tvad_analyze_says_a_short_uncalibrated_clip_judged_nothing(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    short = _first_seconds(PED2_TRAINING / "01", 60, tmp_path / "01")
+    report = tmp_path / "report.json"
+    assert main(["analyze", str(short), "--profile", "none", "--folder-fps", "10", "--out", str(report)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "no object was judged, so this clip cannot show an unusual event (see above)" in lines
+    assert json.loads(report.read_text())["judged"] is False

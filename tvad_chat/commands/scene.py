@@ -94,6 +94,8 @@ def run_scene_analyze(args: argparse.Namespace) -> int:
     if results is not None and results.timing_text():
         print(f"stages: {results.timing_text()}")
     events = analysis.events(args.sensitivity)
+    if not analysis.judged:
+        print("no object was judged, so this clip cannot show an unusual event (see above)")
     print(f"{len(events)} unusual event{'s' if len(events) != 1 else ''}" + (":" if events else ""))
     for event in events:
         ranking = results.event_categories(analysis, event) if results is not None else []
