@@ -112,6 +112,11 @@ def test_an_uncalibrated_analysis_says_so(reader: QuestionReader) -> None:
     assert ask(loose, "Why is it unusual?").text.endswith(note)
     assert not ask(loose, "When does it happen?").text.endswith(note)
     assert loose.summary()["calibrated"] is False
+    quiet = GroundedAnswerer(make_scene(profile=None, quiet=True), "uncalibrated: no scene profile matches this "
+                             "camera (the closest, 'ucsd_ped2', has similarity 0.41); lower confidence", reader=reader)
+    assert ask(quiet, "Is there an anomaly?").text == (
+        "No. Compared with the rest of this clip, nothing in it is unusual at this sensitivity: the highest score was "
+        f"0.20 against a threshold of 2.00. {note}")  # the long note once, not quoted inside the verdict
 
 
 def test_an_analysis_that_judged_no_object_says_it_cannot_tell(reader: QuestionReader) -> None:

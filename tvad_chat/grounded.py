@@ -262,8 +262,10 @@ class GroundedAnswerer:
         peak = float(self.analysis.scores.max()) if len(self.analysis.scores) else 0.0
         if not self.analysis.judged:
             return GroundedAnswer(self._not_judged(turn), "judgement")
-        if not self._events:
-            return GroundedAnswer(self._say("judgement_no", turn, decider=self.decider, peak=f"{peak:.2f}",
+        if not self._events:  # uncalibrated: the decider is the long note of why no profile matched, and the
+            # "(Uncalibrated: ...)" sentence that follows every judgement already says what decided
+            key = "judgement_no" if self.analysis.profile_name else "judgement_no_uncalibrated"
+            return GroundedAnswer(self._say(key, turn, decider=self.decider, peak=f"{peak:.2f}",
                                             threshold=f"{threshold:.2f}"), "judgement")
         strength = "clear" if peak >= CLEAR_MARGIN * threshold else "marginal"
         who = f"the {self.decider}" if self.analysis.profile_name else "comparing the clip with itself"
