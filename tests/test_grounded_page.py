@@ -77,6 +77,10 @@ def test_grounded_answers_and_sensitivity_move_together(server):
             page.wait_for_selector("#strip img", timeout=30_000)  # its hottest moments
             evidence = page.inner_text("#evidence")
             assert "decided by scene profile 'ucsd_ped2'" in evidence and "Scene judgement" in evidence
+            # the sensitivity in use is the one selected
+            in_use = re.search(r"Sensitivity (\S+):", evidence).group(1)
+            page.wait_for_function(f"document.querySelector('#sensitivity input[value=\"{in_use}\"]').checked",
+                                   timeout=30_000)
 
             judgement = _ask(page, "Is there an anomaly in this video?")
             assert judgement.startswith("Yes") and "ucsd_ped2" in judgement

@@ -52,6 +52,7 @@ FOLLOW_UPS_GROUNDED_EVENT = ("When does it happen?", "How does it move?", "What 
                              "Why is it unusual?")
 FOLLOW_UPS_GROUNDED_NONE = ("How many objects were tracked?", "What happens at 0:05?")
 SENSITIVITIES = tuple(name for name, _ in TARGET_RATES)  # a profile's operating points, most sensitive first
+EMPTY_VIEWS = (None, None, None, "", None, None)  # overlay, plot, strip, evidence, sensitivity, overlay position
 ANSWERS = os.environ.get("TVAD_ANSWERS", "grounded")  # grounded: from the scene analysis; model: the T-VAD model
 
 # Limits and retention (README lists these variables); the page states them above the upload.
@@ -360,8 +361,9 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
                                elem_id="overlay")
             plot = gr.Plot(label="Per-frame anomaly score", show_label=False, elem_id="score-plot")
             sensitivity = gr.Radio(list(SENSITIVITIES), value=None, elem_id="sensitivity",
-                                   label="Sensitivity: false alarms per minute on this camera's normal footage "
-                                         "(events and answers are re-decided, the clip is not re-analysed)")
+                                   label="Sensitivity: false alarms per minute of normal footage (the camera's, "
+                                         "or the clip's own when uncalibrated); events and answers are re-decided, "
+                                         "the clip is not re-analysed")
         with gr.Row():
             strip = gr.Image(label="Frames with heatmap", show_label=False, interactive=False, elem_id="strip",
                              height=150, scale=6)
@@ -373,7 +375,7 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
             export_mp4 = gr.Button("Export overlay mp4")
             export_file = gr.File(label="Export", interactive=False, height=80, elem_id="export-file")
 
-        views = [overlay, plot, strip, evidence, show_at]
+        views = [overlay, plot, strip, evidence, sensitivity, show_at]  # show_at last: answers move it alone
         worked = [sid, status, chat, preview, *views, *suggestions]
         keep = [gr.update()] * len(views)
 
@@ -434,8 +436,7 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
             if not path:
                 session.reset()
                 jobs.preview = None
-                yield [session.id, "Upload a clip to start.", [], None, None, None, None, "", None,
-                       *_suggestion_updates(None)]
+                yield [session.id, "Upload a clip to start.", [], None, *EMPTY_VIEWS, *_suggestion_updates(None)]
                 return
             name = Path(path).name
             waiting = len(jobs.questions())
@@ -454,7 +455,7 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
                 session.reset()
                 jobs.preview = None
                 yield [session.id, "⚠ " + _message(exc, "analyse this clip"), _chat_view(session, jobs), None,
-                       None, None, None, "", None, *_suggestion_updates(None)]
+                       *EMPTY_VIEWS, *_suggestion_updates(None)]
                 return
             yield [session.id, _analysed_text(session, analysis, name), _chat_view(session, jobs), gr.update(),
                    *_views(analysis, session, out), *[gr.update()] * NUM_SUGGESTIONS]
@@ -557,7 +558,8 @@ def build_app(engine: ChatEngine, examples: list[Path] | None = None) -> gr.Bloc
             return [session.id, f"Sensitivity {point}: events and answers re-decided.",
                     scene_score_figure(session.scene, point), scene_panel_markdown(session)]
 
-        sensitivity.change(change_sensitivity, [sensitivity, sid], [sid, status, plot, evidence], queue=False)
+        # input, not change: an analysis sets the radio to its point, which must not re-decide it again
+        sensitivity.input(change_sensitivity, [sensitivity, sid], [sid, status, plot, evidence], queue=False)
         show_at.change(None, [show_at], None, js=SEEK_OVERLAY_JS, queue=False)
         def export_json_report(session_id, request: gr.Request):
             return export("json", session_id, request)
@@ -646,21 +648,22 @@ def scene_panel_markdown(session: Session) -> str:
 
 
 def _views(analysis: Analysis | None, session: Session, out: Path) -> list[Any]:
-    """Overlay video, score plot, frame strip, evidence and the overlay's position: the scene analysis's in
-    grounded mode, the model's otherwise."""
+    """Overlay video, score plot, frame strip, evidence, the sensitivity in use and the overlay's position: the
+    scene analysis's in grounded mode, the model's otherwise."""
     name = f"overlay_{len(list(out.glob('overlay_*.mp4')))}.mp4"
+    point = session.answerer.point if session.answerer is not None else None
     if analysis is None:
         if session.scene is None:
-            return [None, None, None, session.scene_note, None]
-        point = session.answerer.point if session.answerer is not None else None
+            return [None, None, None, session.scene_note, None, None]
         overlay = None
         if session.scene_overlay is not None:  # the engine's copy is shared; the session's is deleted with it
             overlay = str(shutil.copyfile(session.scene_overlay, out / name))
         return [overlay, scene_score_figure(session.scene, point), session.scene_strip,
-                scene_panel_markdown(session), 0]
+                scene_panel_markdown(session), point, 0]
     trained = session.model_info is None or session.model_info.trained
     mp4 = write_overlay_video(analysis, out / name)
-    return [str(mp4), score_figure(analysis, trained=trained), frame_strip(analysis), _evidence_markdown(analysis), 0]
+    return [str(mp4), score_figure(analysis, trained=trained), frame_strip(analysis), _evidence_markdown(analysis),
+            point, 0]
 
 
 def _size_bytes(text: str) -> int:
