@@ -34,6 +34,7 @@ from prompts.loader import read_prompt_file
 from tvad_chat.motion import Trajectory, describe_path, movement_phrase
 from tvad_chat.scene.analyze import SELF_EXCLUDE_S, Event, FrameBox, SceneAnalysis
 from tvad_chat.scene.events import footage_seconds
+from tvad_chat.scene.scoring import judging_span
 
 INTENTS_FILE = "intents.yaml"
 ANSWERS_FILE = "answers.yaml"
@@ -239,7 +240,7 @@ class GroundedAnswerer:
 
     def _not_judged(self, turn: int) -> str:
         return self._say("judgement_not_judged", turn, seconds=f"{footage_seconds(self.analysis.times):.1f}",
-                         needed=f"{2 * SELF_EXCLUDE_S:.0f}")  # the span tvad_chat.scene.scoring.judges_itself needs
+                         needed=f"{judging_span(SELF_EXCLUDE_S):.0f}")
 
     def _missing(self, asked: Question, number: int | None, turn: int, what: str) -> GroundedAnswer | None:
         if number is not None:
@@ -258,10 +259,10 @@ class GroundedAnswerer:
         return f"{count} unusual event{'s' if count != 1 else ''}: {listing}."
 
     def _answer_judgement(self, asked: Question, number: int | None, turn: int) -> GroundedAnswer:
-        threshold = self.analysis.threshold(self.point)
-        peak = float(self.analysis.scores.max()) if len(self.analysis.scores) else 0.0
         if not self.analysis.judged:
             return GroundedAnswer(self._not_judged(turn), "judgement")
+        threshold = self.analysis.threshold(self.point)
+        peak = float(self.analysis.scores.max()) if len(self.analysis.scores) else 0.0
         if not self._events:  # uncalibrated: the decider is the long note of why no profile matched, and the
             # "(Uncalibrated: ...)" sentence that follows every judgement already says what decided
             key = "judgement_no" if self.analysis.profile_name else "judgement_no_uncalibrated"

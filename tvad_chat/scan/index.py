@@ -61,7 +61,7 @@ def write_index(out: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]
 
 def judged(record: dict[str, Any]) -> bool:
     """Whether a finished clip's objects were judged (records written before the field existed were)."""
-    return record["status"] == "ok" and record.get("judged", True)
+    return record.get("judged", True)
 
 
 def totals(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -189,7 +189,7 @@ def _base(clip: ArchiveClip) -> dict[str, Any]:
 
 def _failed(clip: ArchiveClip, reason: str) -> dict[str, Any]:
     log.warning("%s failed: %s", clip.id, reason)
-    return {**_base(clip), "status": "failed", "reason": reason, "profile": None, "profile_note": "", "judged": False,
+    return {**_base(clip), "status": "failed", "reason": reason, "profile": None, "profile_note": "",
             "duration_s": 0.0, "frames": 0, "report": None, "events": []}
 
 

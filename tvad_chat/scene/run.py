@@ -34,7 +34,7 @@ from tvad_chat.scene.calibrate import CalibrationConfig, calibrate, clip_backgro
 from tvad_chat.scene.match import match_profile
 from tvad_chat.scene.objects import ObjectConfig
 from tvad_chat.scene.profile import SceneProfile
-from tvad_chat.scene.scoring import judges_itself
+from tvad_chat.scene.scoring import judges_itself, judging_span
 from tvad_chat.video import stream_clip
 
 log = logging.getLogger(__name__)
@@ -81,10 +81,10 @@ def resolve_profile(source: str | Path, profile: str | Path | None = "auto", fps
         raise ProfileError(f"cannot analyse this clip without a scene profile: {exc}. Give a profile of "
                            "this camera (--profile DIR) or a longer clip") from None
     if not judges_itself(fitted.normal_times, SELF_EXCLUDE_S):  # the rule tvad_chat.scene.scoring.Density applies
-        seconds = float(fitted.made_from["seconds"])
+        seconds, needed = float(fitted.made_from["seconds"]), judging_span(SELF_EXCLUDE_S)
         choice = dataclasses.replace(choice, note=f"{choice.note}; at {seconds:.1f} s the clip is too short to compare "
-                                     f"its objects with one another (they must be seen over {2 * SELF_EXCLUDE_S:.0f} "
-                                     "s): no object is judged")
+                                     f"its objects with one another (they must be seen over {needed:.0f} s): no "
+                                     "object is judged")
     return fitted, choice
 
 

@@ -49,10 +49,15 @@ class ScoringConfig:
         return dict(self.__dict__)
 
 
+def judging_span(exclude_s: float) -> float:
+    """Seconds a clip's objects must be seen over for the clip to be scored against itself with neighbours
+    ``exclude_s`` away or more: then every object could have one, on one side or the other."""
+    return 2 * exclude_s
+
+
 def judges_itself(times: np.ndarray, exclude_s: float) -> bool:
-    """Whether a clip whose objects were seen at ``times`` (seconds) can be scored against itself with neighbours
-    ``exclude_s`` away or more: only when every object could have one, on one side or the other."""
-    return len(times) > 0 and float(np.ptp(times)) >= 2 * exclude_s
+    """Whether a clip whose objects were seen at ``times`` (seconds) can be scored against itself."""
+    return len(times) > 0 and float(np.ptp(times)) >= judging_span(exclude_s)
 
 
 class Density:
